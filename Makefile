@@ -1,0 +1,26 @@
+# Two commands for a new user: `make train` runs the main job, `make test` runs the tests.
+# Both create .venv/ in the repository root when it is missing.
+PY := .venv/bin/python
+DATA ?= ../shared/data/cifar10-jpeg
+OUT ?= runs/cifar_resnet20
+ARGS ?=
+
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+venv: .venv/.installed
+
+# Trains CIFAR ResNet-20 with the paper's recipe (64k iterations); ARGS="--iters 2000" shortens it.
+train: venv
+	$(PY) -m resnetlab train --model cifar_resnet20 --recipe cifar-paper --data $(DATA) --out $(OUT) $(ARGS)
+
+test: venv
+	$(PY) -m pytest -q $(ARGS)
+
+bench: venv
+	$(PY) -m resnetlab bench $(ARGS)
+
+.PHONY: venv train test bench

@@ -1,0 +1,64 @@
+"""`resnetlab SUBCOMMAND ...`: one module per subcommand, each with `main(argv) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from resnetlab.errors import UserError
+
+SUBCOMMANDS = {
+    "models": "list every network with its parameters and multiply-adds",
+    "data": "inspect a dataset (`resnetlab data inspect PATH`)",
+    "train": "train a network with one of the paper's recipes",
+    "evaluate": "top-1/top-5 error of a checkpoint on a dataset split",
+    "predict": "classify image files with a checkpoint",
+    "export": "export a checkpoint to ONNX or TorchScript",
+    "reproduce": "reproduce the paper's Table 1, Table 6, Fig. 6 and Fig. 7",
+    "bench": "training throughput of resnetlab against a standard PyTorch loop",
+}
+
+
+def _usage() -> str:
+    rows = "\n".join(f"  {name:<10} {text}" for name, text in SUBCOMMANDS.items())
+    return (
+        "usage: resnetlab SUBCOMMAND [options]\n\n"
+        "The networks, recipes and experiments of 'Deep Residual Learning for Image Recognition'.\n\n"
+        f"subcommands:\n{rows}\n\n`resnetlab SUBCOMMAND --help` explains each one."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from resnetlab import __version__
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"resnetlab: error: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"resnetlab.cli.{name}")
+    try:
+        return module.main(rest)
+    except UserError as e:
+        print(f"resnetlab {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"resnetlab {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)

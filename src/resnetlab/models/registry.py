@@ -1,0 +1,95 @@
+"""Every network of the paper, by name: `create_model("resnet50")`, `list_models()`."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Callable
+
+from resnetlab.errors import UserError
+from resnetlab.models.resnet import BasicBlock, Bottleneck, ResNet, Shortcut, Style
+
+_REGISTRY: dict[str, Callable[..., ResNet]] = {}
+_CIFAR_NAME = re.compile(r"cifar_(resnet|plain)(\d+)$")
+
+
+def register(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def _imagenet(
+    block: type[BasicBlock] | type[Bottleneck],
+    layers: list[int],
+    *,
+    residual: bool = True,
+    num_classes: int = 1000,
+    shortcut: Shortcut | None = None,
+    style: Style = "paper",
+    zero_init_residual: bool = False,
+) -> ResNet:
+    if style not in ("paper", "torchvision"):
+        raise UserError(f"style must be 'paper' or 'torchvision', not {style!r}")
+    if shortcut is None:
+        # Bottleneck nets use B (Sec. 3.3). For 18/34 the paper's plain-vs-residual comparison
+        # (Table 2, Fig. 4) uses A, which keeps them parameter-for-parameter equal to plain-18/34;
+        # torchvision's 18/34 use B, so style="torchvision" does too.
+        shortcut = "A" if block is BasicBlock and style == "paper" else "B"
+    return ResNet(
+        block, layers, imagenet=True, num_classes=num_classes, shortcut=shortcut, residual=residual,
+        style=style, zero_init_residual=zero_init_residual,
+    )
+
+
+def cifar_net(depth: int, *, residual: bool = True, num_classes: int = 10, shortcut: Shortcut = "A",
+              zero_init_residual: bool = False, style: Style = "paper") -> ResNet:
+    """Sec. 4.2: depth 6n+2, three stages of n basic blocks on 16, 32, 64 filters."""
+    if depth < 8 or (depth - 2) % 6:
+        raise UserError(f"a CIFAR net has depth 6n+2 with n >= 1 (8, 14, 20, 32, ...), not {depth}")
+    n = (depth - 2) // 6
+    return ResNet(
+        BasicBlock, [n, n, n], imagenet=False, num_classes=num_classes, shortcut=shortcut,
+        residual=residual, style=style, zero_init_residual=zero_init_residual,
+    )
+
+
+@register
+def resnet18(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [2, 2, 2, 2], **kw)
+@register
+def resnet34(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [3, 4, 6, 3], **kw)
+@register
+def resnet50(**kw: Any) -> ResNet: return _imagenet(Bottleneck, [3, 4, 6, 3], **kw)
+@register
+def resnet101(**kw: Any) -> ResNet: return _imagenet(Bottleneck, [3, 4, 23, 3], **kw)
+@register
+def resnet152(**kw: Any) -> ResNet: return _imagenet(Bottleneck, [3, 8, 36, 3], **kw)
+@register
+def plain18(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [2, 2, 2, 2], residual=False, **kw)
+@register
+def plain34(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [3, 4, 6, 3], residual=False, **kw)
+
+# Table 6 and Fig. 6 of the paper; any other 6n+2 depth is built on request (cifar_resnet8, ...).
+CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110, 1202)
+CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def list_models() -> list[str]:
+    """The registered names: the ImageNet nets, then the CIFAR nets of the paper."""
+    cifar = [f"cifar_resnet{d}" for d in CIFAR_RESNET_DEPTHS] + [f"cifar_plain{d}" for d in CIFAR_PLAIN_DEPTHS]
+    return list(_REGISTRY) + cifar
+
+
+def is_cifar(name: str) -> bool:
+    return _CIFAR_NAME.match(name) is not None
+
+
+def create_model(name: str, **options: Any) -> ResNet:
+    """Build a network by name; options: num_classes, shortcut, style, zero_init_residual."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](**options)
+    m = _CIFAR_NAME.match(name)
+    if m:
+        return cifar_net(int(m.group(2)), residual=m.group(1) == "resnet", **options)
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `resnetlab models` lists them"
+    raise UserError(f"unknown model {name!r}{hint}")

@@ -1,0 +1,65 @@
+"""Loading weights: resnetlab checkpoints, plain state dicts (torchvision's), akamaster's CIFAR files."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from resnetlab.errors import UserError
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
+    return obj
+
+
+def extract_state_dict(obj: dict) -> dict[str, Tensor]:
+    """The model's tensors, whichever of the formats we know the file is in, under our names."""
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, Tensor):
+            continue
+        for prefix in ("module.", "_orig_mod."):  # DataParallel / DDP, torch.compile
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if k.startswith("linear."):  # akamaster's classifier is `linear`, ours (and torchvision's) `fc`
+            k = "fc." + k[len("linear."):]
+        state[k] = v
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a checkpoint into `model` strictly; a mismatch names the first offending key and shapes."""
+    state = extract_state_dict(read_checkpoint(path))
+    own = model.state_dict()
+    for k, v in own.items():
+        if k not in state:
+            raise UserError(f"checkpoint {path} does not fit this network: it has no {k!r} (shape {tuple(v.shape)})")
+        if state[k].shape != v.shape:
+            raise UserError(
+                f"checkpoint {path} does not fit this network: {k!r} has shape {tuple(state[k].shape)} "
+                f"in the checkpoint but {tuple(v.shape)} in the model"
+            )
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise UserError(f"checkpoint {path} does not fit this network: unexpected key {extra[0]!r}")
+    model.load_state_dict(state, strict=True)
+    return model
