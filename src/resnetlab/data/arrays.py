@@ -1,0 +1,40 @@
+"""In-memory datasets: uint8 images (N, H, W, 3) with int64 labels, and the stratified hold-out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ArrayDataset:
+    images: np.ndarray  # uint8, (N, H, W, 3)
+    labels: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "ArrayDataset":
+        return ArrayDataset(self.images[index], self.labels[index])
+
+
+def holdout_split(labels: np.ndarray, size: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices: `size` images, the same number from every class.
+
+    numpy's PCG64 stream is fixed across platforms and versions, so the split is identical everywhere.
+    """
+    classes = np.unique(labels)
+    if size % len(classes):
+        raise ValueError(f"a hold-out of {size} does not split evenly over {len(classes)} classes")
+    per_class = size // len(classes)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    val = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        if len(members) <= per_class:
+            raise ValueError(f"class {c} has {len(members)} images, too few to hold out {per_class}")
+        val.append(np.sort(rng.permutation(members)[:per_class]))
+    val_idx = np.sort(np.concatenate(val))
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx

@@ -1,0 +1,133 @@
+"""The CIFAR pipeline on the training device (airbench-style): the whole split as uint8 on the device,
+shuffled and augmented with batched tensor ops, no per-sample Python.
+
+Every random choice of epoch e is drawn from a CPU generator seeded by (seed, e), so batch i is a pure
+function of (seed, i): identical on CPU and GPU, and a resumed run needs no loader state at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PAD = 4  # Sec. 4.2: "4 pixels are padded on each side"
+
+
+@dataclass
+class Normalization:
+    """x -> (x / 255 - mean) / std, with mean/std of shape (3, 1, 1) (per channel) or (3, H, W) (per pixel)."""
+
+    kind: str
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, kind: str, images: np.ndarray) -> "Normalization":
+        """Statistics of the training images (uint8 NHWC): "pixel-mean" is the paper's per-pixel mean
+        subtraction, "channel" the common per-channel mean/std."""
+        x = torch.from_numpy(images).permute(0, 3, 1, 2)
+        if kind == "pixel-mean":
+            mean = torch.zeros(x.shape[1:], dtype=torch.float64)
+            for chunk in x.split(4096):
+                mean += chunk.double().sum(0)
+            return cls(kind, (mean / len(x) / 255).float(), torch.ones(3, 1, 1))
+        if kind == "channel":
+            flat = x.transpose(0, 1).reshape(3, -1)
+            mean = torch.stack([c.double().mean() for c in flat]) / 255
+            std = torch.stack([c.double().std() for c in flat]) / 255
+            return cls(kind, mean.float().view(3, 1, 1), std.float().view(3, 1, 1))
+        raise ValueError(f"normalization must be 'pixel-mean' or 'channel', not {kind!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(d["kind"], d["mean"].float(), d["std"].float())
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "mean": self.mean, "std": self.std}
+
+    def __call__(self, x_uint8: Tensor) -> Tensor:
+        mean, std = self.mean.to(x_uint8.device), self.std.to(x_uint8.device)
+        return (x_uint8.float().div_(255) - mean).div_(std)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class DeviceLoader:
+    """Batches of one split, as normalized float tensors on `device`.
+
+    augment=True: a random 32x32 crop of the 4-pixel zero-padded image, flipped with probability 1/2
+    (Sec. 4.2); the epoch is shuffled and its last partial batch dropped so every step has one shape.
+    augment=False: the images in order, unaugmented, the last batch possibly smaller (evaluation).
+    With world_size > 1 each rank takes every world_size-th image of the same global batch.
+    """
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str,
+        normalization: Normalization, *, augment: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        if len(labels) < batch_size and augment:
+            raise ValueError(f"{len(labels)} training images are fewer than one batch of {batch_size}")
+        self.device = torch.device(device)
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.images = (F.pad(x, (PAD,) * 4) if augment else x).contiguous().to(self.device)
+        self.labels = torch.from_numpy(labels).to(self.device)
+        self.size = int(images.shape[1])
+        self.batch_size, self.augment, self.seed = batch_size, augment, seed
+        self.rank, self.world_size = rank, world_size
+        self.normalize = Normalization(normalization.kind, normalization.mean.to(self.device),
+                                       normalization.std.to(self.device))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._epoch: int | None = None
+        self._plan: tuple[Tensor, ...] = ()
+
+    def __len__(self) -> int:
+        """Steps per epoch."""
+        n = len(self.labels)
+        return n // self.batch_size if self.augment else -(-n // self.batch_size)
+
+    def _epoch_plan(self, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if self._epoch != epoch:
+            g = epoch_generator(self.seed, epoch)
+            n = len(self.labels)
+            perm = torch.randperm(n, generator=g)
+            offsets = torch.randint(0, 2 * PAD + 1, (2, n), generator=g)
+            flips = torch.rand(n, generator=g) < 0.5
+            self._plan = tuple(t.to(self.device) for t in (perm, offsets[0], offsets[1], flips))
+            self._epoch = epoch
+        return self._plan  # type: ignore[return-value]
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The batch of global step `step` (0-based) of this rank."""
+        if not self.augment:
+            idx = torch.arange(step * self.batch_size, min((step + 1) * self.batch_size, len(self.labels)),
+                               device=self.device)
+            x = self.images[idx]
+        else:
+            epoch, pos = divmod(step, len(self))
+            perm, dy, dx, flip = self._epoch_plan(epoch)
+            sl = slice(pos * self.batch_size + self.rank, (pos + 1) * self.batch_size, self.world_size)
+            idx = perm[sl]
+            x = crop_flip(self.images[idx], dy[sl], dx[sl], flip[sl], self.size)
+        x = self.normalize(x).contiguous(memory_format=self.memory_format)
+        return x, self.labels[idx]
+
+    def __iter__(self):
+        for step in range(len(self)):
+            yield self.batch(step)
+
+
+def crop_flip(padded: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, size: int) -> Tensor:
+    """Crop size x size windows at (dy, dx) from a padded uint8 batch, mirroring where `flip`, in one gather."""
+    ar = torch.arange(size, device=padded.device)
+    rows = dy[:, None] + ar
+    cols = dx[:, None] + torch.where(flip[:, None], size - 1 - ar, ar)
+    b = torch.arange(len(padded), device=padded.device)[:, None, None]
+    # Advanced indexing puts the gathered dims first: (B, size, size, C); permute back to NCHW.
+    return padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

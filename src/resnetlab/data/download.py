@@ -1,0 +1,93 @@
+"""Fetching the official CIFAR tarballs (URL + published MD5) and extracting them safely."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from resnetlab.errors import UserError
+
+# name -> (url, md5 published by the dataset's authors, folder inside the tarball)
+ARCHIVES = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
+}
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("RESNETLAB_CACHE", Path.home() / ".cache" / "resnetlab"))
+
+
+def md5sum(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, md5: str) -> Path:
+    """Download to a temporary file, check the MD5, then move into place: never a half file at `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
+                for chunk in iter(lambda: r.read(1 << 20), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"could not download {url} ({getattr(e, 'reason', e)}). Offline? Put the file at {dest} "
+            f"(MD5 {md5}) and run again, or pass --data with the extracted folder"
+        ) from None
+    if md5sum(tmp) != md5:
+        tmp.unlink()
+        raise UserError(f"{url} downloaded with the wrong MD5 (expected {md5}); nothing was kept")
+    os.replace(tmp, dest)
+    return dest
+
+
+def safe_extract(archive: Path, target: Path) -> None:
+    """Extract a tarball, refusing it whole if any entry is a link, a device or escapes `target`."""
+    target = target.resolve()
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                dest = (target / m.name).resolve()
+                if not (m.isfile() or m.isdir()):
+                    raise UserError(f"{archive}: refusing entry {m.name!r}: only plain files and folders are extracted")
+                if dest != target and target not in dest.parents:
+                    raise UserError(f"{archive}: refusing entry {m.name!r}: it would be written outside {target}")
+            target.mkdir(parents=True, exist_ok=True)
+            for m in members:
+                tar.extract(m, target, set_attrs=False)
+    except tarfile.TarError as e:
+        raise UserError(f"{archive} is not a readable tarball: {e}") from None
+
+
+def fetch(name: str, root: Path | None = None) -> Path:
+    """The extracted folder of `cifar10`/`cifar100` under `root`, downloading it once if missing."""
+    url, md5, folder = ARCHIVES[name]
+    root = root or default_root()
+    extracted = root / folder
+    if extracted.is_dir():
+        return extracted
+    archive = root / url.rsplit("/", 1)[1]
+    if not archive.is_file():
+        download(url, archive, md5)
+    elif md5sum(archive) != md5:
+        raise UserError(f"{archive} does not have the published MD5 {md5}: delete it and run again")
+    safe_extract(archive, root)
+    return extracted

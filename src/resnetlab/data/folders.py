@@ -1,0 +1,128 @@
+"""Class-per-folder image trees (`<split>/<class>/*.jpg|png`), and the decode-once cache for small images."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image, read_file
+from tqdm import tqdm
+
+from resnetlab.data.arrays import ArrayDataset
+from resnetlab.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+CACHE_VERSION = 1
+
+
+@dataclass
+class FolderIndex:
+    """The image files of one split, with their labels; `ignored` counts the non-image files passed over."""
+
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    ignored: int = 0
+    stats: list[tuple[str, int, int]] = field(default_factory=list, repr=False)  # (relpath, size, mtime_ns)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
+        for rel, size, mtime in self.stats:
+            h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        return h.hexdigest()[:20]
+
+
+def scan(root: Path, classes: list[str] | None = None) -> FolderIndex:
+    """Index `root/<class>/<image>`; classes are the sorted folder names unless given."""
+    if not root.is_dir():
+        raise UserError(f"{root} does not exist or is not a folder")
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not folders:
+        raise UserError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    classes = classes or folders
+    paths, labels, stats, ignored = [], [], [], 0
+    for label, name in enumerate(classes):
+        entries = sorted(os.scandir(root / name), key=lambda e: e.name) if (root / name).is_dir() else []
+        found = 0
+        for e in entries:
+            if not e.is_file():
+                continue
+            if Path(e.name).suffix.lower() not in IMAGE_SUFFIXES:
+                ignored += 1
+                continue
+            st = e.stat()
+            paths.append(Path(e.path))
+            labels.append(label)
+            stats.append((f"{name}/{e.name}", st.st_size, st.st_mtime_ns))
+            found += 1
+        if not found:
+            raise UserError(f"class folder {root / name} has no images (.jpg, .jpeg or .png)")
+    return FolderIndex(root, paths, np.asarray(labels, dtype=np.int64), classes, ignored, stats)
+
+
+def decode(path: Path) -> torch.Tensor:
+    """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it."""
+    try:
+        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1].split(", ")[-1]
+        raise UserError(f"cannot decode image {path}: {reason}") from None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    img = decode(path)
+    return int(img.shape[1]), int(img.shape[2])
+
+
+def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool = False) -> tuple[ArrayDataset, int]:
+    """Decode every image of a small-image folder into one uint8 array, once; returns (data, skipped).
+
+    The cache file is keyed by every file's path, size and mtime, so a changed file is decoded again.
+    """
+    key = f"{index.fingerprint()}{'-skip' if skip_corrupt else ''}"
+    cache = cache_dir / f"folder-{key}.npz" if cache_dir else None
+    if cache and cache.is_file():
+        with np.load(cache) as z:
+            return ArrayDataset(z["images"], z["labels"]), int(z["skipped"])
+
+    expected = image_size(index.paths[0])
+
+    def one(i: int) -> np.ndarray | None:
+        try:
+            img = decode(index.paths[i])
+        except UserError:
+            if skip_corrupt:
+                return None
+            raise
+        if tuple(img.shape[1:]) != expected:
+            raise UserError(
+                f"image {index.paths[i]} is {img.shape[1]}x{img.shape[2]}, but {index.paths[0]} is "
+                f"{expected[0]}x{expected[1]}: every image of a small-image dataset must have one size"
+            )
+        return img.permute(1, 2, 0).numpy()
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(tqdm(pool.map(one, range(len(index))), total=len(index), desc=f"decoding {index.root}",
+                            unit="img", disable=None, leave=False))
+    keep = [i for i, img in enumerate(decoded) if img is not None]
+    skipped = len(index) - len(keep)
+    if not keep:
+        raise UserError(f"no image in {index.root} could be decoded")
+    data = ArrayDataset(np.stack([decoded[i] for i in keep]), index.labels[keep])
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
+        os.replace(tmp, cache)
+    return data, skipped
+

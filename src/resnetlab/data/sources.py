@@ -1,0 +1,112 @@
+"""One entry point for every dataset a user has: `open_dataset(--data value)`.
+
+Recognized: the names cifar10/cifar100 (downloaded once), the official CIFAR tarballs or their
+extracted folders (python or binary), and class-per-folder trees with optional train/val/test splits.
+Small images (<= 64 px) are decoded into uint8 arrays once and cached; large ones stay files and are
+streamed through a DataLoader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resnetlab.data import cifar, download, folders
+from resnetlab.data.arrays import ArrayDataset
+from resnetlab.errors import UserError
+
+SMALL_IMAGE = 64
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    source: str
+    format: str
+    classes: list[str]
+    splits: dict[str, ArrayDataset | folders.FolderIndex]
+    ignored: int = 0  # non-image files passed over
+    skipped: int = 0  # corrupt images passed over with skip_corrupt
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.splits["train"], ArrayDataset)
+
+    def image_size(self) -> tuple[int, int] | None:
+        train = self.splits["train"]
+        if isinstance(train, ArrayDataset):
+            return int(train.images.shape[1]), int(train.images.shape[2])
+        return None
+
+
+def cache_root() -> Path:
+    return download.default_root() / "cache"
+
+
+def open_dataset(spec: str | Path, *, skip_corrupt: bool = False, cache_dir: Path | None = None) -> Dataset:
+    cache_dir = cache_dir or cache_root()
+    text = str(spec)
+    path = Path(text).expanduser()
+    if text in download.ARCHIVES and not path.exists():
+        return _from_cifar_folder(download.fetch(text), text)
+    if not path.exists():
+        raise UserError(f"--data {text}: no such file or folder (give a dataset folder, an official CIFAR "
+                        f"tarball, or one of {', '.join(download.ARCHIVES)})")
+    if path.is_file():
+        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            raise UserError(f"--data {path}: a file must be an official CIFAR tarball (.tar.gz)")
+        st = path.stat()
+        target = cache_dir / "extracted" / f"{path.name}-{st.st_size}-{st.st_mtime_ns}"
+        if not target.is_dir():
+            download.safe_extract(path, target)
+        inner = [p for p in target.iterdir() if p.name in cifar.LAYOUTS]
+        if not inner:
+            raise UserError(f"{path} holds none of the official CIFAR folders ({', '.join(cifar.LAYOUTS)})")
+        return _from_cifar_folder(inner[0], text)
+    if cifar.detect_layout(path):
+        return _from_cifar_folder(path, text)
+    inner = [path / name for name in cifar.LAYOUTS if (path / name).is_dir()]
+    if inner:
+        return _from_cifar_folder(inner[0], text)
+    return _from_image_folders(path, text, skip_corrupt, cache_dir)
+
+
+def _from_cifar_folder(folder: Path, source: str) -> Dataset:
+    fmt, splits, classes = cifar.read_cifar(folder)
+    return Dataset(source, fmt, classes, dict(splits))
+
+
+def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: Path) -> Dataset:
+    split_dirs = {s: root / s for s in SPLIT_FOLDERS if (root / s).is_dir()}
+    if "train" not in split_dirs:
+        split_dirs = {"train": root}  # the folder itself holds the classes
+    train = folders.scan(split_dirs["train"])
+    indexes = {"train": train}
+    for split, d in split_dirs.items():
+        if split != "train":
+            indexes[split] = folders.scan(d, classes=_matching_classes(d, train.classes))
+    ignored = sum(ix.ignored for ix in indexes.values())
+    h, w = folders.image_size(train.paths[0])
+    if max(h, w) > SMALL_IMAGE:
+        return Dataset(source, "image-folder", train.classes, dict(indexes), ignored)
+    splits, skipped = {}, 0
+    for split, ix in indexes.items():
+        splits[split], n = folders.load_arrays(ix, cache_dir, skip_corrupt)
+        skipped += n
+    return Dataset(source, "image-folder", train.classes, splits, ignored, skipped)
+
+
+def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
+    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
+    if extra:
+        raise UserError(f"{folder} has class folders that train/ lacks: {', '.join(extra[:5])}")
+    return classes
+
+
+def channel_stats(images: np.ndarray, limit: int = 10000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (over the first `limit` images)."""
+    x = images[:limit].reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return x.mean(0).tolist(), x.std(0).tolist()
