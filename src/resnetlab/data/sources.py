@@ -107,6 +107,6 @@ def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
 
 
 def channel_stats(images: np.ndarray, limit: int = 10000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1] (over the first `limit` images)."""
-    x = images[:limit].reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    """Per-channel mean and std of uint8 images scaled to [0, 1], over an evenly strided sample of `limit`."""
+    x = images[:: max(1, len(images) // limit)].reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     return x.mean(0).tolist(), x.std(0).tolist()

@@ -1,0 +1,91 @@
+"""`resnetlab train`: train a network of the paper with one of its recipes.
+
+Every recipe value can be overridden by a TOML file (--config) and then by a flag of the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from resnetlab.cli.main import Parser
+from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, resolve, validate
+from resnetlab.engine.trainer import TrainingDiverged, load_run_config, train
+from resnetlab.errors import UserError
+
+HELP = {
+    "model": "network name (see `resnetlab models`), e.g. cifar_resnet20, cifar_plain56, resnet50",
+    "data": "dataset: a folder, an official CIFAR tarball, or cifar10/cifar100 (downloaded once)",
+    "recipe": f"the paper's recipe to start from: {', '.join(RECIPES)}",
+    "out": "run directory (config, metrics.jsonl, last.pt, best.pt, summary.json)",
+    "iters": "total iterations (the lr milestones scale with it unless --milestones is given)",
+    "milestones": "iterations at which the lr is divided by 10, comma-separated",
+    "warmup": "lr --warmup-lr until the training error is below --warmup-until-error (auto: ResNet-110/1202)",
+    "val": "validation split: auto (test split if any, else the 5k hold-out), holdout, test, none",
+    "normalization": "pixel-mean (the paper's per-pixel mean), channel (mean/std), imagenet (fixed constants)",
+    "shortcut": "A (zero-padding), B (projection where shapes change), C (projection everywhere)",
+    "amp": "mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off",
+    "compile": "torch.compile mode for the training step (off by default)",
+    "save_every": "also write last.pt every N iterations (0: at evaluations only)",
+    "skip_corrupt": "pass over images that cannot be decoded, and say how many",
+}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, not {text!r}") from None
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="resnetlab train", description=__doc__.strip().splitlines()[0],
+               epilog="example: resnetlab train --model cifar_resnet20 --data ../shared/data/cifar10-jpeg "
+                      "--out runs/r20   (resume: resnetlab train --resume runs/r20)")
+    p.add_argument("--config", help="TOML file of recipe overrides (keys as the flags, with underscores)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (optionally with a new --iters)")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop after N more iterations, checkpointed")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kw = {"help": HELP.get(f.name, ""), "default": None, "dest": f.name}
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif f.name == "milestones":
+            p.add_argument(flag, type=_int_list, **kw)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, choices=CHOICES.get(f.name), **kw)
+    return p
+
+
+RESUME_CHANGEABLE = {"iters", "device", "workers", "log_every", "eval_every", "save_every"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {name: getattr(args, name) for name in FIELDS}
+    if args.resume:
+        fixed = sorted(k for k, v in flags.items() if v is not None and k not in RESUME_CHANGEABLE)
+        if fixed:
+            raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
+                            f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
+        cfg = load_run_config(Path(args.resume))
+        cfg = dataclasses.replace(cfg, out=args.resume, **{k: v for k, v in flags.items() if v is not None})
+        validate(cfg)
+    else:
+        file_values = read_toml(args.config) if args.config else {}
+        recipe = flags.pop("recipe") or file_values.pop("recipe", "cifar-paper")
+        cfg = resolve(recipe, file_values, flags)
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise UserError("--stop-after must be a positive number of iterations")
+    try:
+        summary = train(cfg, resume=bool(args.resume), stop_after=args.stop_after)
+    except TrainingDiverged as e:
+        print(f"resnetlab train: training diverged: {e}")
+        return 3
+    err = summary["final_val_error"]
+    state = "finished" if summary["finished"] else f"stopped at iteration {summary['iterations']:,} (resume with --resume {cfg.out})"
+    val = f"validation error {err:.2%} on the {summary['val_split']} split" if err is not None else "no validation split"
+    print(f"{cfg.model} {state}: {val}; the run is in {cfg.out}")
+    return 0
