@@ -51,6 +51,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     state = extract_state_dict(read_checkpoint(path))
     own = model.state_dict()
     for k, v in own.items():
+        if k not in state and k.endswith("num_batches_tracked"):
+            state[k] = v  # a counter that older torch versions did not save; it does not affect outputs
         if k not in state:
             raise UserError(f"checkpoint {path} does not fit this network: it has no {k!r} (shape {tuple(v.shape)})")
         if state[k].shape != v.shape:

@@ -1,0 +1,41 @@
+"""`resnetlab predict`: classify image files with a trained model: top-k class names with probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from resnetlab.cli.main import Parser
+from resnetlab.engine.inference import load_model, predict
+from resnetlab.errors import UserError
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="resnetlab predict", description=__doc__.strip().split(": ", 1)[1],
+               epilog="example: resnetlab predict --checkpoint runs/r20/best.pt cat.jpg ship.png --topk 3")
+    p.add_argument("images", nargs="+", help="image files (JPEG or PNG)")
+    p.add_argument("--checkpoint", help="a resnetlab checkpoint; it carries class names and normalization")
+    p.add_argument("--model", help="network name, with --weights for a foreign checkpoint")
+    p.add_argument("--weights", help="foreign weights (class indices are printed instead of names)")
+    p.add_argument("--topk", type=int, default=5, help="how many classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.topk <= 0:
+        raise UserError("--topk must be positive")
+    paths = [Path(p) for p in args.images]
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"{p}: no such image file")
+    loaded = load_model(args.checkpoint, args.model, args.weights)
+    results = predict(loaded, paths, args.topk)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        top = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
+        print(f"{r['file']}: {top}")
+    return 0

@@ -1,0 +1,76 @@
+"""Trained models for use: from a resnetlab checkpoint alone, or a foreign one with --model/--weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from resnetlab.data import Normalization
+from resnetlab.data.folders import decode
+from resnetlab.data.imagenet import MEAN, STD
+from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.errors import UserError
+from resnetlab.models import create_model, is_cifar, load_weights
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    name: str
+    classes: list[str] | None
+    normalization: Normalization
+    input: dict  # {"size": crop, "resize": shorter side before the crop}
+    checkpoint: dict | None = None
+
+
+def imagenet_normalization() -> Normalization:
+    return Normalization("imagenet", torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1))
+
+
+def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
+               num_classes: int | None = None) -> LoadedModel:
+    """Either --checkpoint (a resnetlab run's last.pt/best.pt), or --model with --weights."""
+    if checkpoint:
+        if model or weights:
+            raise UserError("give either --checkpoint, or --model with --weights, not both")
+        ckpt = load_checkpoint(checkpoint)
+        net = create_model(ckpt["model_name"], **ckpt["model_options"])
+        net.load_state_dict(ckpt["model"])
+        return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"],
+                           Normalization.from_dict(ckpt["normalization"]), ckpt["input"], ckpt)
+    if not (model and weights):
+        raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
+    cifar = is_cifar(model)
+    net = create_model(model, **({"num_classes": num_classes} if num_classes else {}))
+    if not Path(weights).exists():
+        raise UserError(f"--weights {weights}: no such file")
+    load_weights(net, weights)
+    # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
+    size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
+    return LoadedModel(net.eval(), model, None, imagenet_normalization(), size)
+
+
+def preprocess(path: Path, loaded: LoadedModel) -> Tensor:
+    """One image file as the model's normalized input (3, size, size)."""
+    img = decode(path)
+    size, resize = loaded.input["size"], loaded.input["resize"]
+    if img.shape[1:] != (size, size):
+        img = v2.CenterCrop(size)(v2.Resize(resize, antialias=True)(img))
+    return loaded.normalization(img)
+
+
+@torch.no_grad()
+def predict(loaded: LoadedModel, paths: list[Path], topk: int = 5) -> list[dict]:
+    x = torch.stack([preprocess(p, loaded) for p in paths])
+    probs = F.softmax(loaded.model(x), dim=1)
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    names = loaded.classes or [str(i) for i in range(probs.shape[1])]
+    return [{"file": str(p), "top": [{"class": names[i], "index": int(i), "probability": float(v)}
+                                     for v, i in zip(vs.tolist(), idx.tolist())]}
+            for p, vs, idx in zip(paths, values, indices)]
