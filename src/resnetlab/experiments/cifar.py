@@ -1,0 +1,185 @@
+"""Table 6, Fig. 6 and Fig. 7 on CIFAR-10: train every (net, depth, seed) with the paper's recipe,
+skipping finished runs and resuming interrupted ones, then plot and report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from resnetlab.data import ArrayDataset, DeviceLoader, holdout_split, open_dataset
+from resnetlab.engine.config import resolve
+from resnetlab.engine.inference import load_model
+from resnetlab.engine.trainer import resolve_device, train
+from resnetlab.experiments.responses import response_layers, response_stds
+from resnetlab.models import count_parameters, create_model
+
+PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (6.61±0.16)", 1202: "7.93"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    net: str  # "plain" or "resnet"
+    depth: int
+    seed: int
+
+    @property
+    def model(self) -> str:
+        return f"cifar_{self.net}{self.depth}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-seed{self.seed}"
+
+
+def plan(nets: list[str], depths: list[int], seeds: int) -> list[RunSpec]:
+    return [RunSpec(n, d, s) for n in nets for d in depths for s in range(seeds)]
+
+
+def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str, eval_every: int | None,
+            log=print) -> dict[RunSpec, dict]:
+    """Train each run in out/runs/<name>; a finished one is read back, an interrupted one resumed."""
+    summaries = {}
+    for i, spec in enumerate(specs, 1):
+        run_dir = out / "runs" / spec.name
+        summary_path = run_dir / "summary.json"
+        if summary_path.is_file() and json.loads(summary_path.read_text()).get("finished"):
+            log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
+            summaries[spec] = json.loads(summary_path.read_text())
+            continue
+        resume = (run_dir / "last.pt").is_file()
+        log(f"[{i}/{len(specs)}] {spec.name}: {'resuming' if resume else 'training'} for {iters:,} iterations")
+        cfg = resolve("cifar-paper", {}, {
+            "model": spec.model, "data": data, "out": str(run_dir), "iters": iters, "seed": spec.seed,
+            "device": device, "eval_every": eval_every or max(1, iters // 20), "log_every": max(1, min(100, iters // 20)),
+        })
+        summaries[spec] = train(cfg, resume=resume)
+    return summaries
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def table6(specs: list[RunSpec], out: Path) -> tuple[str, list[dict]]:
+    rows = []
+    for net in dict.fromkeys(s.net for s in specs):
+        for depth in dict.fromkeys(s.depth for s in specs if s.net == net):
+            runs = [s for s in specs if s.net == net and s.depth == depth]
+            errors = [json.loads((out / "runs" / s.name / "summary.json").read_text())["final_val_error"] for s in runs]
+            train_errors = [read_metrics(out / "runs" / s.name)[-1]["train_error"] for s in runs]
+            rows.append({
+                "net": net, "depth": depth, "params": count_parameters(create_model(runs[0].model)),
+                "best": min(errors), "mean": statistics.fmean(errors),
+                "std": statistics.stdev(errors) if len(errors) > 1 else 0.0, "seeds": len(errors),
+                "final_train_error": statistics.fmean(train_errors),
+                "paper": PAPER_TABLE6.get(depth, "—") if net == "resnet" else "—",
+            })
+    lines = ["| net | depth | params | error (best) | error (mean ± std) | seeds | final train error | paper (test error, %) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {'ResNet' if r['net'] == 'resnet' else 'plain'} | {r['depth']} | {r['params'] / 1e6:.2f}M | "
+                     f"{r['best']:.2%} | {r['mean']:.2%} ± {r['std']:.2%} | {r['seeds']} | "
+                     f"{r['final_train_error']:.2%} | {r['paper']} |")
+    return "\n".join(lines) + "\n", rows
+
+
+def figure6(specs: list[RunSpec], out: Path, path: Path) -> None:
+    """Plain nets left, ResNets middle (and 110 vs 1202 right when both ran): dashed train, solid val error."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first_seed = [s for s in specs if s.seed == 0]
+    panels = [("plain", [s for s in first_seed if s.net == "plain"]),
+              ("ResNet", [s for s in first_seed if s.net == "resnet" and s.depth != 1202])]
+    big = [s for s in first_seed if s.net == "resnet" and s.depth in (110, 1202)]
+    if len(big) == 2:
+        panels.append(("ResNet-110 vs 1202", big))
+    panels = [p for p in panels if p[1]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], panels):
+        for k, spec in enumerate(runs):
+            m = read_metrics(out / "runs" / spec.name)
+            color = f"C{k}"
+            ax.plot([r["iteration"] for r in m], [100 * r["train_error"] for r in m], "--", color=color, lw=1)
+            val = [r for r in m if "val_error" in r]
+            ax.plot([r["iteration"] for r in val], [100 * r["val_error"] for r in val], "-", color=color, lw=2,
+                    label=f"{spec.net}-{spec.depth}")
+        ax.set(title=title, xlabel="iteration", ylabel="error (%)", ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("CIFAR-10: dashed = training error, solid = validation error")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path) -> dict[str, list[float]]:
+    """Std of each 3x3 layer's response on the evaluation split, for each first-seed network."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dev = resolve_device(device)
+    split, _ = evaluation_split(data)
+    stds: dict[str, list[float]] = {}
+    for spec in [s for s in specs if s.seed == 0]:
+        loaded = load_model(str(out / "runs" / spec.name / "last.pt"))
+        batches = DeviceLoader(split.images, split.labels, 500, dev, loaded.normalization, augment=False)
+        model = loaded.model.to(dev)
+        stds[f"{spec.net}-{spec.depth}"] = response_stds(model, response_layers(model), batches)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    for name, values in stds.items():
+        style = "--" if name.startswith("plain") else "-"
+        top.plot(range(1, len(values) + 1), values, style, label=name, lw=1.2)
+        bottom.plot(range(1, len(values) + 1), sorted(values, reverse=True), style, label=name, lw=1.2)
+    top.set(xlabel="layer index (original order)", ylabel="std")
+    bottom.set(xlabel="layer index (sorted by magnitude)", ylabel="std")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Standard deviations of 3x3 layer responses (after BN, before ReLU/addition)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return stds
+
+
+def evaluation_split(data: str) -> tuple[ArrayDataset, str]:
+    """The data's test split when it has one, else the fixed 5k hold-out of train (as the trainer uses)."""
+    ds = open_dataset(data)
+    if "test" in ds.splits:
+        return ds.splits["test"], "test"
+    train = ds.splits["train"]
+    return train.subset(holdout_split(train.labels, 5000, seed=0)[1]), "5k validation hold-out"
+
+
+def degradation_sentence(rows: list[dict]) -> str:
+    """Plain words on whether the deeper plain net trains worse, and whether ResNets reverse it."""
+    def pick(net: str) -> list[dict]:
+        return sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
+    parts = []
+    for net, label in (("plain", "plain"), ("resnet", "ResNet")):
+        r = pick(net)
+        if len(r) >= 2:
+            a, b = r[0], r[-1]
+            verdict = "higher" if b["final_train_error"] > a["final_train_error"] else "lower"
+            parts.append(f"{label}-{b['depth']} ends with {verdict} training error than {label}-{a['depth']} "
+                         f"({b['final_train_error']:.2%} vs {a['final_train_error']:.2%}; validation "
+                         f"{b['mean']:.2%} vs {a['mean']:.2%})")
+    if not parts:
+        return "Only one depth per network was run, so the degradation problem cannot be judged."
+    plain = pick("plain")
+    shows = len(plain) >= 2 and plain[-1]["final_train_error"] > plain[0]["final_train_error"]
+    head = "The degradation problem shows: " if shows else "The degradation problem does not show in this run: "
+    return head + "; ".join(parts) + "."
+
+
+def elapsed_since(start: float) -> str:
+    s = time.time() - start
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
+
+
