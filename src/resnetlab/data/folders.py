@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image
 from tqdm import tqdm
 
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: decoded by Pillow
 
 
 @dataclass
@@ -70,12 +70,16 @@ def scan(root: Path, classes: list[str] | None = None) -> FolderIndex:
 
 
 def decode(path: Path) -> torch.Tensor:
-    """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it."""
+    """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it.
+
+    Pillow rather than torchvision.io: its decoders are as fast here and torchvision's are deprecated.
+    """
     try:
-        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    except RuntimeError as e:
-        reason = str(e).strip().splitlines()[-1].split(", ")[-1]
-        raise UserError(f"cannot decode image {path}: {reason}") from None
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"cannot decode image {path}: {e}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def image_size(path: Path) -> tuple[int, int]:
