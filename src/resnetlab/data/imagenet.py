@@ -42,10 +42,20 @@ def train_transform(crop: int = 224, scale: tuple[int, int] = (256, 480)) -> v2.
     ])
 
 
+class TenCropStack(torch.nn.Module):
+    """The paper's 10 crops (4 corners + center, and their flips) as one (10, C, H, W) tensor."""
+
+    def __init__(self, crop: int) -> None:
+        super().__init__()
+        self.ten_crop = v2.TenCrop(crop)
+
+    def forward(self, img: Tensor) -> Tensor:
+        return torch.stack(list(self.ten_crop(img)))
+
+
 def eval_transform(crop: int = 224, resize: int = 256, ten_crop: bool = False) -> v2.Compose:
-    crops = [v2.TenCrop(crop), v2.Lambda(torch.stack)] if ten_crop else [v2.CenterCrop(crop)]
-    return v2.Compose([v2.Resize(resize, antialias=True), *crops, v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(MEAN, STD)])
+    return v2.Compose([v2.Resize(resize, antialias=True), TenCropStack(crop) if ten_crop else v2.CenterCrop(crop),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
 class FolderImages(Dataset):

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from resnetlab.data import DeviceLoader, Normalization
+from resnetlab.data.device_loader import crop_flip
+from resnetlab.data.imagenet import eval_transform, train_transform
+
+
+def _data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 255, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def identity_norm():
+    return Normalization("channel", torch.zeros(3, 1, 1), torch.ones(3, 1, 1) / 255)
+
+
+def test_zero_offset_returns_the_original_image():
+    images, _ = _data(4)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    n = len(x)
+    out = crop_flip(padded, torch.full((n,), 4), torch.full((n,), 4), torch.zeros(n, dtype=torch.bool), 32)
+    assert torch.equal(out, x)
+    flipped = crop_flip(padded, torch.full((n,), 4), torch.full((n,), 4), torch.ones(n, dtype=torch.bool), 32)
+    assert torch.equal(flipped, x.flip(3))
+
+
+def test_crops_stay_inside_the_padded_image():
+    images, labels = _data()
+    loader = DeviceLoader(images, labels, 64, "cpu", identity_norm(), augment=True, seed=3)
+    for step in range(8):
+        x, y = loader.batch(step)
+        assert x.shape == (64, 3, 32, 32)
+        # each crop is a window of the padded original: the zero border is at most 4 pixels wide
+        zero_rows = (x == 0).all(dim=(1, 3))
+        assert zero_rows.sum(1).max() <= 4
+
+
+def test_flips_about_half_and_labels_follow_images():
+    images, labels = _data(2000)
+    loader = DeviceLoader(images, labels, 500, "cpu", identity_norm(), augment=True, seed=1)
+    _, _, _, flips = loader._epoch_plan(0)
+    assert 0.45 < flips.float().mean() < 0.55
+    perm = loader._epoch_plan(0)[0]
+    _, y = loader.batch(0)
+    assert torch.equal(y, torch.from_numpy(labels)[perm[:500]])
+
+
+def test_same_seed_same_batches_other_seed_other_batches():
+    images, labels = _data()
+    a = DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=7)
+    b = DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=7)
+    c = DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=8)
+    for step in (0, 5, 9, 17):  # 17 is in the third epoch
+        assert torch.equal(a.batch(step)[0], b.batch(step)[0])
+    assert not torch.equal(a.batch(0)[0], c.batch(0)[0])
+
+
+def test_ranks_split_the_global_batch():
+    images, labels = _data()
+    whole = DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=2)
+    halves = [DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=2, rank=r, world_size=2)
+              for r in range(2)]
+    x, _ = whole.batch(3)
+    assert torch.equal(halves[0].batch(3)[0], x[0::2]) and torch.equal(halves[1].batch(3)[0], x[1::2])
+
+
+def test_normalizations():
+    images, _ = _data(100)
+    pixel = Normalization.fit("pixel-mean", images)
+    assert pixel.mean.shape == (3, 32, 32)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    assert pixel(x).mean(0).abs().max() < 1e-5
+    channel = Normalization.fit("channel", images)
+    out = channel(x)
+    assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-4 and (out.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
+    loader = DeviceLoader(images, np.zeros(100, dtype=np.int64), 30, "cpu", channel, augment=False)
+    assert [len(y) for _, y in loader] == [30, 30, 30, 10]
+
+
+def test_imagenet_transforms_shapes():
+    img = torch.randint(0, 255, (3, 300, 400), dtype=torch.uint8)
+    assert train_transform()(img).shape == (3, 224, 224)
+    assert eval_transform()(img).shape == (3, 224, 224)
+    assert eval_transform(ten_crop=True)(img).shape == (10, 3, 224, 224)
