@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from resnetlab.cli.main import main
+from resnetlab.experiments import cifar as cifar_exp
+from resnetlab.experiments.responses import response_layers, response_stds
+from resnetlab.models import create_model
+
+
+def test_table1_json_within_3_percent(capsys):
+    assert main(["reproduce", "table1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    paper = [r for r in rows if r["style"] == "paper"]
+    assert len(paper) == 5 and all(abs(r["relative_difference"]) < 0.03 for r in paper)
+
+
+def test_figure7_measures_known_layer_outputs():
+    class Scale(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return x * self.k
+
+    a, b = Scale(2.0), Scale(3.0)
+    net = nn.Sequential(a, b)  # a's output is 2x, b's 6x the input
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(64, 4, 8, 8, generator=g), None) for _ in range(5)]
+    x = torch.cat([x for x, _ in batches])
+    per_channel = x.transpose(0, 1).reshape(4, -1).std(1).mean().item()
+    assert response_stds(net, [a, b], batches) == pytest.approx([2 * per_channel, 6 * per_channel], rel=1e-6)
+    assert len(response_layers(create_model("cifar_resnet20"))) == 19  # the stem + 2 per block
+
+
+def test_reproduce_cifar_end_to_end_and_rerun_skips(tiny_cifar, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "rep"
+    argv = ["reproduce", "cifar", "--out", str(out), "--depths", "8,14", "--iters", "4", "--eval-every", "2",
+            "--data", str(tiny_cifar), "--device", "cpu"]
+    assert main(argv) == 0
+    for name in ("figure6.png", "figure7.png", "table6.md", "report.md"):
+        assert (out / name).is_file()
+    for png in ("figure6.png", "figure7.png"):
+        with Image.open(out / png) as img:
+            img.load()
+            assert img.size[0] > 300
+    table = (out / "table6.md").read_text()
+    for row in ("| plain | 8 |", "| plain | 14 |", "| ResNet | 8 |", "| ResNet | 14 |"):
+        assert row in table
+    report = (out / "report.md").read_text()
+    assert "SHORTENED" in report and "test" in report
+    capsys.readouterr()
+
+    # Interrupt one run half-way, then the same command: finished runs are skipped, the other resumed.
+    (out / "runs" / "cifar_resnet14-seed0" / "summary.json").unlink()
+    calls = []
+    real_train = cifar_exp.train
+    monkeypatch.setattr(cifar_exp, "train", lambda cfg, resume: calls.append((cfg.model, resume)) or real_train(cfg, resume))
+    assert main(argv) == 0
+    assert calls == [("cifar_resnet14", True)]
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 3
