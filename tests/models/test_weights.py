@@ -44,13 +44,12 @@ def test_loading_never_unpickles_objects(tmp_path):
 @pytest.mark.slow
 def test_akamaster_resnet20_classifies_the_shared_split_as_published(shared_cifar):
     """The proof that option A is built right: 86.04% on the 50k JPEG training images."""
-    from resnetlab.data import DeviceLoader, open_dataset
+    from resnetlab.data import DeviceLoader, Normalization, open_dataset
     from resnetlab.engine.evaluate import evaluate
-    from resnetlab.engine.inference import imagenet_normalization
 
     model = load_weights(create_model("cifar_resnet20"), AKAMASTER / "resnet20-12fca82f.th")
     train = open_dataset(shared_cifar).splits["train"]
-    batches = DeviceLoader(train.images, train.labels, 1000, "cpu", imagenet_normalization(), augment=False)
+    batches = DeviceLoader(train.images, train.labels, 1000, "cpu", Normalization.imagenet(), augment=False)
     result = evaluate(model, batches)
     assert result["count"] == 50000
     assert 1 - result["top1_error"] == pytest.approx(0.8604, abs=0.001)
@@ -58,14 +57,13 @@ def test_akamaster_resnet20_classifies_the_shared_split_as_published(shared_cifa
 
 def test_akamaster_end_padding_would_fail(shared_cifar):
     """Padding all new channels at the end computes something else with these weights."""
-    from resnetlab.data import DeviceLoader, open_dataset
+    from resnetlab.data import DeviceLoader, Normalization, open_dataset
     from resnetlab.engine.evaluate import evaluate
-    from resnetlab.engine.inference import imagenet_normalization
     from resnetlab.models import ZeroPadShortcut
 
     train = open_dataset(shared_cifar).splits["train"]
     sub = train.subset(slice(0, 50000, 25))
-    batches = lambda: DeviceLoader(sub.images, sub.labels, 500, "cpu", imagenet_normalization(), augment=False)  # noqa: E731
+    batches = lambda: DeviceLoader(sub.images, sub.labels, 500, "cpu", Normalization.imagenet(), augment=False)  # noqa: E731
     model = load_weights(create_model("cifar_resnet20"), AKAMASTER / "resnet20-12fca82f.th")
     good = evaluate(model, batches())["top1_error"]
     for m in model.modules():

@@ -6,7 +6,8 @@ import json
 
 
 from resnetlab.cli.main import Parser
-from resnetlab.data import DeviceLoader, holdout_split, open_dataset
+from resnetlab.data import DeviceLoader, open_dataset
+from resnetlab.data.sources import select_split
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import eval_loader
 from resnetlab.engine.evaluate import evaluate
@@ -46,16 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         recorded = (loaded.checkpoint or {}).get("split", {}).get("val")
         split = recorded if recorded in ("holdout", "test", "val") else next(
             s for s in ("test", "val", "train") if s in ds.splits)
-    if split == "holdout":
-        holdout = (loaded.checkpoint or {}).get("split", {}).get("holdout", 5000)
-        train = ds.splits["train"]
-        if not isinstance(train, ArrayDataset):
-            raise UserError("--split holdout needs in-memory (small-image) data")
-        data = train.subset(holdout_split(train.labels, holdout, seed=0)[1])
-    elif split in ds.splits:
-        data = ds.splits[split]
-    else:
-        raise UserError(f"--split {split}: {args.data} has only {', '.join(ds.splits)}")
+    data = select_split(ds, split, (loaded.checkpoint or {}).get("split", {}).get("holdout", 5000))
     device = resolve_device(args.device)
     model = loaded.model.to(device)
     if isinstance(data, ArrayDataset):

@@ -6,7 +6,6 @@ import json
 import platform
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -83,12 +82,15 @@ def run_cifar(args) -> int:
               f"SHORTENED: {args.iters:,} iterations per run instead of the paper's 64,000 "
               f"(lr milestones scaled to {args.iters // 2:,} and {args.iters * 3 // 4:,})")
     mean_std = {k: sum(v) / len(v) for k, v in stds.items()}
+    command = shlex.join(["resnetlab", "reproduce", "cifar", "--out", args.out, "--depths", args.depths, "--nets",
+                          args.nets, "--seeds", str(args.seeds), "--iters", str(args.iters), "--data", args.data,
+                          "--device", args.device] + (["--eval-every", str(args.eval_every)] if args.eval_every else []))
     report = f"""# CIFAR-10: plain vs residual networks (Table 6, Fig. 6, Fig. 7)
 
 **Budget: {budget}; {args.seeds} seed(s) per network.**
 
 ## How this was made
-- command: `resnetlab reproduce cifar {' '.join(shlex.quote(a) for a in sys.argv[3:]) if sys.argv[1:3] == ['reproduce', 'cifar'] else f'--out {args.out} --depths {args.depths} --nets {args.nets} --seeds {args.seeds} --iters {args.iters} --data {args.data}'}`
+- command: `{command}`
 - resnetlab commit {_git_commit()}, torch {torch.__version__}, device {device} ({device_name})
 - training time {wall / 60:.1f} min over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {cifar.elapsed_since(start)} this invocation)
 - data `{args.data}`; errors are measured on the {split_name}; recipe `cifar-paper` (batch 128, SGD momentum 0.9,

@@ -43,6 +43,13 @@ class Normalization:
         raise ValueError(f"normalization must be 'pixel-mean' or 'channel', not {kind!r}")
 
     @classmethod
+    def imagenet(cls) -> "Normalization":
+        """The fixed ImageNet mean/std that torchvision's and akamaster's weights expect."""
+        from resnetlab.data.imagenet import MEAN, STD
+
+        return cls("imagenet", torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1))
+
+    @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
         return cls(d["kind"], d["mean"].float(), d["std"].float())
 

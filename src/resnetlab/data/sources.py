@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from resnetlab.data import cifar, download, folders
-from resnetlab.data.arrays import ArrayDataset
+from resnetlab.data.arrays import ArrayDataset, holdout_split
 from resnetlab.errors import UserError
 
 SMALL_IMAGE = 64
@@ -104,6 +104,18 @@ def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
     if extra:
         raise UserError(f"{folder} has class folders that train/ lacks: {', '.join(extra[:5])}")
     return classes
+
+
+def select_split(ds: Dataset, split: str, holdout: int = 5000) -> ArrayDataset | folders.FolderIndex:
+    """A named split, or "holdout": the fixed stratified hold-out of train that training validates on."""
+    if split == "holdout":
+        train = ds.splits["train"]
+        if not isinstance(train, ArrayDataset):
+            raise UserError("the hold-out split needs in-memory (small-image) data; give a val/ folder")
+        return train.subset(holdout_split(train.labels, holdout, seed=0)[1])
+    if split not in ds.splits:
+        raise UserError(f"split {split!r}: {ds.source} has only {', '.join(ds.splits)}")
+    return ds.splits[split]
 
 
 def channel_stats(images: np.ndarray, limit: int = 10000) -> tuple[list[float], list[float]]:

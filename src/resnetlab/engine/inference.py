@@ -12,7 +12,6 @@ from torchvision.transforms import v2
 
 from resnetlab.data import Normalization
 from resnetlab.data.folders import decode
-from resnetlab.data.imagenet import MEAN, STD
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.models import create_model, is_cifar, load_weights
@@ -26,10 +25,6 @@ class LoadedModel:
     normalization: Normalization
     input: dict  # {"size": crop, "resize": shorter side before the crop}
     checkpoint: dict | None = None
-
-
-def imagenet_normalization() -> Normalization:
-    return Normalization("imagenet", torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1))
 
 
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
@@ -52,7 +47,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     load_weights(net, weights)
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
     size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
-    return LoadedModel(net.eval(), model, None, imagenet_normalization(), size)
+    return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size)
 
 
 def preprocess(path: Path, loaded: LoadedModel) -> Tensor:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from resnetlab.data import DeviceLoader, Normalization, holdout_split, open_dataset
 from resnetlab.data.arrays import ArrayDataset
-from resnetlab.data.imagenet import MEAN, STD, StreamLoader, eval_loader
+from resnetlab.data.imagenet import StreamLoader, eval_loader
 from resnetlab.engine import distributed
 from resnetlab.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
 from resnetlab.engine.config import TrainConfig
@@ -98,8 +98,8 @@ class Data:
         self.split.update(train_images=len(train), val_images=len(val) if val is not None else 0)
 
         if isinstance(train, ArrayDataset):
-            self.normalization = (Normalization("imagenet", torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1))
-                                  if cfg.normalization == "imagenet" else Normalization.fit(cfg.normalization, train.images))
+            self.normalization = (Normalization.imagenet() if cfg.normalization == "imagenet"
+                                  else Normalization.fit(cfg.normalization, train.images))
             self.input = {"size": int(train.images.shape[1]), "resize": int(train.images.shape[1])}
             self.train = DeviceLoader(train.images, train.labels, cfg.batch_size, device, self.normalization,
                                       augment=True, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
@@ -107,7 +107,7 @@ class Data:
             self.val = (DeviceLoader(val.images, val.labels, 1000, device, self.normalization, augment=False)
                         if val is not None else None)
         else:
-            self.normalization = Normalization("imagenet", torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1))
+            self.normalization = Normalization.imagenet()
             self.input = {"size": 224, "resize": 256}
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
                                       rank=dist.rank, world_size=dist.world_size, channels_last=channels_last)

@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnetlab.data import ArrayDataset, DeviceLoader, holdout_split, open_dataset
+from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
+from resnetlab.data.sources import select_split
 from resnetlab.engine.config import resolve
 from resnetlab.engine.inference import load_model
 from resnetlab.engine.trainer import resolve_device, train
@@ -45,9 +46,10 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
     for i, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.name
         summary_path = run_dir / "summary.json"
-        if summary_path.is_file() and json.loads(summary_path.read_text()).get("finished"):
+        earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if earlier.get("finished"):
             log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
-            summaries[spec] = json.loads(summary_path.read_text())
+            summaries[spec] = earlier
             continue
         resume = (run_dir / "last.pt").is_file()
         log(f"[{i}/{len(specs)}] {spec.name}: {'resuming' if resume else 'training'} for {iters:,} iterations")
@@ -86,12 +88,24 @@ def table6(specs: list[RunSpec], out: Path) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
-def figure6(specs: list[RunSpec], out: Path, path: Path) -> None:
-    """Plain nets left, ResNets middle (and 110 vs 1202 right when both ran): dashed train, solid val error."""
+def _pyplot():
     import matplotlib
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt, fig, title: str, path: Path) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure6(specs: list[RunSpec], out: Path, path: Path) -> None:
+    """Plain nets left, ResNets middle (and 110 vs 1202 right when both ran): dashed train, solid val error."""
+    plt = _pyplot()
     first_seed = [s for s in specs if s.seed == 0]
     panels = [("plain", [s for s in first_seed if s.net == "plain"]),
               ("ResNet", [s for s in first_seed if s.net == "resnet" and s.depth != 1202])]
@@ -111,18 +125,12 @@ def figure6(specs: list[RunSpec], out: Path, path: Path) -> None:
         ax.set(title=title, xlabel="iteration", ylabel="error (%)", ylim=(0, None))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("CIFAR-10: dashed = training error, solid = validation error")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, "CIFAR-10: dashed = training error, solid = validation error", path)
 
 
 def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path) -> dict[str, list[float]]:
     """Std of each 3x3 layer's response on the evaluation split, for each first-seed network."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     dev = resolve_device(device)
     split, _ = evaluation_split(data)
     stds: dict[str, list[float]] = {}
@@ -141,10 +149,7 @@ def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Standard deviations of 3x3 layer responses (after BN, before ReLU/addition)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, "Standard deviations of 3x3 layer responses (after BN, before ReLU/addition)", path)
     return stds
 
 
@@ -152,9 +157,8 @@ def evaluation_split(data: str) -> tuple[ArrayDataset, str]:
     """The data's test split when it has one, else the fixed 5k hold-out of train (as the trainer uses)."""
     ds = open_dataset(data)
     if "test" in ds.splits:
-        return ds.splits["test"], "test"
-    train = ds.splits["train"]
-    return train.subset(holdout_split(train.labels, 5000, seed=0)[1]), "5k validation hold-out"
+        return select_split(ds, "test"), "test"
+    return select_split(ds, "holdout"), "5k validation hold-out"
 
 
 def degradation_sentence(rows: list[dict]) -> str:
