@@ -131,6 +131,19 @@ def test_checkpoint_of_another_network_and_unwritable_out(tiny_cifar, tmp_path, 
     assert "cannot write there" in capsys.readouterr().err
 
 
+def test_tensorboard_event_files_hold_the_logged_metrics(tiny_cifar, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(out), "--iters", "4", "--tensorboard"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train_loss", "train_error", "val_error", "lr"} <= set(tags)
+    assert [e.step for e in events.Scalars("train_loss")] == [2, 4]
+    assert [e.step for e in events.Scalars("val_error")] == [4]
+
+
 def test_toml_config_and_flags_override_the_recipe(tiny_cifar, tmp_path):
     from resnetlab.engine.config import read_toml, resolve
 

@@ -29,6 +29,7 @@ HELP = {
     "compile": "torch.compile mode for the training step (off by default)",
     "save_every": "also write last.pt every N iterations (0: at evaluations only)",
     "skip_corrupt": "pass over images that cannot be decoded, and say how many",
+    "tensorboard": "also write TensorBoard event files to RUN_DIR/tensorboard",
 }
 
 

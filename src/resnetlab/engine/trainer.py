@@ -128,8 +128,15 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None,
                           "auto": torch.bfloat16 if cuda else None}[cfg.amp]
         channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+        self.tensorboard = None
         if self.dist.is_main:
             self._prepare_run_dir(resume)
+            if cfg.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise UserError("--tensorboard needs the tensorboard package: pip install 'resnetlab[tensorboard]'") from None
+                self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
         torch.manual_seed(cfg.seed)
         self.data = Data(cfg, self.device, self.dist, channels_last)
         self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes))).to(self.device)
@@ -198,9 +205,15 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.pt", payload)
 
     def log(self, record: dict[str, Any]) -> None:
-        if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.dist.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "iteration":
+                    self.tensorboard.add_scalar(key, value, record["iteration"])
+            self.tensorboard.flush()
 
     # -- the loop ------------------------------------------------------------------------------------
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,6 +297,8 @@ class Trainer:
             bar.close()
             raise
         bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         return self._summary()
 
     def _evaluate(self) -> dict[str, Any]:
