@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -229,77 +229,100 @@ class Trainer:
         self.scaler.update()
         return loss.detach(), (logits.detach().argmax(1) != y).sum()
 
-    def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        cfg, state = self.cfg, self.state
+    def begin(self, stop_after: int | None = None, show_bar: bool = True) -> int:
+        """Write the run's config and split, open the progress bar; returns the step to stop at."""
+        cfg = self.cfg
         if self.dist.is_main:
             write_json(self.run_dir / "config.json", cfg.to_dict())
             write_json(self.run_dir / "split.json", self.data.split)
-        end = cfg.iters if stop_after is None else min(cfg.iters, state.step + stop_after)
-        bar = tqdm(total=cfg.iters, initial=state.step, desc=cfg.model, unit="it", dynamic_ncols=True,
-                   disable=None if self.dist.is_main else True)
-        loss_sum = torch.zeros((), device=self.device)
-        err_sum = torch.zeros((), device=self.device, dtype=torch.long)
-        window, window_start, seen = 0, time.perf_counter(), 0
+        self.bar = tqdm(total=cfg.iters, initial=self.state.step, desc=cfg.model, unit="it", dynamic_ncols=True,
+                        disable=None if self.dist.is_main and show_bar else True)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.err_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        self.window, self.seen, self.window_start = 0, 0, time.perf_counter()
+        self.estimated = False
         self.model.train()
-        estimated = False
+        return cfg.iters if stop_after is None else min(cfg.iters, self.state.step + stop_after)
+
+    def account(self, loss: torch.Tensor, errors: torch.Tensor, batch: int, lr: float, end: int,
+                sync: Callable[[], None] | None = None) -> None:
+        """Book one finished step; at log points check, log, evaluate and checkpoint.
+
+        `sync` runs before an evaluation or checkpoint, for a driver that keeps the weights elsewhere.
+        """
+        cfg, state = self.cfg, self.state
+        self.loss_sum += loss
+        self.err_sum += errors
+        self.window += 1
+        self.seen += batch
+        self.bar.update(1)
+        at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.iters
+        at_save = at_eval or state.step == end or (cfg.save_every and state.step % cfg.save_every == 0)
+        if state.step % cfg.log_every and not at_save:
+            return
+        # A log point: the only place the host waits for the device between evaluations.
+        mean_loss = self.loss_sum.item() / self.window
+        train_error = self.err_sum.item() / (self.window * batch)
+        elapsed = time.perf_counter() - self.window_start
+        state.train_seconds += elapsed
+        ips = self.seen * self.dist.world_size / max(elapsed, 1e-9)
+        if not distributed.all_ok(self.dist, math.isfinite(mean_loss), self.device):
+            raise TrainingDiverged(f"the training loss became {mean_loss} by iteration {state.step} "
+                                   f"(lr {lr}); the last good checkpoint is {self.run_dir / 'last.pt'}")
+        if self.warmup and not state.warm_done and train_error < cfg.warmup_until_error:
+            state.warm_done = True
+        self.bar.set_postfix(loss=f"{mean_loss:.3f}", err=f"{train_error:.1%}", lr=f"{lr:g}", img_s=f"{ips:,.0f}")
+        if not self.estimated and self.device.type == "cpu" and self.dist.is_main and state.step < cfg.iters:
+            self.estimated = True
+            hours = (cfg.iters - state.step) * cfg.batch_size / ips / 3600
+            self.bar.write(f"at {ips:,.0f} images/s on this CPU the remaining {cfg.iters - state.step:,} iterations "
+                           f"take about {hours:.1f} h; --iters N shortens the run (the lr milestones scale with "
+                           f"it), and Ctrl-C stops it resumably (--resume {self.run_dir})")
+        record = {"iteration": state.step, "lr": lr, "train_loss": mean_loss, "train_error": train_error,
+                  "images_per_s": ips}
+        if (at_eval or at_save) and sync is not None:
+            sync()
+        if at_eval:
+            record.update(self._evaluate())
+            self.bar.write(self._line(record))
+        if at_eval or state.step % cfg.log_every == 0:
+            self.log(record)
+        if at_save:
+            self.save(best=at_eval and record.get("val_error", math.inf) <= state.best_val_error)
+        self.loss_sum.zero_()
+        self.err_sum.zero_()
+        self.window, self.seen, self.window_start = 0, 0, time.perf_counter()
+
+    def interrupted(self) -> None:
+        """Ctrl-C between steps: the state after the last finished step is consistent, so keep it."""
+        if math.isfinite(self.loss_sum.item()):
+            self.save()
+        self.bar.close()
+
+    def finish(self) -> dict[str, Any]:
+        self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        return self._summary()
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        state = self.state
+        end = self.begin(stop_after)
         consistent = True  # False while a step is half done: nothing to save then
         try:
             while state.step < end:
-                lr = learning_rate(cfg, state, self.warmup)
+                lr = learning_rate(self.cfg, state, self.warmup)
                 x, y = self.data.train.batch(state.step)
                 consistent = False
                 loss, errors = self.step(x, y, lr)
                 state.step += 1
                 consistent = True
-                loss_sum += loss
-                err_sum += errors
-                window += 1
-                seen += len(y)
-                bar.update(1)
-                at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.iters
-                at_save = at_eval or state.step == end or (cfg.save_every and state.step % cfg.save_every == 0)
-                if state.step % cfg.log_every and not at_save:
-                    continue
-                # A log point: the only place the host waits for the device between evaluations.
-                mean_loss = loss_sum.item() / window
-                train_error = err_sum.item() / (window * len(y))
-                elapsed = time.perf_counter() - window_start
-                state.train_seconds += elapsed
-                ips = seen * self.dist.world_size / max(elapsed, 1e-9)
-                if not distributed.all_ok(self.dist, math.isfinite(mean_loss), self.device):
-                    raise TrainingDiverged(f"the training loss became {mean_loss} by iteration {state.step} "
-                                           f"(lr {lr}); the last good checkpoint is {self.run_dir / 'last.pt'}")
-                if self.warmup and not state.warm_done and train_error < cfg.warmup_until_error:
-                    state.warm_done = True
-                bar.set_postfix(loss=f"{mean_loss:.3f}", err=f"{train_error:.1%}", lr=f"{lr:g}", img_s=f"{ips:,.0f}")
-                if not estimated and self.device.type == "cpu" and self.dist.is_main and state.step < cfg.iters:
-                    estimated = True
-                    hours = (cfg.iters - state.step) * cfg.batch_size / ips / 3600
-                    bar.write(f"at {ips:,.0f} images/s on this CPU the remaining {cfg.iters - state.step:,} iterations "
-                              f"take about {hours:.1f} h; --iters N shortens the run (the lr milestones scale with "
-                              f"it), and Ctrl-C stops it resumably (--resume {self.run_dir})")
-                record = {"iteration": state.step, "lr": lr, "train_loss": mean_loss, "train_error": train_error,
-                          "images_per_s": ips}
-                if at_eval:
-                    record.update(self._evaluate())
-                    bar.write(self._line(record))
-                if at_eval or state.step % cfg.log_every == 0:
-                    self.log(record)
-                if at_save:
-                    self.save(best=at_eval and record.get("val_error", math.inf) <= state.best_val_error)
-                loss_sum.zero_()
-                err_sum.zero_()
-                window, seen, window_start = 0, 0, time.perf_counter()
+                self.account(loss, errors, len(y), lr, end)
         except KeyboardInterrupt:
-            # Steps are whole: the state after the last finished one is consistent, so keep it.
-            if consistent and math.isfinite(loss_sum.item()):
-                self.save()
-            bar.close()
+            if consistent:
+                self.interrupted()
             raise
-        bar.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-        return self._summary()
+        return self.finish()
 
     def _evaluate(self) -> dict[str, Any]:
         state = self.state
