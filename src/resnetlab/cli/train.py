@@ -11,6 +11,7 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, resolve, validate
+from resnetlab.engine.multirun import MultiRun, seed_configs
 from resnetlab.engine.trainer import TrainingDiverged, load_run_config, train
 from resnetlab.errors import UserError
 
@@ -47,6 +48,9 @@ def build_parser() -> Parser:
     p.add_argument("--config", help="TOML file of recipe overrides (keys as the flags, with underscores)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (optionally with a new --iters)")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N more iterations, checkpointed")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="train K seeds (--seed .. --seed+K-1) together in one process, as grouped convolutions, "
+                        "each in RUN_DIR/seed<N> with its own metrics and checkpoints (CIFAR nets)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kw = {"help": HELP.get(f.name, ""), "default": None, "dest": f.name}
@@ -63,30 +67,43 @@ def build_parser() -> Parser:
 RESUME_CHANGEABLE = {"iters", "device", "workers", "log_every", "eval_every", "save_every"}
 
 
+def _resumed(run_dir: Path, flags: dict) -> TrainConfig:
+    fixed = sorted(k for k, v in flags.items() if v is not None and k not in RESUME_CHANGEABLE)
+    if fixed:
+        raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
+                        f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
+    cfg = dataclasses.replace(load_run_config(run_dir), out=str(run_dir), **{k: v for k, v in flags.items() if v is not None})
+    validate(cfg)
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = {name: getattr(args, name) for name in FIELDS}
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise UserError("--stop-after must be a positive number of iterations")
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
     if args.resume:
-        fixed = sorted(k for k, v in flags.items() if v is not None and k not in RESUME_CHANGEABLE)
-        if fixed:
-            raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
-                            f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
-        cfg = load_run_config(Path(args.resume))
-        cfg = dataclasses.replace(cfg, out=args.resume, **{k: v for k, v in flags.items() if v is not None})
-        validate(cfg)
+        run_dir = Path(args.resume)
+        together = sorted(run_dir.glob("seed*/last.pt")) if not (run_dir / "last.pt").exists() else []
+        configs = [_resumed(p.parent, flags) for p in together] or [_resumed(run_dir, flags)]
     else:
         file_values = read_toml(args.config) if args.config else {}
         recipe = flags.pop("recipe") or file_values.pop("recipe", "cifar-paper")
         cfg = resolve(recipe, file_values, flags)
-    if args.stop_after is not None and args.stop_after <= 0:
-        raise UserError("--stop-after must be a positive number of iterations")
+        configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
     try:
-        summary = train(cfg, resume=bool(args.resume), stop_after=args.stop_after)
+        if len(configs) > 1:
+            summaries = MultiRun(configs, resume=[bool(args.resume)] * len(configs)).run(args.stop_after)
+        else:
+            summaries = [train(configs[0], resume=bool(args.resume), stop_after=args.stop_after)]
     except TrainingDiverged as e:
         print(f"resnetlab train: training diverged: {e}")
         return 3
-    err = summary["final_val_error"]
-    state = "finished" if summary["finished"] else f"stopped at iteration {summary['iterations']:,} (resume with --resume {cfg.out})"
-    val = f"validation error {err:.2%} on the {summary['val_split']} split" if err is not None else "no validation split"
-    print(f"{cfg.model} {state}: {val}; the run is in {cfg.out}")
+    for cfg, summary in zip(configs, summaries):
+        err = summary["final_val_error"]
+        state = "finished" if summary["finished"] else f"stopped at iteration {summary['iterations']:,} (resume with --resume {args.resume or cfg.out if len(configs) == 1 else Path(cfg.out).parent})"
+        val = f"validation error {err:.2%} on the {summary['val_split']} split" if err is not None else "no validation split"
+        print(f"{cfg.model} (seed {cfg.seed}) {state}: {val}; the run is in {cfg.out}")
     return 0
