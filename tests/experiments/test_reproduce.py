@@ -18,6 +18,22 @@ def test_table1_json_within_3_percent(capsys):
     assert len(paper) == 5 and all(abs(r["relative_difference"]) < 0.03 for r in paper)
 
 
+def test_reproduce_trains_seeds_together_on_request(tiny_cifar, tmp_path, monkeypatch):
+    groups = []
+    real = cifar_exp.MultiRun
+
+    def spy(configs, resume):
+        groups.append([c.seed for c in configs])
+        return real(configs, resume)
+
+    monkeypatch.setattr(cifar_exp, "MultiRun", spy)
+    out = tmp_path / "rep"
+    assert main(["reproduce", "cifar", "--out", str(out), "--depths", "8", "--nets", "resnet", "--seeds", "2",
+                 "--iters", "2", "--data", str(tiny_cifar), "--device", "cpu", "--together", "on"]) == 0
+    assert groups == [[0, 1]]
+    assert "| ResNet | 8 |" in (out / "table6.md").read_text() and "| 2 |" in (out / "table6.md").read_text()
+
+
 def test_figure7_measures_known_layer_outputs():
     class Scale(nn.Module):
         def __init__(self, k):

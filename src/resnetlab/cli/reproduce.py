@@ -13,6 +13,7 @@ import torch
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.checkpoint import atomic_write
+from resnetlab.engine.trainer import resolve_device
 from resnetlab.errors import UserError
 from resnetlab.experiments import cifar
 from resnetlab.experiments.table1 import markdown, table1
@@ -36,6 +37,8 @@ def build_parser() -> Parser:
     c.add_argument("--eval-every", type=int, help="evaluation interval (default iters/20)")
     c.add_argument("--data", default="cifar10", help="dataset (default cifar10, downloaded once)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    c.add_argument("--together", default="auto", choices=["auto", "on", "off"],
+                   help="train the seeds of each network together in one process (auto: on CUDA)")
     return p
 
 
@@ -69,7 +72,8 @@ def run_cifar(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     specs = cifar.plan(nets, depths, args.seeds)
-    summaries = cifar.run_all(specs, out, args.data, args.iters, args.device, args.eval_every)
+    together = args.together == "on" or (args.together == "auto" and resolve_device(args.device).type == "cuda")
+    summaries = cifar.run_all(specs, out, args.data, args.iters, args.device, args.eval_every, together)
     wall = sum(s.get("train_seconds", 0) for s in summaries.values())
     table, rows = cifar.table6(specs, out)
     atomic_write(out / "table6.md", lambda tmp: tmp.write_text(table))

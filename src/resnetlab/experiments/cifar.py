@@ -11,7 +11,9 @@ from pathlib import Path
 
 from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
 from resnetlab.data.sources import select_split
-from resnetlab.engine.config import resolve
+from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.config import TrainConfig, resolve
+from resnetlab.engine.multirun import MultiRun
 from resnetlab.engine.inference import load_model
 from resnetlab.engine.trainer import resolve_device, train
 from resnetlab.experiments.responses import response_layers, response_stds
@@ -40,9 +42,14 @@ def plan(nets: list[str], depths: list[int], seeds: int) -> list[RunSpec]:
 
 
 def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str, eval_every: int | None,
-            log=print) -> dict[RunSpec, dict]:
-    """Train each run in out/runs/<name>; a finished one is read back, an interrupted one resumed."""
-    summaries = {}
+            together: bool = False, log=print) -> dict[RunSpec, dict]:
+    """Train each run in out/runs/<name>; a finished one is read back, an interrupted one resumed.
+
+    together=True trains the pending seeds of each network in one process (engine.multirun) when they
+    stand at the same iteration; otherwise one after another.
+    """
+    summaries: dict[RunSpec, dict] = {}
+    pending: dict[tuple[str, int], list[tuple[RunSpec, TrainConfig, int]]] = {}
     for i, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.name
         summary_path = run_dir / "summary.json"
@@ -51,13 +58,23 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
             summaries[spec] = earlier
             continue
-        resume = (run_dir / "last.pt").is_file()
-        log(f"[{i}/{len(specs)}] {spec.name}: {'resuming' if resume else 'training'} for {iters:,} iterations")
         cfg = resolve("cifar-paper", {}, {
             "model": spec.model, "data": data, "out": str(run_dir), "iters": iters, "seed": spec.seed,
             "device": device, "eval_every": eval_every or max(1, iters // 20), "log_every": max(1, min(100, iters // 20)),
         })
-        summaries[spec] = train(cfg, resume=resume)
+        step = load_checkpoint(run_dir / "last.pt")["state"]["step"] if (run_dir / "last.pt").is_file() else -1
+        pending.setdefault((spec.net, spec.depth), []).append((spec, cfg, step))
+    for group in pending.values():
+        names = ", ".join(spec.name for spec, _, _ in group)
+        if together and len(group) > 1 and len({step for _, _, step in group}) == 1:
+            resume = group[0][2] >= 0
+            log(f"{names}: {'resuming' if resume else 'training'} together for {iters:,} iterations")
+            results = MultiRun([cfg for _, cfg, _ in group], resume=[resume] * len(group)).run()
+            summaries.update({spec: r for (spec, _, _), r in zip(group, results)})
+            continue
+        for spec, cfg, step in group:
+            log(f"{spec.name}: {'resuming' if step >= 0 else 'training'} for {iters:,} iterations")
+            summaries[spec] = train(cfg, resume=step >= 0)
     return summaries
 
 
