@@ -1,26 +1,33 @@
 """`resnetlab bench`: images/s of resnetlab against the standard PyTorch loop, measured in the same run.
 
-The baseline is the loop CIFAR reproductions write: torchvision transforms on PIL images in a
-DataLoader with workers, fp32 eager, SGD. `--what pipeline` times the input pipelines alone.
+--what train:    resnetlab's trainer step and device pipeline vs the loop CIFAR reproductions write
+                 (torchvision transforms on PIL images, DataLoader with workers, fp32 eager, SGD).
+--what pipeline: the input pipelines alone (batched tensor ops on the device vs per-sample transforms).
+--what imagenet: ResNet-50 at 224x224, batch 256, synthetic input: resnetlab's step vs torchvision's model
+                 in eager bf16 channels_last.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from resnetlab.cli.main import Parser
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
-from resnetlab.engine.config import resolve
+from resnetlab.engine.config import CHOICES, resolve
+from resnetlab.engine.multirun import MultiRun, seed_configs
 from resnetlab.engine.trainer import Trainer, resolve_device
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
@@ -42,98 +49,130 @@ class PILImages(Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def _rate(fn, steps: int, batch: int, device: torch.device) -> float:
-    fn(0)  # warm-up (workers, allocator, kernels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(1, steps + 1):
+def rate(fn: Callable[[int], object], steps: int, images_per_step: int, device: torch.device, warmup: int = 3) -> float:
+    """Images per second over `steps` calls of fn(i), after `warmup` untimed calls."""
+    for i in range(warmup):
         fn(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        fn(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * images_per_step / (time.perf_counter() - start)
 
 
-def baseline_loader(images, labels, batch: int, workers: int):
+def baseline_batches(images: np.ndarray, labels: np.ndarray, batch: int, workers: int):
     loader = DataLoader(PILImages(images, labels), batch_size=batch, shuffle=True, num_workers=workers,
                         drop_last=True, persistent_workers=workers > 0)
     while True:
         yield from loader
 
 
-def bench(model_name: str, data: str, steps: int, device: torch.device, workers: int, what: str) -> dict:
-    ds = open_dataset(data)
-    train = ds.splits["train"]
-    images, labels, batch = train.images, train.labels, 128
-    result = {"model": model_name, "what": what, "device": str(device), "batch": batch, "steps": steps,
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU",
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
-    it = baseline_loader(images, labels, batch, workers)
-    if what == "pipeline":
-        norm = Normalization.fit("channel", images[:5000])
-        ours = DeviceLoader(images, labels, batch, device, norm, augment=True)
-        result["baseline_images_per_s"] = _rate(lambda i: [t.to(device) for t in next(it)], steps, batch, device)
-        result["resnetlab_images_per_s"] = _rate(lambda i: ours.batch(i), steps, batch, device)
-    else:
-        model = create_model(model_name).to(device)
+def baseline_step(model: torch.nn.Module, batches, device: torch.device) -> Callable[[int], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step(_i: int) -> None:
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()  # the usual per-step logging sync
+
+    return step
+
+
+def trainer_rate(args, device: torch.device) -> float:
+    """The trainer's own data path and step (one run, or --seeds K together), without its bookkeeping."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve("cifar-paper", {}, {"model": args.model, "data": args.data, "out": tmp, "device": device.type,
+                                           "val": "none", "amp": args.amp, "channels_last": args.channels_last,
+                                           "compile": args.compile})
+        if args.seeds > 1:
+            multi = MultiRun(seed_configs(cfg, args.seeds), resume=[False] * args.seeds)
+            return rate(lambda i: multi.step([t.data.train.batch(i) for t in multi.runs], [0.1] * args.seeds),
+                        args.steps, cfg.batch_size * args.seeds, device)
+        trainer = Trainer(cfg)
+        return rate(lambda i: trainer.step(*trainer.data.train.batch(i), 0.1), args.steps, cfg.batch_size, device)
+
+
+def bench_cifar(args, device: torch.device) -> dict:
+    train = open_dataset(args.data).splits["train"]
+    batches = baseline_batches(train.images, train.labels, 128, args.workers)
+    if args.what == "pipeline":
+        ours = DeviceLoader(train.images, train.labels, 128, device, Normalization.fit("channel", train.images[:5000]),
+                            augment=True)
+        return {"baseline_images_per_s": rate(lambda i: [t.to(device) for t in next(batches)], args.steps, 128, device),
+                "resnetlab_images_per_s": rate(ours.batch, args.steps, 128, device)}
+    base = rate(baseline_step(create_model(args.model).to(device), batches, device), args.steps, 128, device)
+    return {"baseline_images_per_s": base, "resnetlab_images_per_s": trainer_rate(args, device)}
+
+
+def bench_imagenet(args, device: torch.device) -> dict:
+    batch = 256
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    dtype = torch.bfloat16
+
+    def step_fn(model: torch.nn.Module) -> Callable[[int], None]:
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
-        def baseline_step(_i: int) -> None:
-            x, y = next(it)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
+        def step(_i: int) -> None:
+            with torch.autocast(device.type, dtype=dtype):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss.item()  # the usual per-step logging sync
 
-        result["baseline_images_per_s"] = _rate(baseline_step, steps, batch, device)
-        cfg = resolve("cifar-paper", {}, {"model": model_name, "data": data, "out": "", "device": device.type,
-                                           "val": "none", "holdout": 0})
-        result["resnetlab_images_per_s"] = _trainer_rate(cfg, device, steps)
-    result["ratio"] = result["resnetlab_images_per_s"] / result["baseline_images_per_s"]
-    return result
+        return step
 
-
-def _trainer_rate(cfg, device: torch.device, steps: int) -> float:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg.out = tmp
-        trainer = Trainer(cfg)
-
-        def step(i: int) -> None:  # the trainer's own data path and step, timed without its bookkeeping
-            x, y = trainer.data.train.batch(i)
-            trainer.step(x, y, 0.1)
-
-        return _rate(step, steps, cfg.batch_size, device)
+    tv = torchvision.models.resnet50().to(device, memory_format=torch.channels_last)
+    ours = create_model("resnet50", style="torchvision").to(device, memory_format=torch.channels_last)
+    if args.compile != "off":
+        ours = torch.compile(ours, mode=None if args.compile == "default" else args.compile)
+    return {"baseline_images_per_s": rate(step_fn(tv), args.steps, batch, device),
+            "resnetlab_images_per_s": rate(step_fn(ours), args.steps, batch, device)}
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="resnetlab bench", description=__doc__.strip().splitlines()[0].split(": ", 1)[1])
+    p = Parser(prog="resnetlab bench", description=__doc__.strip().splitlines()[0].split(": ", 1)[1],
+               epilog=__doc__.strip().split("\n", 2)[2])
+    p.add_argument("--what", choices=["train", "pipeline", "imagenet"], default="train")
     p.add_argument("--model", default="cifar_resnet20")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg", help="CIFAR-style dataset")
-    p.add_argument("--what", choices=["train", "pipeline"], default="train")
-    p.add_argument("--steps", type=int, default=30, help="timed steps of batch 128 (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
     p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--save", action="store_true", help="append the result to benchmarks/results/<device>.jsonl")
+    p.add_argument("--amp", default="auto", choices=CHOICES["amp"], help="resnetlab's precision")
+    p.add_argument("--channels-last", default="auto", choices=CHOICES["channels_last"])
+    p.add_argument("--compile", default="off", choices=CHOICES["compile"], help="torch.compile mode for resnetlab")
+    p.add_argument("--seeds", type=int, default=1, help="train K seeds together (images/s counts all K)")
+    p.add_argument("--save", metavar="DIR", help="append the result to DIR/<device name>.jsonl")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.steps <= 0:
-        raise UserError("--steps must be positive")
+    if args.steps <= 0 or args.seeds <= 0:
+        raise UserError("--steps and --seeds must be positive")
     device = resolve_device(args.device)
-    r = bench(args.model, args.data, args.steps, device, args.workers, args.what)
-    print(f"{r['what']} {r['model'] if r['what'] == 'train' else ''} on {r['device_name']} ({r['device']}, torch {r['torch']}): "
-          f"resnetlab {r['resnetlab_images_per_s']:,.0f} images/s, baseline {r['baseline_images_per_s']:,.0f} "
-          f"images/s, ratio {r['ratio']:.2f}x")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    result = {"what": args.what, "model": "resnet50" if args.what == "imagenet" else args.model, "seeds": args.seeds,
+              "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "steps": args.steps,
+              "device": str(device), "device_name": name, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    result.update(bench_imagenet(args, device) if args.what == "imagenet" else bench_cifar(args, device))
+    result["ratio"] = result["resnetlab_images_per_s"] / result["baseline_images_per_s"]
+    print(f"{args.what} {result['model']} on {name} ({device}, torch {torch.__version__}, compile {args.compile}, "
+          f"seeds {args.seeds}): resnetlab {result['resnetlab_images_per_s']:,.0f} images/s, baseline "
+          f"{result['baseline_images_per_s']:,.0f} images/s, ratio {result['ratio']:.2f}x")
     if args.save:
-        out = Path("benchmarks/results") / f"{r['device_name'].replace(' ', '_').replace('/', '_') or 'cpu'}.jsonl"
+        out = Path(args.save) / f"{name.replace(' ', '_').replace('/', '_')}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a") as f:
-            f.write(json.dumps(r) + "\n")
+            f.write(json.dumps(result) + "\n")
         print(f"appended to {out}")
     return 0
