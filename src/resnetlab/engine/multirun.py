@@ -142,6 +142,9 @@ class MultiRun:
         self.runs = [Trainer(cfg, resume=r) for cfg, r in zip(configs, resume)]
         self.k = len(self.runs)
         lead = self.runs[0]
+        if lead.dist.enabled:
+            # The grouped net is not wrapped in DDP: ranks would drift apart silently.
+            raise UserError("runs trained together use one process; start them without torchrun")
         self.device, self.amp_dtype = lead.device, lead.amp_dtype
         depth = int("".join(c for c in first.model if c.isdigit()))
         self.net = GroupedCifarNet(self.k, depth, lead.model.residual, lead.model.fc.out_features).to(self.device)
