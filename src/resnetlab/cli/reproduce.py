@@ -85,7 +85,6 @@ def run_cifar(args) -> int:
     budget = ("the paper's full schedule (64k iterations)" if args.iters >= PAPER_ITERS else
               f"SHORTENED: {args.iters:,} iterations per run instead of the paper's 64,000 "
               f"(lr milestones scaled to {args.iters // 2:,} and {args.iters * 3 // 4:,})")
-    mean_std = {k: sum(v) / len(v) for k, v in stds.items()}
     command = shlex.join(["resnetlab", "reproduce", "cifar", "--out", args.out, "--depths", args.depths, "--nets",
                           args.nets, "--seeds", str(args.seeds), "--iters", str(args.iters), "--data", args.data,
                           "--device", args.device] + (["--eval-every", str(args.eval_every)] if args.eval_every else []))
@@ -109,7 +108,7 @@ Errors in % of the evaluation split at the end of each run; the paper's column i
 ![Figure 6](figure6.png)
 
 ## Figure 7
-Mean over layers of the response std: {', '.join(f'{k} {v:.3f}' for k, v in mean_std.items())}.
+{cifar.response_sentence(stds)}
 
 ![Figure 7](figure7.png)
 
@@ -118,7 +117,6 @@ Mean over layers of the response std: {', '.join(f'{k} {v:.3f}' for k, v in mean
 
 Where ours differs and why: {'this run is far shorter than the paper' + "'" + 's 64k iterations, so every error is higher than Table 6 and the ranking of close depths can change; ' if args.iters < PAPER_ITERS else ''}the paper reports test error on the original
 CIFAR-10 test set, while {'these runs validate on the ' + split_name if split_name != 'test' else 'these runs use the data' + "'" + 's test split'}{'; the shared data is JPEG-compressed (quality 75), which costs a few points of accuracy' if 'jpeg' in args.data.lower() else ''}.
-The paper's Fig. 7 shows ResNets with smaller responses than plain nets; compare the mean std above.
 """
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"table6": rows, "figure7": stds}, indent=2)))

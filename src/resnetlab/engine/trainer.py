@@ -127,7 +127,8 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None,
                           "auto": torch.bfloat16 if cuda else None}[cfg.amp]
-        channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+        # channels_last helps on both: 460 vs 401 images/s for ResNet-20 on 2 CPU cores (benchmarks/results).
+        channels_last = cfg.channels_last != "off"
         self.tensorboard = None
         if self.dist.is_main:
             self._prepare_run_dir(resume)

@@ -179,24 +179,49 @@ def evaluation_split(data: str) -> tuple[ArrayDataset, str]:
 
 
 def degradation_sentence(rows: list[dict]) -> str:
-    """Plain words on whether the deeper plain net trains worse, and whether ResNets reverse it."""
+    """Plain words on whether the deeper plain net trains worse, and whether residual nets fix it."""
     def pick(net: str) -> list[dict]:
         return sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
+
+    def pct(r: dict) -> str:
+        return f"{r['final_train_error']:.2%} training, {r['mean']:.2%} validation error"
+
+    plain, res = pick("plain"), pick("resnet")
+    sentences = []
+    if len(plain) >= 2:
+        a, b = plain[0], plain[-1]
+        shows = b["final_train_error"] > a["final_train_error"]
+        sentences.append(f"The degradation problem {'shows' if shows else 'does not show'}: plain-{b['depth']} ends "
+                         f"with {pct(b)}, plain-{a['depth']} with {pct(a)}.")
+    if len(res) >= 2:
+        a, b = res[0], res[-1]
+        if b["final_train_error"] < a["final_train_error"]:
+            sentences.append(f"As in the paper, the deeper ResNet is better: ResNet-{b['depth']} {pct(b)}, "
+                             f"ResNet-{a['depth']} {pct(a)}.")
+        else:
+            sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
+                             f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
+    by_depth = {r["depth"]: r for r in plain}
+    for r in res:
+        p = by_depth.get(r["depth"])
+        if p:
+            verdict = "lower" if r["final_train_error"] < p["final_train_error"] else "higher"
+            sentences.append(f"At depth {r['depth']} the residual net trains to {verdict} error than the plain one "
+                             f"({r['final_train_error']:.2%} vs {p['final_train_error']:.2%}).")
+    return " ".join(sentences) or "Only one depth per network was run, so the degradation problem cannot be judged."
+
+
+def response_sentence(stds: dict[str, list[float]]) -> str:
+    """Fig. 7 in words: are ResNet responses smaller than plain ones of the same depth?"""
+    mean = {k: sum(v) / len(v) for k, v in stds.items()}
     parts = []
-    for net, label in (("plain", "plain"), ("resnet", "ResNet")):
-        r = pick(net)
-        if len(r) >= 2:
-            a, b = r[0], r[-1]
-            verdict = "higher" if b["final_train_error"] > a["final_train_error"] else "lower"
-            parts.append(f"{label}-{b['depth']} ends with {verdict} training error than {label}-{a['depth']} "
-                         f"({b['final_train_error']:.2%} vs {a['final_train_error']:.2%}; validation "
-                         f"{b['mean']:.2%} vs {a['mean']:.2%})")
-    if not parts:
-        return "Only one depth per network was run, so the degradation problem cannot be judged."
-    plain = pick("plain")
-    shows = len(plain) >= 2 and plain[-1]["final_train_error"] > plain[0]["final_train_error"]
-    head = "The degradation problem shows: " if shows else "The degradation problem does not show in this run: "
-    return head + "; ".join(parts) + "."
+    for name, value in mean.items():
+        if name.startswith("resnet-") and f"plain-{name[7:]}" in mean:
+            other = mean[f"plain-{name[7:]}"]
+            parts.append(f"ResNet-{name[7:]} {value:.3f} vs plain-{name[7:]} {other:.3f} "
+                         f"({'smaller, as in the paper' if value < other else 'not smaller, unlike the paper'})")
+    listing = ", ".join(f"{k} {v:.3f}" for k, v in mean.items())
+    return f"Mean over layers of the response std: {listing}." + (f" {'; '.join(parts)}." if parts else "")
 
 
 def elapsed_since(start: float) -> str:
