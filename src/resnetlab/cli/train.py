@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
+import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, resolve, validate
 from resnetlab.engine.multirun import MultiRun, seed_configs
-from resnetlab.engine.trainer import TrainingDiverged, load_run_config, train
+from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.schedule import extended
+from resnetlab.engine.trainer import SPLIT_NAMES, RunInterrupted, TrainingDiverged, load_run_config, train
 from resnetlab.errors import UserError
 
 HELP = {
@@ -20,7 +24,8 @@ HELP = {
     "data": "dataset: a folder, an official CIFAR tarball, or cifar10/cifar100 (downloaded once)",
     "recipe": f"the paper's recipe to start from: {', '.join(RECIPES)}",
     "out": "run directory (config, metrics.jsonl, last.pt, best.pt, summary.json)",
-    "iters": "total iterations (the lr milestones scale with it unless --milestones is given)",
+    "iters": "total iterations (the lr milestones scale with it unless --milestones is given; with --resume, "
+             "only while no milestone has been passed)",
     "milestones": "iterations at which the lr is divided by 10, comma-separated",
     "warmup": "lr --warmup-lr until the training error is below --warmup-until-error (auto: ResNet-110/1202)",
     "val": "validation split: auto (test split if any, else the 5k hold-out), holdout, test, none",
@@ -64,7 +69,7 @@ def build_parser() -> Parser:
     return p
 
 
-RESUME_CHANGEABLE = {"iters", "device", "workers", "log_every", "eval_every", "save_every"}
+RESUME_CHANGEABLE = {"iters", "milestones", "device", "workers", "log_every", "eval_every", "save_every"}
 
 
 def _resumed(run_dir: Path, flags: dict) -> TrainConfig:
@@ -72,9 +77,19 @@ def _resumed(run_dir: Path, flags: dict) -> TrainConfig:
     if fixed:
         raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
                         f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
-    cfg = dataclasses.replace(load_run_config(run_dir), out=str(run_dir), **{k: v for k, v in flags.items() if v is not None})
+    old = load_run_config(run_dir)
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if "iters" in changes and "milestones" not in changes:
+        # --iters on resume follows the schedule a fresh run of that length would have (or is refused).
+        step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
+        changes["milestones"] = extended(old, changes["iters"], step)
+    cfg = dataclasses.replace(old, out=str(run_dir), **changes)
     validate(cfg)
     return cfg
+
+
+def _resume_hint(configs: list[TrainConfig], resumed: str | None) -> str:
+    return resumed or (configs[0].out if len(configs) == 1 else str(Path(configs[0].out).parent))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = flags.pop("recipe") or file_values.pop("recipe", "cifar-paper")
         cfg = resolve(recipe, file_values, flags)
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
+    resume_dir = _resume_hint(configs, args.resume)
     try:
         if len(configs) > 1:
             summaries = MultiRun(configs, resume=[bool(args.resume)] * len(configs)).run(args.stop_after)
@@ -101,9 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"resnetlab train: training diverged: {e}")
         return 3
+    except RunInterrupted as e:
+        kept = (f"saved the state after iteration {e.step:,}" if e.saved else
+                "stopped in the middle of a step or an evaluation; the last checkpoint is kept")
+        print(f"resnetlab train: {e.signame}: {kept}. Resume with: resnetlab train --resume {shlex.quote(resume_dir)}",
+              file=sys.stderr)
+        return e.exit_code
     for cfg, summary in zip(configs, summaries):
         err = summary["final_val_error"]
-        state = "finished" if summary["finished"] else f"stopped at iteration {summary['iterations']:,} (resume with --resume {args.resume or cfg.out if len(configs) == 1 else Path(cfg.out).parent})"
-        val = f"validation error {err:.2%} on the {summary['val_split']} split" if err is not None else "no validation split"
+        state = ("finished" if summary["finished"] else
+                 f"stopped at iteration {summary['iterations']:,} (resume with --resume {resume_dir})")
+        split = SPLIT_NAMES.get(summary["val_split"], summary["val_split"])
+        val = (f"{split} error {err:.2%} at the final iteration" if err is not None else "no validation split")
         print(f"{cfg.model} (seed {cfg.seed}) {state}: {val}; the run is in {cfg.out}")
     return 0

@@ -8,6 +8,7 @@ streamed through a DataLoader.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,13 +107,75 @@ def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
     return classes
 
 
-def select_split(ds: Dataset, split: str, holdout: int = 5000) -> ArrayDataset | folders.FolderIndex:
+# Sec. 4.2: "a 45k/5k train/val split" of CIFAR's 50k training images chose the schedule.
+PAPER_HOLDOUT = 5000
+
+
+def holdout_size(labels: np.ndarray, requested: int) -> tuple[int, str]:
+    """The hold-out to use: `requested` when every class can give an equal share and keep images to train on.
+
+    The paper's 5,000 is too many for a small folder; then 10% of the smallest class is held out of every
+    class, and the returned note says so. Any other size that does not fit is refused.
+    """
+    _, counts = np.unique(labels, return_counts=True)
+    k, smallest = len(counts), int(counts.min())
+    if requested % k == 0 and 0 < requested // k < smallest:
+        return requested, ""
+    if requested != PAPER_HOLDOUT:
+        why = (f"does not split evenly over {k} classes" if requested % k else
+               f"would leave a class of {smallest} images nothing to train on")
+        raise UserError(f"--holdout {requested} {why}; choose a multiple of {k} below {k * smallest}")
+    per_class = smallest // 10
+    if per_class == 0:
+        raise UserError(f"the smallest class has {smallest} images, too few to hold any out (10% rounds to 0); "
+                        "give a val/ folder, or --val none")
+    size = per_class * k
+    return size, (f"the paper's {PAPER_HOLDOUT:,}-image hold-out does not fit {len(labels):,} images in {k} classes; "
+                  f"{size:,} held out instead (10% of the smallest class, {per_class} per class)")
+
+
+def validation_name(ds: Dataset, requested: str, holdout: int = PAPER_HOLDOUT) -> str:
+    """The split that validates training: "auto" is the data's test split, else its val/ folder, else the
+    hold-out (none when --holdout is 0)."""
+    if requested == "auto":
+        return next((s for s in ("test", "val") if s in ds.splits), "holdout" if holdout else "none")
+    if requested in ("test", "val") and requested not in ds.splits:
+        raise UserError(f"--val {requested}: {ds.source} has no {requested} split (it has {', '.join(ds.splits)})")
+    return requested
+
+
+def split_for_training(ds: Dataset, val: str, holdout: int) -> tuple[ArrayDataset | folders.FolderIndex,
+                                                                    ArrayDataset | folders.FolderIndex | None, dict]:
+    """(train, validation or None, what split.json records): the one place a run's splits are chosen."""
+    train = ds.splits["train"]
+    if len(ds.classes) < 2:
+        raise UserError(f"{ds.source} has {len(ds.classes)} class: a classifier needs at least 2 "
+                        "(one folder per class)")
+    info: dict = {"val": val}
+    if val == "holdout":
+        if not isinstance(train, ArrayDataset):
+            raise UserError("--val holdout is supported for in-memory (small-image) data; give a val/ folder")
+        size, note = holdout_size(train.labels, holdout)
+        train_idx, val_idx = holdout_split(train.labels, size, seed=0)
+        info.update(holdout=size, holdout_seed=0, val_indices=val_idx.tolist(),
+                    val_sha1=hashlib.sha1(val_idx.tobytes()).hexdigest())
+        if note:
+            info["holdout_rule"] = note
+        train, validation = train.subset(train_idx), train.subset(val_idx)
+    else:
+        validation = ds.splits.get(val)
+    info.update(train_images=len(train), val_images=len(validation) if validation is not None else 0)
+    return train, validation, info
+
+
+def select_split(ds: Dataset, split: str, holdout: int = PAPER_HOLDOUT) -> ArrayDataset | folders.FolderIndex:
     """A named split, or "holdout": the fixed stratified hold-out of train that training validates on."""
     if split == "holdout":
         train = ds.splits["train"]
         if not isinstance(train, ArrayDataset):
             raise UserError("the hold-out split needs in-memory (small-image) data; give a val/ folder")
-        return train.subset(holdout_split(train.labels, holdout, seed=0)[1])
+        size, _ = holdout_size(train.labels, holdout)
+        return train.subset(holdout_split(train.labels, size, seed=0)[1])
     if split not in ds.splits:
         raise UserError(f"split {split!r}: {ds.source} has only {', '.join(ds.splits)}")
     return ds.splits[split]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -9,19 +10,33 @@ from typing import Any
 
 import torch
 
+from resnetlab.errors import UserError
 from resnetlab.models.weights import read_checkpoint
 
 FORMAT = "resnetlab-checkpoint-v1"
+# What evaluate/predict/export need; a resumed run needs TRAINING_KEYS as well.
+MODEL_KEYS = ("model", "model_name", "model_options", "classes", "normalization", "input")
+TRAINING_KEYS = ("optimizer", "scaler", "state", "rng", "config")
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: readers see the old file or the new one."""
+    """Call write(tmp_path), fsync, then rename over `path`: readers see the old file or the new one.
+
+    A failed write (a full disk, a vanished folder) leaves `path` as it was and says so in one line.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "write" not in str(e).lower():
+            raise  # not an I/O failure (torch.save reports those as RuntimeError)
+        full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+        why = "the disk is full" if full else (getattr(e, "strerror", None) or str(e).splitlines()[0])
+        kept = f"{path} keeps its previous contents" if path.exists() else f"{path} was not written"
+        raise UserError(f"cannot write {path}: {why}; {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -34,12 +49,16 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A resnetlab checkpoint (model, optimizer, step, RNG, config, classes, normalization)."""
-    from resnetlab.errors import UserError
+def load_checkpoint(path: str | Path, training: bool = False) -> dict[str, Any]:
+    """A resnetlab checkpoint (model, optimizer, step, RNG, config, classes, normalization).
 
+    training=True also requires what resuming needs. A file lacking a key is named, never a KeyError.
+    """
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a resnetlab training checkpoint (use --model and --weights for "
                         "foreign weights)")
+    missing = [k for k in (*MODEL_KEYS, *(TRAINING_KEYS if training else ())) if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is damaged or incomplete: it has no {missing[0]!r} entry")
     return ckpt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from resnetlab.errors import UserError
+from resnetlab.models.registry import check_name
 
 
 @dataclass
@@ -81,16 +83,57 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--config {path}: a folder, not a TOML file")
     try:
-        values = tomllib.loads(path.read_text())
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"--config {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not a text file (a TOML file of recipe overrides is expected)") from None
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read it ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"--config {path}: not valid TOML ({e})") from None
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserError(f"--config {path}: unknown key {unknown[0]!r} (known: {', '.join(FIELDS)})")
+    for key, value in values.items():
+        problem = type_problem(key, value)
+        if problem:
+            raise UserError(f"--config {path}: {key} = {value!r}: {problem}")
     return values
+
+
+def type_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be the field `name` (a TOML value or a stored config.json's), or None."""
+    kind = FIELDS[name].type
+    if kind in ("int", int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "expected a whole number"
+    if kind in ("float", float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok and math.isfinite(value) else "expected a finite number"
+    if kind in ("bool", bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if kind in ("str", str):
+        return None if isinstance(value, str) else "expected a string"
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return None if ok else "expected a list of whole numbers"
+
+
+def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
+    """A stored config (config.json, a checkpoint's) back as a TrainConfig; a damaged one is named."""
+    if not isinstance(values, dict):
+        raise UserError(f"{source} is damaged: it does not hold a training configuration")
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"{source} is damaged or from another version: unknown key {unknown[0]!r}")
+    for key, value in values.items():
+        problem = type_problem(key, value)
+        if problem:
+            raise UserError(f"{source} is damaged: {key} = {value!r} ({problem})")
+    return TrainConfig(**values)
 
 
 def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
@@ -98,19 +141,28 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
     if recipe not in RECIPES:
         raise UserError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
     values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
-    base_iters = values.get("iters", TrainConfig.iters)
-    base_milestones = values.get("milestones", TrainConfig().milestones)
     values.update(file_values)
     values.update({k: v for k, v in flags.items() if v is not None})
     explicit = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
     if "iters" in explicit and "milestones" not in explicit:
-        values["milestones"] = [round(m * values["iters"] / base_iters) for m in base_milestones]
+        values["milestones"] = scaled_milestones(recipe, values["iters"])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
 
 
+def scaled_milestones(recipe: str, iters: int) -> list[int]:
+    """The recipe's milestones at the same fractions of `iters` (32k/48k of 64k -> 50%/75%)."""
+    base = RECIPES.get(recipe, {})
+    base_iters = base.get("iters", TrainConfig.iters)
+    base_milestones = base.get("milestones", TrainConfig().milestones)
+    return [round(m * iters / base_iters) for m in base_milestones]
+
+
 def validate(cfg: TrainConfig) -> None:
+    for name, f in FIELDS.items():
+        if f.type in ("float", float) and not math.isfinite(getattr(cfg, name)):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {getattr(cfg, name)}")
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(a or '(default)' for a in allowed)}")
@@ -118,6 +170,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, not {getattr(cfg, name)}")
+    if not 0 <= cfg.seed < 2**63:
+        raise UserError(f"--seed must be a whole number in [0, 2**63), not {cfg.seed}")
     for name in ("lr", "warmup_lr"):
         if not 0 < getattr(cfg, name) <= 10:
             raise UserError(f"--{name.replace('_', '-')} must be in (0, 10], not {getattr(cfg, name)}")
@@ -125,6 +179,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--momentum must be in [0, 1), not {cfg.momentum}")
     if cfg.weight_decay < 0 or cfg.holdout < 0 or cfg.save_every < 0 or cfg.workers < 0:
         raise UserError("--weight-decay, --holdout, --save-every and --workers cannot be negative")
+    if not 0 < cfg.warmup_until_error <= 1:
+        raise UserError(f"--warmup-until-error must be in (0, 1], not {cfg.warmup_until_error}")
+    if cfg.val == "holdout" and cfg.holdout == 0:
+        raise UserError("--val holdout needs a hold-out: --holdout must be positive (or use --val none)")
+    if cfg.plateau_patience <= 0:
+        raise UserError(f"--plateau-patience must be positive, not {cfg.plateau_patience}")
+    check_name(cfg.model)
     if sorted(cfg.milestones) != cfg.milestones or any(m <= 0 for m in cfg.milestones):
         raise UserError(f"--milestones must be increasing positive iterations, not {cfg.milestones}")
 

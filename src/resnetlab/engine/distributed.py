@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -42,13 +44,25 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_ok(info: DistInfo, ok: bool, device: torch.device) -> bool:
-    """True on every rank only if it is true on every rank."""
-    if not info.enabled:
-        return ok
-    flag = torch.tensor([0 if ok else 1], device=device)
-    dist.all_reduce(flag)
-    return int(flag.item()) == 0
+@contextmanager
+def local_main_first(info: DistInfo) -> Iterator[None]:
+    """The body runs on local rank 0 first (downloads, extracts, fills the decode cache), then on the
+    other ranks of the node, which then find everything in place instead of racing for the same files."""
+    if info.enabled and info.local_rank != 0:
+        barrier(info)
+    try:
+        yield
+    finally:
+        if info.enabled and info.local_rank == 0:
+            barrier(info)
+
+
+def all_sum(info: DistInfo, values: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks (the tensor itself in a single process)."""
+    if info.enabled:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
 
 
 def teardown(info: DistInfo) -> None:

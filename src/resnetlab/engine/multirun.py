@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tqdm import tqdm
+
 from resnetlab.engine.config import TrainConfig
-from resnetlab.engine.trainer import Trainer, learning_rate
+from resnetlab.engine.schedule import learning_rate
+from resnetlab.engine.trainer import StopSignals, Trainer
 from resnetlab.errors import UserError
-from resnetlab.models.registry import is_cifar
+from resnetlab.models.registry import cifar_depth, is_cifar
 
 
 class GroupedBlock(nn.Module):
@@ -139,6 +142,10 @@ class MultiRun:
                 raise UserError(f"runs trained together must share {', '.join(same)}; {cfg.out} differs in {diff[0]}")
         if not is_cifar(first.model) or first.shortcut not in ("", "A") or first.compile != "off":
             raise UserError("runs are trained together only for the CIFAR nets with option-A shortcuts")
+        if first.amp == "fp16":
+            # The grouped optimizer has no GradScaler: fp16 gradients would underflow unscaled.
+            raise UserError("--amp fp16 is not supported for runs trained together (--seeds K); use --amp bf16 "
+                            "or off, or train the seeds one at a time")
         self.runs = [Trainer(cfg, resume=r) for cfg, r in zip(configs, resume)]
         self.k = len(self.runs)
         lead = self.runs[0]
@@ -146,7 +153,7 @@ class MultiRun:
             # The grouped net is not wrapped in DDP: ranks would drift apart silently.
             raise UserError("runs trained together use one process; start them without torchrun")
         self.device, self.amp_dtype = lead.device, lead.amp_dtype
-        depth = int("".join(c for c in first.model if c.isdigit()))
+        depth = cifar_depth(first.model)
         self.net = GroupedCifarNet(self.k, depth, lead.model.residual, lead.model.fc.out_features).to(self.device)
         self.template = lead.model.state_dict()
         self.net.load_state_dict(pack([t.model.state_dict() for t in self.runs]))
@@ -191,38 +198,39 @@ class MultiRun:
         ends = [t.begin(stop_after, show_bar=False) for t in self.runs]
         step, end = starts.pop(), ends[0]
         self.net.train()
-        from tqdm import tqdm
-
         bar = tqdm(total=end, initial=step, desc=f"{self.k} x {self.runs[0].cfg.model}", unit="it", disable=None)
         consistent = True
-        try:
-            while step < end:
-                lrs = [learning_rate(t.cfg, t.state, t.warmup) for t in self.runs]
-                batches = [t.data.train.batch(step) for t in self.runs]
-                consistent = False
-                losses, errors = self.step(batches, lrs)
-                step += 1
-                for k, t in enumerate(self.runs):
-                    t.state.step = step
-                consistent = True
-                synced = False
+        with StopSignals() as signals:
+            try:
+                while step < end:
+                    lrs = [learning_rate(t.cfg, t.state, t.warmup) for t in self.runs]
+                    batches = [t.data.train.batch(step) for t in self.runs]
+                    consistent = False
+                    losses, errors = self.step(batches, lrs)
+                    step += 1
+                    for t in self.runs:
+                        t.state.step = step
+                    consistent = True
+                    synced = False
 
-                def sync_once() -> None:
-                    nonlocal synced
-                    if not synced:
-                        self.sync()
-                        synced = True
+                    def sync_once() -> None:
+                        nonlocal synced
+                        if not synced:
+                            self.sync()
+                            synced = True
 
-                for k, t in enumerate(self.runs):
-                    t.account(losses[k], errors[k], len(batches[k][1]), lrs[k], end, sync=sync_once)
-                bar.update(1)
-        except KeyboardInterrupt:
-            if consistent:
-                self.sync()
-                for t in self.runs:
-                    t.interrupted()
-            bar.close()
-            raise
+                    stop = [t.account(losses[k], errors[k], len(batches[k][1]), lrs[k], end, sync=sync_once,
+                                      stop=signals.requested is not None) for k, t in enumerate(self.runs)]
+                    bar.update(1)
+                    if any(stop):
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                bar.close()
+                saveable = consistent and not any(t.in_log_point for t in self.runs)
+                if saveable:
+                    self.sync()
+                stopped = [t.interrupted(signals.requested or "SIGINT", saveable) for t in self.runs]
+                raise stopped[0] from None
         bar.close()
         self.sync()
         return [t.finish() for t in self.runs]

@@ -1,9 +1,9 @@
 from resnetlab.models.complexity import count_macs, count_parameters
-from resnetlab.models.registry import create_model, is_cifar, list_models
+from resnetlab.models.registry import check_name, cifar_depth, create_model, is_cifar, list_models
 from resnetlab.models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 from resnetlab.models.weights import load_weights, read_checkpoint
 
 __all__ = [
     "BasicBlock", "Bottleneck", "ResNet", "ZeroPadShortcut", "count_macs", "count_parameters",
-    "create_model", "is_cifar", "list_models", "load_weights", "read_checkpoint",
+    "check_name", "cifar_depth", "create_model", "is_cifar", "list_models", "load_weights", "read_checkpoint",
 ]

@@ -83,13 +83,26 @@ def is_cifar(name: str) -> bool:
     return _CIFAR_NAME.match(name) is not None
 
 
+def cifar_depth(name: str) -> int | None:
+    """The depth of a CIFAR net's name (cifar_resnet110 -> 110); None for other names."""
+    m = _CIFAR_NAME.match(name)
+    return int(m.group(2)) if m else None
+
+
+def check_name(name: str) -> None:
+    """Refuse an unknown network name at once, before any data is read."""
+    if name in _REGISTRY or is_cifar(name):
+        return
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `resnetlab models` lists them"
+    raise UserError(f"unknown model {name!r}{hint}")
+
+
 def create_model(name: str, **options: Any) -> ResNet:
     """Build a network by name; options: num_classes, shortcut, style, zero_init_residual."""
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
+    check_name(name)
     m = _CIFAR_NAME.match(name)
-    if m:
-        return cifar_net(int(m.group(2)), residual=m.group(1) == "resnet", **options)
-    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `resnetlab models` lists them"
-    raise UserError(f"unknown model {name!r}{hint}")
+    assert m is not None
+    return cifar_net(int(m.group(2)), residual=m.group(1) == "resnet", **options)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnetlab.errors import UserError
+
 Shortcut = Literal["A", "B", "C"]
 Style = Literal["paper", "torchvision"]
 
@@ -148,6 +150,10 @@ class ResNet(nn.Module):
         widths = [64, 128, 256, 512] if imagenet else [16, 32, 64]
         if len(layers) != len(widths):
             raise ValueError(f"expected {len(widths)} stage depths, got {layers}")
+        if zero_init_residual and not residual:
+            # Zeroing the last BN of a block with no shortcut zeroes the block's output: a dead network.
+            raise UserError("zero_init_residual needs shortcuts: on a plain net it would zero every block's "
+                            "output; use it with a ResNet, or leave it off")
         self.residual = residual
         self.in_planes = widths[0]
         if imagenet:

@@ -15,13 +15,21 @@ from resnetlab.errors import UserError
 def read_checkpoint(path: str | Path) -> dict:
     """torch.load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
     path = Path(path)
+    if path.is_dir():
+        hint = f" (did you mean {path / 'last.pt'}?)" if (path / "last.pt").is_file() else ""
+        raise UserError(f"checkpoint {path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+    except pickle.UnpicklingError as e:
+        # torch's own text suggests weights_only=False, which would run the file's code: never say that.
+        what = ("it holds Python objects other than tensors and plain containers"
+                if "Unsupported global" in str(e) or "GLOBAL" in str(e) else "it is not a PyTorch checkpoint")
+        raise UserError(f"cannot read checkpoint {path}: {what}; resnetlab refuses it (nothing in it was run)") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise UserError(f"cannot read checkpoint {path}: the file is damaged or not a PyTorch checkpoint "
+                        f"({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj

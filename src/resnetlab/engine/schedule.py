@@ -1,0 +1,84 @@
+"""The learning-rate schedule: the paper's step schedule, its warm-up rule, the plateau rule, and how
+a schedule follows a change of --iters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from resnetlab.engine.config import TrainConfig, scaled_milestones
+from resnetlab.errors import UserError
+from resnetlab.models.registry import cifar_depth
+
+# Sec. 4.2: ResNet-110 starts at lr 0.01 "until the training error is below 80%", then goes back to 0.1.
+WARMUP_DEPTH = 110
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    warm_done: bool = False
+    lr_scale: float = 1.0
+    best_val_error: float = math.inf
+    evals_since_best: int = 0
+    train_seconds: float = 0.0
+    # Training loss/errors summed since the last log point: kept across an interrupt so that the
+    # resumed run logs exactly what an uninterrupted one does.
+    window_loss: float = 0.0
+    window_errors: int = 0
+    window_steps: int = 0
+    first_loss: float = 0.0  # mean loss of the first logged window: the reference for an exploding loss
+
+
+def uses_warmup(cfg: TrainConfig) -> bool:
+    if cfg.warmup == "auto":
+        depth = cifar_depth(cfg.model)
+        return depth is not None and depth >= WARMUP_DEPTH
+    return cfg.warmup == "on"
+
+
+def learning_rate(cfg: TrainConfig, state: RunState, warmup: bool) -> float:
+    if warmup and not state.warm_done:
+        return cfg.warmup_lr
+    if cfg.schedule == "step":
+        return cfg.lr / 10 ** sum(state.step >= m for m in cfg.milestones)
+    return cfg.lr * state.lr_scale
+
+
+def warmup_over(cfg: TrainConfig, train_error: float) -> bool:
+    """The warm-up ends at the first log point whose training error (over every rank) is below the bar."""
+    return train_error < cfg.warmup_until_error
+
+
+def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
+    """The milestones of a run at `step` whose length changes to `iters`, as a fresh run would have them.
+
+    Milestones that were derived from --iters are derived again; explicit ones stay. The change is
+    refused when a milestone of either schedule lies at or before `step`: the steps already taken
+    would then have followed another schedule than the new one, and no fresh run would match.
+    """
+    if cfg.schedule != "step" or cfg.milestones != scaled_milestones(cfg.recipe, cfg.iters):
+        return list(cfg.milestones)
+    new = scaled_milestones(cfg.recipe, iters)
+    passed = [m for m in (*cfg.milestones, *new) if m < step]
+    if passed and new != cfg.milestones:
+        raise UserError(
+            f"--iters {iters}: this run is at iteration {step:,}, past the lr milestone {passed[0]:,}, so its "
+            f"schedule cannot follow a fresh {iters:,}-iteration run (milestones {_listing(new)}); give the "
+            f"milestones explicitly, e.g. --milestones {','.join(str(m) for m in cfg.milestones)}")
+    return new
+
+
+def describe(cfg: TrainConfig, warmup: bool) -> str:
+    """The schedule in effect, in one line."""
+    if cfg.schedule == "step":
+        drops = f"divided by 10 at {_listing(cfg.milestones)}" if cfg.milestones else "constant"
+    else:
+        drops = f"divided by 10 after {cfg.plateau_patience} evaluations without improvement"
+    warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
+            if warmup else "")
+    return f"schedule: lr {cfg.lr:g}, {drops}, {cfg.iters:,} iterations of batch {cfg.batch_size}{warm}"
+
+
+def _listing(values: list[int]) -> str:
+    return ", ".join(f"{v:,}" for v in values) or "none"
