@@ -58,12 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         batches = eval_loader(data, args.batch_size, args.workers, ten_crop=args.ten_crop)
     result = {"model": loaded.name, "data": args.data, "split": split, **evaluate(model, batches)}
     result["top1_accuracy"] = 1 - result["top1_error"]
+    best = (loaded.checkpoint or {}).get("best")
+    if best and best.get("chosen_on") == split:
+        # The honest caveat of best.pt: an error on the split that chose the checkpoint is optimistic.
+        result["note"] = (f"this checkpoint was chosen as the best of its run on this {split} split, so its error "
+                          "here is optimistic; report last.pt's (final-iteration) error instead")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{loaded.name} on {args.data} [{split}, {result['count']:,} images]: top-1 error "
               f"{result['top1_error']:.2%} (accuracy {result['top1_accuracy']:.2%}), top-5 error "
               f"{result['top5_error']:.2%}, loss {result['loss']:.4f}")
+        if "note" in result:
+            print(f"note: {result['note']}")
     return 0
 
 

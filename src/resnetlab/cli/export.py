@@ -5,6 +5,7 @@ The ONNX file is checked in onnxruntime against PyTorch at two batch sizes when 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -26,7 +27,23 @@ def build_parser() -> Parser:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (never the input)")
     return p
+
+
+def check_out(out: Path, inputs: list[str], force: bool) -> Path:
+    """Refuse an --out that is the input, a folder, an existing file without --force, or unwritable."""
+    if any(out.resolve() == Path(i).resolve() for i in inputs):
+        raise UserError(f"--out {out} is the file being exported; choose another name")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.onnx'}")
+    if out.exists() and not force:
+        raise UserError(f"--out {out} exists; add --force to replace it")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {out.parent}")
+    return out
 
 
 def export_onnx(loaded: LoadedModel, out: Path) -> None:
@@ -59,10 +76,8 @@ def check_onnx(loaded: LoadedModel, path: Path, batch_sizes: tuple[int, ...] = (
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = check_out(Path(args.out), [p for p in (args.checkpoint, args.weights) if p], args.force)
     loaded = load_model(args.checkpoint, args.model, args.weights)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
     if args.format == "torchscript":
         size = loaded.input["size"]
         with torch.no_grad(), warnings.catch_warnings():

@@ -50,10 +50,25 @@ def read_pickle(path: Path) -> dict[str, object]:
 
 
 def _chw_rows_to_nhwc(rows: np.ndarray, path: Path) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.uint8)
+    if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8:
+        kind = rows.dtype if isinstance(rows, np.ndarray) else type(rows).__name__
+        raise UserError(f"{path}: pixel data must be uint8 (bytes 0..255), not {kind}")
     if rows.ndim != 2 or rows.shape[1] != 3072:
         raise UserError(f"{path}: expected rows of 3072 bytes (3x32x32), got shape {rows.shape}")
     return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+
+
+def _labels(values: object, count: int, path: Path) -> np.ndarray:
+    """One whole-number label per image: a count that differs would misalign every later image."""
+    try:
+        labels = np.asarray(values)
+    except (TypeError, ValueError):
+        labels = np.asarray([], dtype=object)
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        raise UserError(f"{path}: labels must be a list of whole numbers")
+    if len(labels) != count:
+        raise UserError(f"{path}: {len(labels)} labels for {count} images; the batch is damaged")
+    return labels.astype(np.int64)
 
 
 def _names(values: list) -> list[str]:
@@ -83,7 +98,7 @@ def read_python(folder: Path, fmt: str) -> tuple[dict[str, ArrayDataset], list[s
             if "data" not in batch or labels_key not in batch:
                 raise UserError(f"{path} has no 'data'/'{labels_key}' entries")
             images.append(_chw_rows_to_nhwc(batch["data"], path))
-            labels.append(np.asarray(batch[labels_key], dtype=np.int64))
+            labels.append(_labels(batch[labels_key], len(images[-1]), path))
         splits[split] = ArrayDataset(np.concatenate(images), np.concatenate(labels))
     return splits, classes
 

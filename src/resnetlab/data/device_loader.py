@@ -39,6 +39,12 @@ class Normalization:
             flat = x.transpose(0, 1).reshape(3, -1)
             mean = torch.stack([c.double().mean() for c in flat]) / 255
             std = torch.stack([c.double().std() for c in flat]) / 255
+            if not (std > 0).all():
+                from resnetlab.errors import UserError
+
+                flat_channel = "RGB"[int((std > 0).logical_not().nonzero()[0])]
+                raise UserError(f"channel {flat_channel} of the training images has zero variance (every pixel the "
+                                "same), so --normalization channel would divide by zero; use pixel-mean")
             return cls(kind, mean.float().view(3, 1, 1), std.float().view(3, 1, 1))
         raise ValueError(f"normalization must be 'pixel-mean' or 'channel', not {kind!r}")
 

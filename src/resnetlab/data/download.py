@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -37,7 +39,7 @@ def md5sum(path: Path) -> str:
 def download(url: str, dest: Path, md5: str) -> Path:
     """Download to a temporary file, check the MD5, then move into place: never a half file at `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # never shared with another process
     try:
         with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
@@ -59,35 +61,50 @@ def download(url: str, dest: Path, md5: str) -> Path:
 
 
 def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a tarball, refusing it whole if any entry is a link, a device or escapes `target`."""
+    """Extract a tarball into `target`, refusing it whole if any entry is a link, a device or escapes it.
+
+    The entries go into a temporary folder beside `target`, renamed into place only when all are out:
+    an extraction killed half-way leaves no partial folder that a later run would take for complete.
+    """
     target = target.resolve()
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for m in members:
-                dest = (target / m.name).resolve()
+                dest = (staging / m.name).resolve()
                 if not (m.isfile() or m.isdir()):
                     raise UserError(f"{archive}: refusing entry {m.name!r}: only plain files and folders are extracted")
-                if dest != target and target not in dest.parents:
+                if dest != staging and staging not in dest.parents:
                     raise UserError(f"{archive}: refusing entry {m.name!r}: it would be written outside {target}")
-            target.mkdir(parents=True, exist_ok=True)
+            staging.mkdir(parents=True)
             for m in members:
-                tar.extract(m, target, set_attrs=False)
-    except tarfile.TarError as e:
-        raise UserError(f"{archive} is not a readable tarball: {e}") from None
+                tar.extract(m, staging, set_attrs=False)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():  # not another process that finished first
+                raise
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise UserError(f"{archive} is not a readable tarball (truncated or damaged?): {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot extract {archive} into {target}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def fetch(name: str, root: Path | None = None) -> Path:
     """The extracted folder of `cifar10`/`cifar100` under `root`, downloading it once if missing."""
     url, md5, folder = ARCHIVES[name]
     root = root or default_root()
-    extracted = root / folder
-    if extracted.is_dir():
-        return extracted
+    for extracted in (root / f"{name}-extracted" / folder, root / folder):  # the second: put there by hand
+        if extracted.is_dir():
+            return extracted
     archive = root / url.rsplit("/", 1)[1]
     if not archive.is_file():
         download(url, archive, md5)
     elif md5sum(archive) != md5:
         raise UserError(f"{archive} does not have the published MD5 {md5}: delete it and run again")
-    safe_extract(archive, root)
-    return extracted
+    safe_extract(archive, root / f"{name}-extracted")
+    return root / f"{name}-extracted" / folder

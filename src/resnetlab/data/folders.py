@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ def scan(root: Path, classes: list[str] | None = None) -> FolderIndex:
     """Index `root/<class>/<image>`; classes are the sorted folder names unless given."""
     if not root.is_dir():
         raise UserError(f"{root} does not exist or is not a folder")
-    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    folders = sorted(e.name for e in os.scandir(root) if _is_dir(e) and not e.name.startswith("."))
     if not folders:
         raise UserError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
     classes = classes or folders
@@ -54,12 +55,16 @@ def scan(root: Path, classes: list[str] | None = None) -> FolderIndex:
         entries = sorted(os.scandir(root / name), key=lambda e: e.name) if (root / name).is_dir() else []
         found = 0
         for e in entries:
-            if not e.is_file():
+            try:
+                if not e.is_file():
+                    continue
+                st = e.stat()
+            except OSError:  # a symlink loop or a dangling link: not an image
+                ignored += 1
                 continue
             if Path(e.name).suffix.lower() not in IMAGE_SUFFIXES:
                 ignored += 1
                 continue
-            st = e.stat()
             paths.append(Path(e.path))
             labels.append(label)
             stats.append((f"{name}/{e.name}", st.st_size, st.st_mtime_ns))
@@ -69,6 +74,13 @@ def scan(root: Path, classes: list[str] | None = None) -> FolderIndex:
     return FolderIndex(root, paths, np.asarray(labels, dtype=np.int64), classes, ignored, stats)
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop
+        return False
+
+
 def decode(path: Path) -> torch.Tensor:
     """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it.
 
@@ -76,10 +88,26 @@ def decode(path: Path) -> torch.Tensor:
     """
     try:
         with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
+            array = _rgb8(img)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"cannot decode image {path}: it is too large to be safe ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"cannot decode image {path}: {e}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _rgb8(img: Image.Image) -> np.ndarray:
+    """8-bit RGB (H, W, 3). Pillow's convert("RGB") clips 16/32-bit grayscale to white, so those are
+    scaled to 8 bits here first."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        wide = np.asarray(img).astype(np.int64)
+        shift = 8 if img.mode.startswith("I;16") or wide.max() > 255 else 0
+        gray = np.clip(wide >> shift, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -95,8 +123,11 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
     key = f"{index.fingerprint()}{'-skip' if skip_corrupt else ''}"
     cache = cache_dir / f"folder-{key}.npz" if cache_dir else None
     if cache and cache.is_file():
-        with np.load(cache) as z:
-            return ArrayDataset(z["images"], z["labels"]), int(z["skipped"])
+        try:
+            with np.load(cache) as z:
+                return ArrayDataset(z["images"], z["labels"]), int(z["skipped"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a truncated or damaged cache file: decode again and replace it
 
     expected = image_size(index.paths[0])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from resnetlab.data import Normalization
 from resnetlab.data.folders import decode
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, is_cifar, load_weights
+from resnetlab.models import create_model, is_cifar, load_weights, read_checkpoint
 
 
 @dataclass
@@ -45,9 +46,27 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     if not Path(weights).exists():
         raise UserError(f"--weights {weights}: no such file")
     load_weights(net, weights)
+    trained_as = weights_network(weights)
+    if trained_as and trained_as != model:
+        # Option-A nets have no shortcut parameters: a ResNet's tensors fit the plain net of its depth.
+        warnings.warn(f"--weights {weights} were trained as {trained_as} but are loaded into {model}: the tensors "
+                      "have the same names and shapes, the networks differ", stacklevel=2)
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
     size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
     return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size)
+
+
+def weights_network(path: str) -> str | None:
+    """The network a weights file was trained as, where the file says: resnetlab checkpoints name it,
+    akamaster's CIFAR files (keys `linear.*`) are always ResNets."""
+    obj = read_checkpoint(path)
+    if isinstance(obj.get("model_name"), str):
+        return obj["model_name"]
+    state = obj.get("state_dict", obj)
+    if isinstance(state, dict) and any(str(k).replace("module.", "").startswith("linear.") for k in state):
+        n = sum(1 for k in state if str(k).endswith("conv1.weight")) - 1  # blocks; the stem has one too
+        return f"cifar_resnet{2 * n + 2}" if n > 0 else None
+    return None
 
 
 def preprocess(path: Path, loaded: LoadedModel) -> Tensor:

@@ -3,6 +3,7 @@ skipping finished runs and resuming interrupted ones, then plot and report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
-from resnetlab.data.sources import select_split
+from resnetlab.data.sources import select_split, validation_name
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, resolve
 from resnetlab.engine.multirun import MultiRun
 from resnetlab.engine.inference import load_model
-from resnetlab.engine.trainer import resolve_device, train
+from resnetlab.engine.schedule import extended
+from resnetlab.engine.trainer import load_run_config, resolve_device, train
+from resnetlab.errors import UserError
 from resnetlab.experiments.responses import response_layers, response_stds
 from resnetlab.models import count_parameters, create_model
 
@@ -52,17 +55,20 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
     pending: dict[tuple[str, int], list[tuple[RunSpec, TrainConfig, int]]] = {}
     for i, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.name
-        summary_path = run_dir / "summary.json"
-        earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        if earlier.get("finished"):
-            log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
-            summaries[spec] = earlier
-            continue
         cfg = resolve("cifar-paper", {}, {
             "model": spec.model, "data": data, "out": str(run_dir), "iters": iters, "seed": spec.seed,
             "device": device, "eval_every": eval_every or max(1, iters // 20), "log_every": max(1, min(100, iters // 20)),
         })
-        step = load_checkpoint(run_dir / "last.pt")["state"]["step"] if (run_dir / "last.pt").is_file() else -1
+        step = -1
+        if (run_dir / "last.pt").is_file():
+            step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
+            cfg = reconcile(load_run_config(run_dir), cfg, step, run_dir)
+        summary_path = run_dir / "summary.json"
+        earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if earlier.get("finished") and step >= cfg.iters:
+            log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
+            summaries[spec] = earlier
+            continue
         pending.setdefault((spec.net, spec.depth), []).append((spec, cfg, step))
     for group in pending.values():
         names = ", ".join(spec.name for spec, _, _ in group)
@@ -76,6 +82,33 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             log(f"{spec.name}: {'resuming' if step >= 0 else 'training'} for {iters:,} iterations")
             summaries[spec] = train(cfg, resume=step >= 0)
     return summaries
+
+
+# What must match for an existing run folder to count as the run asked for; bookkeeping (device, log and
+# evaluation intervals) may differ, and the data is compared by its folder name, since a run trained on
+# another machine reads the same images from another path.
+SAME_RUN = ("model", "recipe", "batch_size", "lr", "momentum", "weight_decay", "seed", "normalization",
+            "holdout", "val", "shortcut", "style", "warmup", "zero_init_residual")
+
+
+def reconcile(old: TrainConfig, new: TrainConfig, step: int, run_dir: Path) -> TrainConfig:
+    """The config to continue the run in `run_dir` with, or a refusal naming the folder: one table never
+    mixes budgets or recipes."""
+    for name in SAME_RUN:
+        if getattr(old, name) != getattr(new, name):
+            raise UserError(f"{run_dir} holds a run with {name} = {getattr(old, name)!r}, not {getattr(new, name)!r} "
+                            "as asked; use another --out, or remove that folder")
+    if Path(old.data).name != Path(new.data).name:
+        raise UserError(f"{run_dir} holds a run on {old.data}, not {new.data}; use another --out, or remove that folder")
+    if old.iters == new.iters:
+        return dataclasses.replace(new, milestones=old.milestones)
+    try:
+        milestones = extended(old, new.iters, step)
+    except UserError:
+        raise UserError(f"{run_dir} holds a run of {old.iters:,} iterations (now at {step:,}, past its lr milestones "
+                        f"{', '.join(f'{m:,}' for m in old.milestones)}), not the {new.iters:,} asked; use another "
+                        "--out, or remove that folder") from None
+    return dataclasses.replace(new, milestones=milestones)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -171,11 +204,12 @@ def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path)
 
 
 def evaluation_split(data: str) -> tuple[ArrayDataset, str]:
-    """The data's test split when it has one, else the fixed 5k hold-out of train (as the trainer uses)."""
+    """The split the runs validated on (the trainer's choice for --val auto), and its name for the report."""
     ds = open_dataset(data)
-    if "test" in ds.splits:
-        return select_split(ds, "test"), "test"
-    return select_split(ds, "holdout"), "5k validation hold-out"
+    name = validation_name(ds, "auto")
+    split = select_split(ds, name)
+    label = {"test": "test split", "val": "val/ split"}.get(name, f"{len(split):,}-image validation hold-out of train")
+    return split, label
 
 
 def degradation_sentence(rows: list[dict]) -> str:
