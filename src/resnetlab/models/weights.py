@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ def read_checkpoint(path: str | Path) -> dict:
         what = ("it holds Python objects other than tensors and plain containers"
                 if "Unsupported global" in str(e) or "GLOBAL" in str(e) else "it is not a PyTorch checkpoint")
         raise UserError(f"cannot read checkpoint {path}: {what}; resnetlab refuses it (nothing in it was run)") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - random bytes make the unpickler fail in any way (IndexError, ...)
         raise UserError(f"cannot read checkpoint {path}: the file is damaged or not a PyTorch checkpoint "
                         f"({type(e).__name__})") from None
     if not isinstance(obj, dict):

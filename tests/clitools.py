@@ -1,0 +1,38 @@
+"""Helpers for tests that drive the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from resnetlab.cli.main import main
+from resnetlab.engine.checkpoint import load_checkpoint
+
+# A CIFAR net small enough to train a few steps in a second on 2 cores.
+TINY = ["--model", "cifar_resnet8", "--batch-size", "32", "--log-every", "2", "--eval-every", "4", "--workers", "0"]
+
+
+def refused(argv: list[str], message: str, capsys) -> str:
+    """Run the CLI; assert exit 2 with one line on stderr holding `message` and no traceback."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (rc, err)
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def without_speed(records: list[dict]) -> list[dict]:
+    """Metric records less the throughput, which is a measurement of the moment, not of the run."""
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
