@@ -17,7 +17,7 @@ import sys
 import torch
 
 from resnetlab.cli.main import main
-from resnetlab.engine import trainer as T
+from resnetlab.engine.run import Run
 
 
 def digest(model: torch.nn.Module) -> str:
@@ -34,17 +34,20 @@ def run() -> int:
     args = [a for a in args if a != "--skew-errors"]
     rank = int(os.environ.get("RANK", "0"))
     record: dict = {"rank": rank, "log_points": []}
-    begin, account, finish = T.Trainer.begin, T.Trainer.account, T.Trainer.finish
+    begin, book, log_point, finish = Run.begin, Run.book, Run.log_point, Run.finish
 
-    def probed_begin(self, *a, **kw):
+    def probed_begin(self):
         record["begin"] = {"step": self.state.step, "digest": digest(self.model)}
-        return begin(self, *a, **kw)
+        return begin(self)
 
-    def probed_account(self, loss, errors, batch, lr, end, sync=None, stop=False):
+    def probed_book(self, loss, errors, batch):
         if skew:
             errors = torch.full_like(errors, batch if rank == 1 else 0)
-        out = account(self, loss, errors, batch, lr, end, sync=sync, stop=stop)
-        if self.state.step % self.cfg.log_every == 0:
+        return book(self, loss, errors, batch)
+
+    def probed_log_point(self, lr, batch, end, stop, sync):
+        out = log_point(self, lr, batch, end, stop, sync)
+        if out is not None:
             record["log_points"].append([self.state.step, lr, self.state.warm_done])
         return out
 
@@ -52,7 +55,7 @@ def run() -> int:
         record["end"] = {"step": self.state.step, "digest": digest(self.model)}
         return finish(self)
 
-    T.Trainer.begin, T.Trainer.account, T.Trainer.finish = probed_begin, probed_account, probed_finish
+    Run.begin, Run.book, Run.log_point, Run.finish = probed_begin, probed_book, probed_log_point, probed_finish
     rc = main(["train", *args])
     with open(f"{report}.rank{rank}", "w") as f:
         json.dump(record, f)

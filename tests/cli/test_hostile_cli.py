@@ -47,9 +47,9 @@ def test_bad_numbers_are_refused_in_one_line(flags, message, tiny_cifar, tmp_pat
 
 
 def test_an_unknown_model_is_refused_before_any_data_is_read(tiny_cifar, tmp_path, monkeypatch, capsys):
-    from resnetlab.engine import trainer as trainer_module
+    from resnetlab.engine import batches
 
-    monkeypatch.setattr(trainer_module, "open_dataset", lambda *a, **kw: pytest.fail("the data was read"))
+    monkeypatch.setattr(batches, "open_dataset", lambda *a, **kw: pytest.fail("the data was read"))
     refused(["train", "--model", "cifar_resnet2O", "--data", str(tiny_cifar), "--out", str(tmp_path / "r")],
             "did you mean", capsys)
     assert not (tmp_path / "r").exists()

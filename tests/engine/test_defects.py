@@ -8,7 +8,8 @@ import torch
 
 from resnetlab.cli.main import main
 from resnetlab.engine import distributed
-from resnetlab.engine import trainer as trainer_module
+from resnetlab.engine import batches as batches_module
+from resnetlab.engine import run as run_module
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import resolve
 from resnetlab.engine.rundir import RunDir
@@ -23,11 +24,11 @@ def test_other_ranks_open_the_data_only_after_the_first_rank_of_the_node(tiny_ci
     """Rank 0 of a node downloads/extracts/decodes; the others wait at a barrier, then open the result."""
     events = []
     monkeypatch.setattr(distributed, "barrier", lambda info: events.append(f"barrier{info.rank}"))
-    real_open = trainer_module.open_dataset
-    monkeypatch.setattr(trainer_module, "open_dataset", lambda *a, **kw: events.append("open") or real_open(*a, **kw))
+    real_open = batches_module.open_dataset
+    monkeypatch.setattr(batches_module, "open_dataset", lambda *a, **kw: events.append("open") or real_open(*a, **kw))
     cfg = resolve("cifar-paper", {}, {"model": "cifar_resnet8", "data": str(tiny_cifar), "batch_size": 32})
     for rank in (0, 1):
-        trainer_module.Data(cfg, torch.device("cpu"), distributed.DistInfo(rank, 2, rank), False)
+        batches_module.Data(cfg, torch.device("cpu"), distributed.DistInfo(rank, 2, rank), False)
     assert events == ["open", "barrier0", "barrier1", "open"]
 
 
@@ -110,7 +111,7 @@ def test_resume_with_more_iterations_follows_the_fresh_schedule(tiny_cifar, tmp_
 def test_ctrl_c_during_an_evaluation_resumes_to_the_uninterrupted_end(tiny_cifar, tmp_path, monkeypatch):
     straight, out = tmp_path / "straight", tmp_path / "run"
     assert _train(tiny_cifar, straight, "--iters", "12") == 0
-    real = trainer_module.evaluate
+    real = run_module.evaluate
     calls = {"n": 0}
 
     def interrupted(*a, **kw):
@@ -119,9 +120,9 @@ def test_ctrl_c_during_an_evaluation_resumes_to_the_uninterrupted_end(tiny_cifar
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(trainer_module, "evaluate", interrupted)
+    monkeypatch.setattr(run_module, "evaluate", interrupted)
     assert _train(tiny_cifar, out, "--iters", "12") == 130
-    monkeypatch.setattr(trainer_module, "evaluate", real)
+    monkeypatch.setattr(run_module, "evaluate", real)
     assert main(["train", "--resume", str(out)]) == 0
     assert without_speed(metrics(out)) == without_speed(metrics(straight))
     assert same_weights(out / "best.pt", straight / "best.pt")
@@ -172,8 +173,8 @@ def test_an_exploding_loss_stops_the_run_naming_a_checkpoint_that_exists(tiny_ci
 
 
 def test_nan_before_the_first_checkpoint_does_not_name_a_missing_file(tiny_cifar, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(trainer_module.F, "cross_entropy",
-                        lambda logits, y, **kw: (logits.sum() * float("nan")))
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy",
+                        lambda logits, y, **kw: logits.sum() * torch.full(y.shape, float("nan")))
     out = tmp_path / "run"
     assert _train(tiny_cifar, out, "--iters", "8") == 3
     text = capsys.readouterr().out

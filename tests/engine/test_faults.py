@@ -19,7 +19,9 @@ from resnetlab.engine.checkpoint import load_checkpoint
 from tests.clitools import TINY, metrics, same_weights, without_speed
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+# The checkout's own sources first, for the subprocesses too (tests/ddp_probe.py imports from both).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
 
 
 def _train(*args: str, **kw) -> subprocess.Popen:

@@ -5,8 +5,8 @@ import torch
 
 from resnetlab.cli.main import main
 from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.multirun import GroupedCifarNet, pack, unpack
 from resnetlab.models import create_model
+from resnetlab.models.runs import pack, stack, unpack
 
 TINY = ["--model", "cifar_resnet8", "--batch-size", "32", "--log-every", "2", "--eval-every", "4"]
 
@@ -19,9 +19,9 @@ def test_grouped_net_computes_each_net_on_its_own_channels(name):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(generator=torch.Generator().manual_seed(i))
                 m.running_var.uniform_(0.5, 2)
-    grouped = GroupedCifarNet(3, int(name[len("cifar_resnet"):] if "resnet" in name else name[len("cifar_plain"):]),
-                              "resnet" in name, 10)
-    grouped.load_state_dict(pack([n.state_dict() for n in nets]))
+    grouped = stack(nets, name)
+    assert grouped.state_dict().keys() == nets[0].state_dict().keys()  # the single net's names
+    torch.testing.assert_close(pack([n.state_dict() for n in nets]), grouped.state_dict(), rtol=0, atol=0)
     back = unpack(grouped.state_dict(), nets[0].state_dict(), 3)
     for net, state in zip(nets, back):
         for key, value in net.state_dict().items():

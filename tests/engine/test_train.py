@@ -8,7 +8,7 @@ import torch
 
 from resnetlab.cli.main import main
 from resnetlab.engine import checkpoint as ckpt_module
-from resnetlab.engine import trainer as trainer_module
+from resnetlab.data import DeviceLoader
 from resnetlab.engine.checkpoint import load_checkpoint
 
 TINY = ["--model", "cifar_resnet8", "--batch-size", "32", "--log-every", "2", "--eval-every", "4", "--workers", "0"]
@@ -60,33 +60,33 @@ def test_ctrl_c_and_a_crash_during_checkpoint_write_lose_nothing(tiny_cifar, tmp
     assert not list(out.glob(".*.tmp"))
 
     # Ctrl-C between steps at step 5: the run saves where it is.
-    real_batch = trainer_module.DeviceLoader.batch
+    real_batch = DeviceLoader.batch
 
     def interrupted(self, step):
         if step == 5:
             raise KeyboardInterrupt
         return real_batch(self, step)
 
-    monkeypatch.setattr(trainer_module.DeviceLoader, "batch", interrupted)
+    monkeypatch.setattr(DeviceLoader, "batch", interrupted)
     assert main(["train", "--resume", str(out)]) == 130
     assert load_checkpoint(out / "last.pt")["state"]["step"] == 5
-    monkeypatch.setattr(trainer_module.DeviceLoader, "batch", real_batch)
+    monkeypatch.setattr(DeviceLoader, "batch", real_batch)
     assert main(["train", "--resume", str(out)]) == 0
     _assert_same(_state(tmp_path / "straight"), _state(out))
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(tiny_cifar, tmp_path, monkeypatch, capsys):
-    real_ce = trainer_module.F.cross_entropy
+    real_ce = torch.nn.functional.cross_entropy
     calls = {"n": 0}
 
     def poisoned(logits, y, **kw):
-        if kw:  # the evaluation's call (reduction="sum"), not the training step's
+        if kw.get("reduction") == "sum":  # the evaluation's call, not the training step's
             return real_ce(logits, y, **kw)
         calls["n"] += 1
-        loss = real_ce(logits, y)
+        loss = real_ce(logits, y, **kw)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
-    monkeypatch.setattr(trainer_module.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     out = tmp_path / "run"
     rc = main(["train", *TINY, "--data", str(tiny_cifar), "--iters", "8", "--save-every", "2", "--out", str(out)])
     assert rc == 3
@@ -158,7 +158,7 @@ def test_toml_config_and_flags_override_the_recipe(tiny_cifar, tmp_path):
 
 def test_warmup_for_resnet110_until_training_error_below_80_percent():
     from resnetlab.engine.config import resolve
-    from resnetlab.engine.trainer import RunState, learning_rate, uses_warmup
+    from resnetlab.engine.schedule import RunState, learning_rate, uses_warmup
 
     cfg = resolve("cifar-paper", {}, {"model": "cifar_resnet110"})
     assert uses_warmup(cfg) and not uses_warmup(resolve("cifar-paper", {}, {"model": "cifar_resnet56"}))
@@ -203,3 +203,16 @@ def test_torchrun_two_processes_train_write_once_and_resume(tiny_cifar, tmp_path
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines] == [2, 4, 6, 8]  # one writer: no line twice
     assert json.loads((out / "summary.json").read_text())["iterations"] == 8
+
+
+def test_plateau_rule_divides_the_lr_after_patience_evaluations_without_improvement():
+    from resnetlab.engine.config import resolve
+    from resnetlab.engine.schedule import RunState, after_evaluation, learning_rate
+
+    cfg = resolve("imagenet-paper", {}, {"plateau_patience": 2})
+    state = RunState()
+    improved = [after_evaluation(cfg, state, e) for e in (0.5, 0.4, 0.45, 0.41)]
+    assert improved == [True, True, False, False]
+    assert state.best_val_error == 0.4 and learning_rate(cfg, state, False) == pytest.approx(0.01)
+    assert after_evaluation(cfg, state, 0.42) is False and learning_rate(cfg, state, False) == pytest.approx(0.01)
+    assert after_evaluation(cfg, state, 0.43) is False and learning_rate(cfg, state, False) == pytest.approx(0.001)

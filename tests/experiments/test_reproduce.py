@@ -20,13 +20,13 @@ def test_table1_json_within_3_percent(capsys):
 
 def test_reproduce_trains_seeds_together_on_request(tiny_cifar, tmp_path, monkeypatch):
     groups = []
-    real = cifar_exp.MultiRun
+    real = cifar_exp.train_runs
 
-    def spy(configs, resume):
+    def spy(configs, resume=False):
         groups.append([c.seed for c in configs])
         return real(configs, resume)
 
-    monkeypatch.setattr(cifar_exp, "MultiRun", spy)
+    monkeypatch.setattr(cifar_exp, "train_runs", spy)
     out = tmp_path / "rep"
     assert main(["reproduce", "cifar", "--out", str(out), "--depths", "8", "--nets", "resnet", "--seeds", "2",
                  "--iters", "2", "--data", str(tiny_cifar), "--device", "cpu", "--together", "on"]) == 0

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from resnetlab.cli.main import Parser
+from resnetlab.cli.options import add_device
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
 from resnetlab.engine.config import CHOICES, resolve
-from resnetlab.engine.multirun import MultiRun, seed_configs
-from resnetlab.engine.trainer import Trainer, resolve_device
+from resnetlab.engine.trainer import prepare, resolve_device, seed_configs
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 
@@ -91,12 +91,10 @@ def trainer_rate(args, device: torch.device) -> float:
         cfg = resolve("cifar-paper", {}, {"model": args.model, "data": args.data, "out": tmp, "device": device.type,
                                            "val": "none", "amp": args.amp, "channels_last": args.channels_last,
                                            "compile": args.compile})
-        if args.seeds > 1:
-            multi = MultiRun(seed_configs(cfg, args.seeds), resume=[False] * args.seeds)
-            return rate(lambda i: multi.step([t.data.train.batch(i) for t in multi.runs], [0.1] * args.seeds),
-                        args.steps, cfg.batch_size * args.seeds, device)
-        trainer = Trainer(cfg)
-        return rate(lambda i: trainer.step(*trainer.data.train.batch(i), 0.1), args.steps, cfg.batch_size, device)
+        runs, stack = prepare(seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg])
+        stack.net.train()
+        return rate(lambda i: stack.step([r.data.train.batch(i) for r in runs], [0.1] * len(runs)),
+                    args.steps, cfg.batch_size * len(runs), device)
 
 
 def bench_cifar(args, device: torch.device) -> dict:
@@ -145,7 +143,7 @@ def build_parser() -> Parser:
     p.add_argument("--data", default="../shared/data/cifar10-jpeg", help="CIFAR-style dataset")
     p.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
     p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--amp", default="auto", choices=CHOICES["amp"], help="resnetlab's precision")
     p.add_argument("--channels-last", default="auto", choices=CHOICES["channels_last"])
     p.add_argument("--compile", default="off", choices=CHOICES["compile"], help="torch.compile mode for resnetlab")

@@ -6,8 +6,9 @@ import json
 
 
 from resnetlab.cli.main import Parser
+from resnetlab.cli.options import add_device, add_model_source
 from resnetlab.data import DeviceLoader, open_dataset
-from resnetlab.data.sources import select_split
+from resnetlab.data.sources import PAPER_HOLDOUT, evaluation_name, select_split
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import eval_loader
 from resnetlab.engine.evaluate import evaluate
@@ -20,16 +21,14 @@ def build_parser() -> Parser:
     p = Parser(prog="resnetlab evaluate", description=__doc__.strip().split(": ", 1)[1],
                epilog="examples: resnetlab evaluate --checkpoint runs/r20/best.pt --data ../shared/data/cifar10-jpeg\n"
                       "  resnetlab evaluate --model cifar_resnet56 --weights resnet56-4bfd9763.th --data DIR --split train")
-    p.add_argument("--checkpoint", help="a resnetlab checkpoint (RUN_DIR/best.pt or last.pt)")
-    p.add_argument("--model", help="network name, with --weights for a foreign checkpoint")
-    p.add_argument("--weights", help="foreign weights: a torchvision state dict or an akamaster CIFAR checkpoint")
+    add_model_source(p)
     p.add_argument("--data", required=True, help="dataset folder, CIFAR tarball, or cifar10/cifar100")
     p.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "holdout"],
                    help="auto: the run's validation split for a checkpoint, else test, val, or train")
     p.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing (image-folder data)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers for image-folder data")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -42,12 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.checkpoint, args.model, args.weights, num_classes=len(ds.classes))
     if loaded.classes is not None and loaded.classes != ds.classes:
         raise UserError(f"{args.data} has classes {ds.classes[:5]}..., the checkpoint {loaded.classes[:5]}...")
-    split = args.split
-    if split == "auto":
-        recorded = (loaded.checkpoint or {}).get("split", {}).get("val")
-        split = recorded if recorded in ("holdout", "test", "val") else next(
-            s for s in ("test", "val", "train") if s in ds.splits)
-    data = select_split(ds, split, (loaded.checkpoint or {}).get("split", {}).get("holdout", 5000))
+    recorded = (loaded.checkpoint or {}).get("split", {})
+    split = evaluation_name(ds, args.split, recorded.get("val"))
+    data = select_split(ds, split, recorded.get("holdout", PAPER_HOLDOUT))
     device = resolve_device(args.device)
     model = loaded.model.to(device)
     if isinstance(data, ArrayDataset):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from resnetlab.cli.main import Parser
+from resnetlab.cli.options import add_model_source
 from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.inference import LoadedModel, load_model
 from resnetlab.errors import UserError
@@ -21,9 +22,7 @@ from resnetlab.errors import UserError
 def build_parser() -> Parser:
     p = Parser(prog="resnetlab export", description=__doc__.strip().splitlines()[0].split(": ", 1)[1],
                epilog="example: resnetlab export --checkpoint runs/r20/best.pt --format onnx --out r20.onnx")
-    p.add_argument("--checkpoint", help="a resnetlab checkpoint")
-    p.add_argument("--model", help="network name, with --weights for a foreign checkpoint")
-    p.add_argument("--weights", help="foreign weights")
+    add_model_source(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
+from resnetlab.cli.options import add_model_source
 from resnetlab.engine.inference import load_model, predict
 from resnetlab.errors import UserError
 
@@ -14,9 +15,7 @@ def build_parser() -> Parser:
     p = Parser(prog="resnetlab predict", description=__doc__.strip().split(": ", 1)[1],
                epilog="example: resnetlab predict --checkpoint runs/r20/best.pt cat.jpg ship.png --topk 3")
     p.add_argument("images", nargs="+", help="image files (JPEG or PNG)")
-    p.add_argument("--checkpoint", help="a resnetlab checkpoint; it carries class names and normalization")
-    p.add_argument("--model", help="network name, with --weights for a foreign checkpoint")
-    p.add_argument("--weights", help="foreign weights (class indices are printed instead of names)")
+    add_model_source(p, "foreign weights (class indices are printed instead of names)")
     p.add_argument("--topk", type=int, default=5, help="how many classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p

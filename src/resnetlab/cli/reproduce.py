@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from resnetlab.cli.main import Parser
+from resnetlab.cli.options import add_device
 from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.trainer import resolve_device
 from resnetlab.errors import UserError
@@ -36,7 +37,7 @@ def build_parser() -> Parser:
     c.add_argument("--iters", type=int, default=PAPER_ITERS, help="iterations per run (the paper: 64000)")
     c.add_argument("--eval-every", type=int, help="evaluation interval (default iters/20)")
     c.add_argument("--data", default="cifar10", help="dataset (default cifar10, downloaded once)")
-    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(c)
     c.add_argument("--together", default="auto", choices=["auto", "on", "off"],
                    help="train the seeds of each network together in one process (auto: on CUDA)")
     return p

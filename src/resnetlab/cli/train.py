@@ -13,10 +13,10 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, resolve, validate
-from resnetlab.engine.multirun import MultiRun, seed_configs
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.schedule import extended
-from resnetlab.engine.trainer import SPLIT_NAMES, RunInterrupted, TrainingDiverged, load_run_config, train
+from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, load_run_config, seed_configs,
+                                      train_runs)
 from resnetlab.errors import UserError
 
 HELP = {
@@ -110,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
     resume_dir = _resume_hint(configs, args.resume)
     try:
-        if len(configs) > 1:
-            summaries = MultiRun(configs, resume=[bool(args.resume)] * len(configs)).run(args.stop_after)
-        else:
-            summaries = [train(configs[0], resume=bool(args.resume), stop_after=args.stop_after)]
+        summaries = train_runs(configs, resume=bool(args.resume), stop_after=args.stop_after)
     except TrainingDiverged as e:
         print(f"resnetlab train: training diverged: {e}")
         return 3

@@ -67,8 +67,14 @@ class Normalization:
         return (x_uint8.float().div_(255) - mean).div_(std)
 
 
+# Epoch e of seed s draws from the stream s * EPOCH_STRIDE + e: a prime above any epoch count, so no two
+# (seed, epoch) pairs of fewer than a million epochs share a stream; reduced to the 63 bits a seed holds.
+EPOCH_STRIDE = 1_000_003
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    """The generator of every random choice of one epoch: the same on every machine and after a resume."""
+    return torch.Generator().manual_seed((seed * EPOCH_STRIDE + epoch) % 2**63)
 
 
 class DeviceLoader:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from resnetlab.data.device_loader import epoch_generator
 from resnetlab.data.folders import FolderIndex, decode
 
 MEAN = (0.485, 0.456, 0.406)
@@ -73,7 +74,7 @@ class _EpochSampler(torch.utils.data.Sampler):
     """Indices of the epoch's seeded permutation from `start` on, this rank's share only."""
 
     def __init__(self, n: int, seed: int, epoch: int, start: int, rank: int, world_size: int) -> None:
-        self.order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        self.order = torch.randperm(n, generator=epoch_generator(seed, epoch))
         self.order = self.order[start:][rank::world_size]
 
     def __len__(self) -> int:
@@ -107,7 +108,7 @@ class StreamLoader:
                                     self.world_size)
             loader = DataLoader(self.data, batch_size=self.batch_size // self.world_size, sampler=sampler,
                                 num_workers=self.workers, drop_last=True, pin_memory=self.device.type == "cuda",
-                                generator=torch.Generator().manual_seed(self.seed + epoch),
+                                generator=epoch_generator(self.seed, epoch),
                                 persistent_workers=False)
             self._it = iter(loader)
         self._next_step = step + 1

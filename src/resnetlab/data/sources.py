@@ -144,6 +144,16 @@ def validation_name(ds: Dataset, requested: str, holdout: int = PAPER_HOLDOUT) -
     return requested
 
 
+def evaluation_name(ds: Dataset, requested: str, recorded: str | None = None) -> str:
+    """The split `evaluate` reads: the one asked for; for "auto" the split the checkpoint's run validated on,
+    else the data's test or val/ split, else train (foreign weights never saw this data's hold-out)."""
+    if requested != "auto":
+        return requested
+    if recorded in ("holdout", "test", "val"):
+        return recorded
+    return next(s for s in ("test", "val", "train") if s in ds.splits)
+
+
 def split_for_training(ds: Dataset, val: str, holdout: int) -> tuple[ArrayDataset | folders.FolderIndex,
                                                                     ArrayDataset | folders.FolderIndex | None, dict]:
     """(train, validation or None, what split.json records): the one place a run's splits are chosen."""

@@ -50,6 +50,20 @@ def warmup_over(cfg: TrainConfig, train_error: float) -> bool:
     return train_error < cfg.warmup_until_error
 
 
+def after_evaluation(cfg: TrainConfig, state: RunState, val_error: float) -> bool:
+    """Track the best validation error; with the plateau schedule (Sec. 3.4: "divided by 10 when the error
+    plateaus") divide the lr after --plateau-patience evaluations without improvement. Returns whether this
+    evaluation is the best so far."""
+    if val_error < state.best_val_error:
+        state.best_val_error, state.evals_since_best = val_error, 0
+        return True
+    state.evals_since_best += 1
+    if cfg.schedule == "plateau" and state.evals_since_best >= cfg.plateau_patience:
+        state.lr_scale *= 0.1
+        state.evals_since_best = 0
+    return False
+
+
 def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
     """The milestones of a run at `step` whose length changes to `iters`, as a fresh run would have them.
 

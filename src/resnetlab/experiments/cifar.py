@@ -14,10 +14,9 @@ from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
 from resnetlab.data.sources import select_split, validation_name
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, resolve
-from resnetlab.engine.multirun import MultiRun
 from resnetlab.engine.inference import load_model
 from resnetlab.engine.schedule import extended
-from resnetlab.engine.trainer import load_run_config, resolve_device, train
+from resnetlab.engine.trainer import load_run_config, resolve_device, train, train_runs
 from resnetlab.errors import UserError
 from resnetlab.experiments.responses import response_layers, response_stds
 from resnetlab.models import count_parameters, create_model
@@ -48,7 +47,7 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             together: bool = False, log=print) -> dict[RunSpec, dict]:
     """Train each run in out/runs/<name>; a finished one is read back, an interrupted one resumed.
 
-    together=True trains the pending seeds of each network in one process (engine.multirun) when they
+    together=True trains the pending seeds of each network in one process (as one stacked network) when they
     stand at the same iteration; otherwise one after another.
     """
     summaries: dict[RunSpec, dict] = {}
@@ -75,7 +74,7 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
         if together and len(group) > 1 and len({step for _, _, step in group}) == 1:
             resume = group[0][2] >= 0
             log(f"{names}: {'resuming' if resume else 'training'} together for {iters:,} iterations")
-            results = MultiRun([cfg for _, cfg, _ in group], resume=[resume] * len(group)).run()
+            results = train_runs([cfg for _, cfg, _ in group], resume=resume)
             summaries.update({spec: r for (spec, _, _), r in zip(group, results)})
             continue
         for spec, cfg, step in group:

@@ -27,6 +27,7 @@ def _imagenet(
     shortcut: Shortcut | None = None,
     style: Style = "paper",
     zero_init_residual: bool = False,
+    runs: int = 1,
 ) -> ResNet:
     if style not in ("paper", "torchvision"):
         raise UserError(f"style must be 'paper' or 'torchvision', not {style!r}")
@@ -37,19 +38,19 @@ def _imagenet(
         shortcut = "A" if block is BasicBlock and style == "paper" else "B"
     return ResNet(
         block, layers, imagenet=True, num_classes=num_classes, shortcut=shortcut, residual=residual,
-        style=style, zero_init_residual=zero_init_residual,
+        style=style, zero_init_residual=zero_init_residual, runs=runs,
     )
 
 
 def cifar_net(depth: int, *, residual: bool = True, num_classes: int = 10, shortcut: Shortcut = "A",
-              zero_init_residual: bool = False, style: Style = "paper") -> ResNet:
+              zero_init_residual: bool = False, style: Style = "paper", runs: int = 1) -> ResNet:
     """Sec. 4.2: depth 6n+2, three stages of n basic blocks on 16, 32, 64 filters."""
     if depth < 8 or (depth - 2) % 6:
         raise UserError(f"a CIFAR net has depth 6n+2 with n >= 1 (8, 14, 20, 32, ...), not {depth}")
     n = (depth - 2) // 6
     return ResNet(
         BasicBlock, [n, n, n], imagenet=False, num_classes=num_classes, shortcut=shortcut,
-        residual=residual, style=style, zero_init_residual=zero_init_residual,
+        residual=residual, style=style, zero_init_residual=zero_init_residual, runs=runs,
     )
 
 
@@ -99,7 +100,8 @@ def check_name(name: str) -> None:
 
 
 def create_model(name: str, **options: Any) -> ResNet:
-    """Build a network by name; options: num_classes, shortcut, style, zero_init_residual."""
+    """Build a network by name; options: num_classes, shortcut, style, zero_init_residual, and runs=K for K
+    independent copies as one network (models/runs.py)."""
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
     check_name(name)

@@ -1,0 +1,21 @@
+"""Option groups that several subcommands share, declared once."""
+
+from __future__ import annotations
+
+import argparse
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_model_source(p: argparse.ArgumentParser, weights_help: str = "foreign weights: a torchvision state dict "
+                     "or an akamaster CIFAR checkpoint") -> None:
+    """--checkpoint (a resnetlab run's), or --model with --weights (anyone's)."""
+    g = p.add_argument_group("the model", "either --checkpoint, or --model with --weights")
+    g.add_argument("--checkpoint", help="a resnetlab checkpoint (RUN_DIR/last.pt or best.pt); it carries the "
+                   "network, class names and normalization")
+    g.add_argument("--model", help="network name (see `resnetlab models`), with --weights")
+    g.add_argument("--weights", help=weights_help)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available, else the CPU")

@@ -1,0 +1,45 @@
+"""A run's data: training batches, validation batches, and what a checkpoint must remember about them."""
+
+from __future__ import annotations
+
+import torch
+
+from resnetlab.data import DeviceLoader, Normalization, open_dataset
+from resnetlab.data.arrays import ArrayDataset
+from resnetlab.data.imagenet import StreamLoader, eval_loader
+from resnetlab.data.sources import split_for_training, validation_name
+from resnetlab.engine import distributed
+from resnetlab.engine.config import TrainConfig
+from resnetlab.errors import UserError
+
+EVAL_BATCH_IN_MEMORY = 1000  # evaluation holds no gradients: large batches, fewer launches
+EVAL_BATCH_STREAMED = 100  # decoded 224x224 crops: a batch a DataLoader worker fills quickly
+
+
+class Data:
+    def __init__(self, cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, channels_last: bool):
+        with distributed.local_main_first(dist):  # one process per node downloads, extracts, decodes
+            ds = open_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt)
+        self.classes = ds.classes
+        train, val, self.split = split_for_training(ds, validation_name(ds, cfg.val, cfg.holdout), cfg.holdout)
+        if self.split.get("holdout_rule") and dist.is_main:
+            print(f"note: {self.split['holdout_rule']}")
+        if cfg.batch_size % dist.world_size:
+            raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world_size} processes")
+        if cfg.batch_size > len(train):
+            raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(train):,} training images")
+        if isinstance(train, ArrayDataset):
+            self.normalization = (Normalization.imagenet() if cfg.normalization == "imagenet"
+                                  else Normalization.fit(cfg.normalization, train.images))
+            self.input = {"size": int(train.images.shape[1]), "resize": int(train.images.shape[1])}
+            self.train = DeviceLoader(train.images, train.labels, cfg.batch_size, device, self.normalization,
+                                      augment=True, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
+                                      channels_last=channels_last)
+            self.val = (DeviceLoader(val.images, val.labels, EVAL_BATCH_IN_MEMORY, device, self.normalization,
+                                     augment=False) if val is not None else None)
+        else:
+            self.normalization = Normalization.imagenet()
+            self.input = {"size": 224, "resize": 256}
+            self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
+                                      rank=dist.rank, world_size=dist.world_size, channels_last=channels_last)
+            self.val = eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers) if val is not None else None

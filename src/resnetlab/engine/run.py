@@ -1,0 +1,247 @@
+"""One training run: its configuration, data, model and optimizer state, schedule state, metrics and
+checkpoints. The loop (engine/loop.py) trains one or several runs; a Run keeps its own books.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+import torch
+
+from resnetlab.engine import distributed, schedule
+from resnetlab.engine.batches import Data
+from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.config import TrainConfig
+from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.rundir import RunDir
+from resnetlab.engine.schedule import RunState
+from resnetlab.errors import UserError
+from resnetlab.models import create_model
+
+# A loss this many times above its first logged value (or chance, ln(classes), if larger) is diverging:
+# SGD at a sane lr never climbs that far, while --lr 10 reaches 1e4 within a few hundred steps.
+EXPLODED = 20.0
+SPLIT_NAMES = {"holdout": "hold-out", "test": "test", "val": "val"}
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN, infinite or exploded; the last good checkpoint is kept."""
+
+
+def model_options(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
+    opts: dict[str, Any] = {"num_classes": num_classes, "zero_init_residual": cfg.zero_init_residual, "style": cfg.style}
+    if cfg.shortcut:
+        opts["shortcut"] = cfg.shortcut
+    return opts
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig, resume: bool, device: torch.device, dist: distributed.DistInfo,
+                 amp_dtype: torch.dtype | None, channels_last: bool) -> None:
+        self.cfg, self.device, self.dist, self.amp_dtype = cfg, device, dist, amp_dtype
+        self.run_dir = RunDir(cfg.out)
+        if dist.is_main:
+            self.run_dir.check(resume)  # before any data is read: a bad --out costs nothing
+        ckpt = load_checkpoint(self.run_dir / "last.pt", training=True) if resume else None
+        torch.manual_seed(cfg.seed)
+        self.data = Data(cfg, device, dist, channels_last)
+        self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes))).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.state = RunState()
+        self.warmup = schedule.uses_warmup(cfg)
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.tensorboard = None
+        if dist.is_main:
+            self.run_dir.take(resume, self.state.step)
+            if cfg.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise UserError("--tensorboard needs the tensorboard package: pip install 'resnetlab[tensorboard]'") from None
+                self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    @property
+    def lr(self) -> float:
+        return schedule.learning_rate(self.cfg, self.state, self.warmup)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "state": asdict(self.state),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "config": self.cfg.to_dict(), "model_name": self.cfg.model,
+            "model_options": model_options(self.cfg, len(self.data.classes)),
+            "classes": self.data.classes, "normalization": self.data.normalization.to_dict(),
+            "input": self.data.input, "split": {k: v for k, v in self.data.split.items() if k != "val_indices"},
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        path = self.run_dir / "last.pt"
+        if ckpt["model_name"] != self.cfg.model:
+            raise UserError(f"{path} is a {ckpt['model_name']} run, not {self.cfg.model}")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.state = RunState(**ckpt["state"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path} is damaged or does not fit this run ({type(e).__name__}); "
+                            "restore it from a copy, or start the run again in a new --out") from None
+        if torch.cuda.is_available() and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+    def save(self, best: dict[str, Any] | None = None) -> None:
+        """last.pt; with `best` (the split that chose it, the iteration, the error) best.pt as well."""
+        if not self.dist.is_main:
+            return
+        payload = self._payload()
+        self.run_dir.save("last.pt", payload)
+        if best is not None:
+            self.run_dir.save("best.pt", {**payload, "best": best})
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        self.run_dir.log(record)
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "iteration":
+                    self.tensorboard.add_scalar(key, value, record["iteration"])
+            self.tensorboard.flush()
+
+    # -- the books of the loop -----------------------------------------------------------------------
+    def begin(self) -> None:
+        """Write config and split, say the schedule, reopen the metric window an interrupt left."""
+        cfg, state = self.cfg, self.state
+        if self.dist.is_main:
+            self.run_dir.write_json("config.json", cfg.to_dict())
+            self.run_dir.write_json("split.json", self.data.split)
+            verb = f"resuming {cfg.out} at iteration {state.step:,}" if state.step else f"training {cfg.out}"
+            print(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}", flush=True)
+        self.loss_sum = torch.tensor(state.window_loss, device=self.device)
+        self.err_sum = torch.tensor(state.window_errors, device=self.device, dtype=torch.long)
+        self.window = state.window_steps
+        state.window_loss, state.window_errors, state.window_steps = 0.0, 0, 0
+        self.seen, self.window_start = 0, time.perf_counter()
+        self.in_log_point = False
+        self.model.train()
+
+    def book(self, loss: torch.Tensor, errors: torch.Tensor, batch: int) -> None:
+        """Add one finished step to the metric window: device tensors, no host synchronization."""
+        self.loss_sum += loss
+        self.err_sum += errors
+        self.window += 1
+        self.seen += batch
+
+    def log_point(self, lr: float, batch: int, end: int, stop: bool,
+                  sync: Callable[[], None] | None) -> tuple[dict[str, Any], bool] | None:
+        """At a log point: reduce the window over ranks, check it, switch the warm-up, evaluate, log and
+        checkpoint. Returns (record, whether every rank asked to stop), or None between log points."""
+        cfg, state = self.cfg, self.state
+        at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.iters
+        at_save = at_eval or state.step == end or (cfg.save_every and state.step % cfg.save_every == 0)
+        if state.step % cfg.log_every and not at_save:
+            return None
+        self.in_log_point = True
+        # The only place the host waits for the device between evaluations. The sums are reduced over
+        # ranks so that every rank sees the same training error, and so takes the same warm-up decision.
+        flag = torch.tensor(float(stop), device=self.device, dtype=torch.float64)
+        totals = distributed.all_sum(self.dist, torch.stack([self.loss_sum.double(), self.err_sum.double(), flag]))
+        loss_total, err_total, stops = totals.tolist()
+        mean_loss = loss_total / (self.window * self.dist.world_size)
+        train_error = err_total / (self.window * batch * self.dist.world_size)
+        elapsed = time.perf_counter() - self.window_start
+        state.train_seconds += elapsed
+        self._check_divergence(mean_loss, lr)
+        if self.warmup and not state.warm_done and schedule.warmup_over(cfg, train_error):
+            state.warm_done = True
+        record = {"iteration": state.step, "lr": lr, "train_loss": mean_loss, "train_error": train_error,
+                  "images_per_s": self.seen * self.dist.world_size / max(elapsed, 1e-9)}
+        if (at_eval or at_save) and sync is not None:
+            sync()
+        best = None
+        if at_eval:
+            evaluation, best = self._evaluate()
+            record.update(evaluation)
+        if at_eval or state.step % cfg.log_every == 0:
+            self.log(record)
+        self.loss_sum.zero_()
+        self.err_sum.zero_()
+        self.window, self.seen, self.window_start = 0, 0, time.perf_counter()
+        if at_save:
+            self.save(best)
+        self.in_log_point = False
+        return record, stops > 0
+
+    def _check_divergence(self, mean_loss: float, lr: float) -> None:
+        state = self.state
+        if not state.first_loss and math.isfinite(mean_loss):
+            state.first_loss = mean_loss
+        limit = EXPLODED * max(state.first_loss, math.log(len(self.data.classes)))
+        if math.isfinite(mean_loss) and mean_loss <= limit:
+            return
+        last = self.run_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
+        what = (f"became {mean_loss}" if not math.isfinite(mean_loss) else
+                f"exploded to {mean_loss:.4g}, over {EXPLODED:g}x its start ({state.first_loss:.3g})")
+        raise TrainingDiverged(f"the training loss {what} by iteration {state.step} (lr {lr:g}); {kept}. "
+                               "A lower --lr, or a look at the data, may help")
+
+    def _evaluate(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The validation metrics, and best.pt's record when this evaluation is the best so far."""
+        if self.data.val is None:
+            return {}, None
+        result = evaluate(self.model, self.data.val, self.amp_dtype)
+        improved = schedule.after_evaluation(self.cfg, self.state, result["top1_error"])
+        best = ({"chosen_on": self.data.split["val"], "iteration": self.state.step, "error": result["top1_error"]}
+                if improved else None)
+        return {"val_loss": result["loss"], "val_error": result["top1_error"],
+                "val_top5_error": result["top5_error"]}, best
+
+    def line(self, r: dict[str, Any]) -> str:
+        split = SPLIT_NAMES.get(self.data.split["val"], self.data.split["val"])
+        val = f" | {split} loss {r['val_loss']:.4f} err {r['val_error']:.2%}" if "val_error" in r else ""
+        return (f"iter {r['iteration']:>6}/{self.cfg.iters} lr {r['lr']:g} | train loss {r['train_loss']:.4f} "
+                f"err {r['train_error']:.2%}{val} | {r['images_per_s']:,.0f} img/s")
+
+    def interrupted(self, saveable: bool) -> bool:
+        """Stopped between steps: keep the state after the last finished step, with the metric window it had
+        gathered. Stopped inside a log point or a step: keep the last checkpoint. Returns whether it saved."""
+        saveable = saveable and not self.in_log_point and math.isfinite(self.loss_sum.item())
+        if saveable:
+            state = self.state
+            state.window_loss, state.window_errors = self.loss_sum.item(), int(self.err_sum.item())
+            state.window_steps = self.window
+            self.save()
+        return saveable
+
+    def finish(self) -> dict[str, Any]:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        evaluated = [r for r in self.run_dir.metrics() if "val_error" in r] if self.dist.is_main else []
+        last = evaluated[-1] if evaluated else {}
+        chosen = math.isfinite(self.state.best_val_error)
+        summary = {
+            "model": self.cfg.model, "iterations": self.state.step, "target_iterations": self.cfg.iters,
+            "finished": self.state.step >= self.cfg.iters, "val_split": self.data.split["val"],
+            "final_val_error": last.get("val_error"), "final_iteration_evaluated": last.get("iteration"),
+            "best_val_error": self.state.best_val_error if chosen else None,
+            "best_chosen_on": self.data.split["val"] if chosen else None,
+            "train_seconds": self.state.train_seconds, "device": str(self.device), "torch": torch.__version__,
+            "run_dir": str(self.run_dir.path),
+        }
+        if self.dist.is_main:
+            self.run_dir.write_json("summary.json", summary)
+        self.run_dir.release()
+        return summary

@@ -1,0 +1,138 @@
+"""What the loop trains: the network of K runs (K = 1: the run's own model), its optimizer, and the
+one training step.
+
+With K > 1 the runs' models are stacked into one network of grouped convolutions (models/runs.py); the
+loss is the sum of the runs' losses, so each run's gradient, weight decay and momentum are its own, and
+RunsSGD gives each run its own learning rate. `sync()` copies the stacked weights and momenta back into
+each run's model and optimizer, whose checkpoints are then exactly those of a run made alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resnetlab.engine.config import TrainConfig
+from resnetlab.engine.distributed import DistInfo
+from resnetlab.engine.run import Run, model_options
+from resnetlab.errors import UserError
+from resnetlab.models import is_cifar
+from resnetlab.models.runs import pack, stack, unpack
+
+
+class RunsSGD:
+    """torch.optim.SGD's update (momentum, dampening 0, weight decay) with a learning rate per run.
+
+    d = g + wd * p;  buf = m * buf + d (buf = d at the first step);  p -= lr_k * buf
+    Hand-written because torch's SGD takes one learning rate per tensor, and a stacked tensor holds K runs.
+    """
+
+    def __init__(self, params: dict[str, nn.Parameter], k: int, momentum: float, weight_decay: float) -> None:
+        self.params, self.k, self.momentum, self.weight_decay = params, k, momentum, weight_decay
+        self.buffers: dict[str, Tensor | None] = {name: None for name in params}
+        self.lrs = torch.zeros(k)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for name, p in self.params.items():
+            d = p.grad.add(p, alpha=self.weight_decay)
+            buf = self.buffers[name]
+            if buf is None:
+                buf = self.buffers[name] = d.clone()
+            else:
+                buf.mul_(self.momentum).add_(d)
+            p.view(self.k, -1).sub_(self.lrs[:, None] * buf.view(self.k, -1))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+
+def check_together(configs: list[TrainConfig], dist: DistInfo) -> None:
+    """Refuse, before any run is built, runs that cannot be stacked."""
+    first = configs[0]
+    same = ("model", "data", "batch_size", "iters", "momentum", "weight_decay", "shortcut", "device", "amp")
+    for cfg in configs[1:]:
+        diff = [f for f in same if getattr(cfg, f) != getattr(first, f)]
+        if diff:
+            raise UserError(f"runs trained together must share {', '.join(same)}; {cfg.out} differs in {diff[0]}")
+    if not is_cifar(first.model) or first.shortcut not in ("", "A") or first.compile != "off":
+        raise UserError("runs are trained together only for the CIFAR nets with option-A shortcuts")
+    if first.amp == "fp16":
+        # One loss scale for K runs would skip every run's step when one overflows: no longer runs alone.
+        raise UserError("--amp fp16 is not supported for runs trained together (--seeds K); use --amp bf16 "
+                        "or off, or train the seeds one at a time")
+    if dist.enabled:
+        # The stacked net is not wrapped in DDP: ranks would drift apart silently.
+        raise UserError("runs trained together use one process; start them without torchrun")
+
+
+class Stack:
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs, self.k = runs, len(runs)
+        lead = runs[0]
+        self.device, self.amp_dtype, self.dist = lead.device, lead.amp_dtype, lead.dist
+        if self.k == 1:
+            self.net: nn.Module = lead.model
+            self.optimizer = lead.optimizer
+            self.scaler = lead.scaler
+            if self.dist.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.net = nn.parallel.DistributedDataParallel(lead.model, device_ids=ids)
+        else:
+            cfg = lead.cfg
+            self.template = lead.model.state_dict()
+            self.net = stack([r.model for r in runs], cfg.model, **model_options(cfg, len(lead.data.classes)))
+            self.net = self.net.to(self.device)
+            self.optimizer = RunsSGD(dict(self.net.named_parameters()), self.k, cfg.momentum, cfg.weight_decay)
+            self._load_momenta()
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # fp16: see check_together
+        if lead.cfg.compile != "off":
+            self.net = torch.compile(self.net, mode=None if lead.cfg.compile == "default" else lead.cfg.compile)
+
+    def _load_momenta(self) -> None:
+        """Momentum buffers of resumed runs, in the stacked layout."""
+        names = [n for n, _ in self.runs[0].model.named_parameters()]
+        per_run = [r.optimizer.state_dict()["state"] for r in self.runs]
+        if all(len(s) == len(names) for s in per_run):
+            for i, name in enumerate(names):
+                self.optimizer.buffers[name] = pack([{name: s[i]["momentum_buffer"].to(self.device)} for s in per_run])[name]
+
+    def set_learning_rates(self, lrs: list[float]) -> None:
+        if self.k == 1:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lrs[0]
+        else:
+            self.optimizer.lrs = torch.tensor(lrs, device=self.device)
+
+    def step(self, batches: list[tuple[Tensor, Tensor]], lrs: list[float]) -> tuple[Tensor, Tensor]:
+        """One SGD step of every run; returns each run's (loss, number of errors) as device tensors of
+        shape (K,): no host synchronization."""
+        x = batches[0][0] if self.k == 1 else torch.cat([b[0] for b in batches], dim=1)
+        y = torch.stack([b[1] for b in batches], dim=1)  # (B, K)
+        self.set_learning_rates(lrs)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits = self.net(x).float().view(len(y), self.k, -1)  # (B, K, classes)
+        losses = F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)  # (K,)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.sum()).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return losses.detach(), (logits.detach().argmax(2) != y).sum(0)
+
+    def sync(self) -> None:
+        """Copy the stacked weights and momenta back into each run's own model and optimizer."""
+        if self.k == 1:
+            return
+        net = getattr(self.net, "_orig_mod", self.net)
+        states = unpack(net.state_dict(), self.template, self.k)
+        names = [n for n, _ in self.runs[0].model.named_parameters()]
+        buffers = self.optimizer.buffers
+        momenta = (unpack({n: buffers[n] for n in names}, {n: self.template[n] for n in names}, self.k)
+                   if all(buffers[n] is not None for n in names) else None)
+        for k, run in enumerate(self.runs):
+            run.model.load_state_dict(states[k])
+            if momenta is not None:
+                for name, param in run.model.named_parameters():
+                    run.optimizer.state[param] = {"momentum_buffer": momenta[k][name]}
