@@ -172,3 +172,9 @@ def test_export_never_overwrites_its_input_and_asks_before_replacing(run, tmp_pa
     refused(["export", "--checkpoint", str(last), "--out", str(tmp_path / "no" / "m.onnx")], "does not exist", capsys)
     assert main(["export", "--checkpoint", str(last), "--out", str(tmp_path / "m.onnx"), "--force", "--no-check"]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 1000
+
+
+def test_the_largest_seed_trains(tiny_cifar, tmp_path):
+    """The epoch streams derive from seed * stride + epoch, which must stay within a generator's 63 bits."""
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "2",
+                 "--seed", str(2**63 - 1)]) == 0
