@@ -28,6 +28,15 @@ def _folder(root, classes=("a", "b", "c"), n=20, size=32, seed=0):
     return root
 
 
+def _cifar_tarball(tmp_path, per_batch):
+    src = tmp_path / "src" / "cifar-10-batches-py"
+    write_cifar10_python(src, train_per_batch=per_batch, test=2, seed=2)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname=src.name)
+    return archive
+
+
 def _batch(path, data, labels):
     with open(path, "wb") as f:
         pickle.dump({b"data": data, b"labels": labels}, f, protocol=2)
@@ -52,11 +61,7 @@ def test_damaged_cifar_batches_are_refused_naming_the_file(damage, message, tmp_
 
 
 def test_an_extraction_killed_half_way_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    src = tmp_path / "src" / "cifar-10-batches-py"
-    write_cifar10_python(src, train_per_batch=3, test=2, seed=2)
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(src, arcname=src.name)
+    archive = _cifar_tarball(tmp_path, per_batch=3)
     real = tarfile.TarFile.extract
     calls = {"n": 0}
 
@@ -78,11 +83,7 @@ def test_an_extraction_killed_half_way_leaves_nothing_that_looks_complete(tmp_pa
 
 
 def test_a_truncated_tarball_is_refused_in_one_line(tmp_path, capsys):
-    src = tmp_path / "src" / "cifar-10-batches-py"
-    write_cifar10_python(src, train_per_batch=30, test=2, seed=3)
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(src, arcname=src.name)
+    archive = _cifar_tarball(tmp_path, per_batch=30)
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     refused(["data", "inspect", str(archive)], "is not a readable tarball", capsys)
 

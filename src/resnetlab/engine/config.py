@@ -95,14 +95,23 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--config {path}: cannot read it ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"--config {path}: not valid TOML ({e})") from None
+    problem = first_problem(values)
+    if problem:
+        known = f" (known: {', '.join(FIELDS)})" if problem.startswith("unknown key") else ""
+        raise UserError(f"--config {path}: {problem}{known}")
+    return values
+
+
+def first_problem(values: dict[str, Any]) -> str | None:
+    """The first key of `values` that is not a TrainConfig field, or whose value has the wrong type."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise UserError(f"--config {path}: unknown key {unknown[0]!r} (known: {', '.join(FIELDS)})")
+        return f"unknown key {unknown[0]!r}"
     for key, value in values.items():
         problem = type_problem(key, value)
         if problem:
-            raise UserError(f"--config {path}: {key} = {value!r}: {problem}")
-    return values
+            return f"{key} = {value!r}: {problem}"
+    return None
 
 
 def type_problem(name: str, value: Any) -> str | None:
@@ -126,13 +135,9 @@ def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     """A stored config (config.json, a checkpoint's) back as a TrainConfig; a damaged one is named."""
     if not isinstance(values, dict):
         raise UserError(f"{source} is damaged: it does not hold a training configuration")
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise UserError(f"{source} is damaged or from another version: unknown key {unknown[0]!r}")
-    for key, value in values.items():
-        problem = type_problem(key, value)
-        if problem:
-            raise UserError(f"{source} is damaged: {key} = {value!r} ({problem})")
+    problem = first_problem(values)
+    if problem:
+        raise UserError(f"{source} is damaged or from another version: {problem}")
     return TrainConfig(**values)
 
 
