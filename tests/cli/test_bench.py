@@ -6,16 +6,20 @@ from resnetlab.cli.main import main
 
 
 @pytest.mark.parametrize("extra", [["--what", "pipeline"], ["--what", "train", "--model", "cifar_resnet8"],
-                                   ["--what", "train", "--model", "cifar_resnet8", "--seeds", "2"]])
+                                   ["--what", "train", "--model", "cifar_resnet8", "--seeds", "2", "--fast", "off"]])
 def test_bench_prints_both_rates_and_saves_them(extra, tiny_cifar, tmp_path, capsys):
     assert main(["bench", *extra, "--data", str(tiny_cifar), "--steps", "2", "--workers", "0", "--device", "cpu",
                  "--save", str(tmp_path)]) == 0
-    assert "ratio" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ratio" in out
     (saved,) = tmp_path.glob("*.jsonl")
     r = json.loads(saved.read_text().splitlines()[-1])
     assert r["resnetlab_images_per_s"] > 0 and r["baseline_images_per_s"] > 0
     assert r["ratio"] == pytest.approx(r["resnetlab_images_per_s"] / r["baseline_images_per_s"])
     assert r["torch"] and r["device_name"] and r["date"]
+    if "train" in extra:  # the chosen path, eager resnetlab and the baseline, measured in one run
+        assert r["eager_images_per_s"] > 0 and "fast path:" in out and "resnetlab eager" in out
+        assert (r["compile_seconds"] > 0) == ("compiled" in r["fast_path"])
 
 
 def test_pack_images_round_trip(tmp_path):

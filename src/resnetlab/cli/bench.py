@@ -1,7 +1,8 @@
 """`resnetlab bench`: images/s of resnetlab against the standard PyTorch loop, measured in the same run.
 
---what train:    resnetlab's trainer step and device pipeline vs the loop CIFAR reproductions write
-                 (torchvision transforms on PIL images, DataLoader with workers, fp32 eager, SGD).
+--what train:    resnetlab's trainer step and device pipeline, on the fast path `train` would choose for a
+                 run of the paper's length and eager, vs the loop CIFAR reproductions write (torchvision
+                 transforms on PIL images, DataLoader with workers, fp32 eager, SGD); compile time apart.
 --what pipeline: the input pipelines alone (batched tensor ops on the device vs per-sample transforms).
 --what imagenet: ResNet-50 at 224x224, batch 256, synthetic input: resnetlab's step vs torchvision's model
                  in eager bf16 channels_last.
@@ -27,6 +28,7 @@ from torchvision.transforms import v2
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_device
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
+from resnetlab.engine import fastpath
 from resnetlab.engine.config import CHOICES, resolve
 from resnetlab.engine.trainer import prepare, resolve_device, seed_configs
 from resnetlab.errors import UserError
@@ -85,16 +87,30 @@ def baseline_step(model: torch.nn.Module, batches, device: torch.device) -> Call
     return step
 
 
-def trainer_rate(args, device: torch.device) -> float:
-    """The trainer's own data path and step (one run, or --seeds K together), without its bookkeeping."""
+def trainer_rate(args, device: torch.device, fast: str) -> dict:
+    """The trainer's own data path and step (one run, or --seeds K together), without its bookkeeping, on
+    the fast path `fast` would choose for a run of the paper's length; the first step (which compiles,
+    where the step is compiled) is timed apart."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = resolve("cifar-paper", {}, {"model": args.model, "data": args.data, "out": tmp, "device": device.type,
                                            "val": "none", "amp": args.amp, "channels_last": args.channels_last,
-                                           "compile": args.compile})
+                                           "compile": args.compile, "fast": fast})
         runs, stack = prepare(seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg])
         stack.net.train()
-        return rate(lambda i: stack.step([r.data.train.batch(i) for r in runs], [0.1] * len(runs)),
-                    args.steps, cfg.batch_size * len(runs), device)
+
+        def step(i: int) -> None:
+            stack.step([r.data.train.batch(i) for r in runs], [0.1] * len(runs))
+
+        start = time.perf_counter()
+        step(0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        images_per_s = rate(step, args.steps, cfg.batch_size * len(runs), device, warmup=2)
+        for r in runs:
+            r.run_dir.release()
+        return {"images_per_s": images_per_s, "compile_seconds": first if stack.path.compiled else 0.0,
+                "path": stack.path.why}
 
 
 def bench_cifar(args, device: torch.device) -> dict:
@@ -106,7 +122,11 @@ def bench_cifar(args, device: torch.device) -> dict:
         return {"baseline_images_per_s": rate(lambda i: [t.to(device) for t in next(batches)], args.steps, 128, device),
                 "resnetlab_images_per_s": rate(ours.batch, args.steps, 128, device)}
     base = rate(baseline_step(create_model(args.model).to(device), batches, device), args.steps, 128, device)
-    return {"baseline_images_per_s": base, "resnetlab_images_per_s": trainer_rate(args, device)}
+    eager = trainer_rate(args, device, "off")
+    chosen = trainer_rate(args, device, args.fast)
+    return {"baseline_images_per_s": base, "eager_images_per_s": eager["images_per_s"],
+            "resnetlab_images_per_s": chosen["images_per_s"], "compile_seconds": chosen["compile_seconds"],
+            "fast_path": chosen["path"], "eager_path": eager["path"]}
 
 
 def bench_imagenet(args, device: torch.device) -> dict:
@@ -129,8 +149,9 @@ def bench_imagenet(args, device: torch.device) -> dict:
 
     tv = torchvision.models.resnet50().to(device, memory_format=torch.channels_last)
     ours = create_model("resnet50", style="torchvision").to(device, memory_format=torch.channels_last)
-    if args.compile != "off":
-        ours = torch.compile(ours, mode=None if args.compile == "default" else args.compile)
+    path = fastpath.choose(resolve("imagenet-paper", {}, {"fast": args.fast, "compile": args.compile}), device)
+    if path.compiled:
+        ours = torch.compile(ours, mode=None if path.compile_mode == "default" else path.compile_mode)
     return {"baseline_images_per_s": rate(step_fn(tv), args.steps, batch, device),
             "resnetlab_images_per_s": rate(step_fn(ours), args.steps, batch, device)}
 
@@ -142,11 +163,14 @@ def build_parser() -> Parser:
     p.add_argument("--model", default="cifar_resnet20")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg", help="CIFAR-style dataset")
     p.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
-    p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
+    p.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
     add_device(p)
     p.add_argument("--amp", default="auto", choices=CHOICES["amp"], help="resnetlab's precision")
     p.add_argument("--channels-last", default="auto", choices=CHOICES["channels_last"])
-    p.add_argument("--compile", default="off", choices=CHOICES["compile"], help="torch.compile mode for resnetlab")
+    p.add_argument("--fast", default="auto", choices=CHOICES["fast"],
+                   help="resnetlab's fast path, as `train --fast` chooses it for a run of the paper's length")
+    p.add_argument("--compile", default="default", choices=CHOICES["compile"],
+                   help="torch.compile mode when the fast path compiles (also for --what imagenet); off: never")
     p.add_argument("--seeds", type=int, default=1, help="train K seeds together (images/s counts all K)")
     p.add_argument("--save", metavar="DIR", help="append the result to DIR/<device name>.jsonl")
     return p
@@ -159,14 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     result = {"what": args.what, "model": "resnet50" if args.what == "imagenet" else args.model, "seeds": args.seeds,
-              "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "steps": args.steps,
+              "amp": args.amp, "channels_last": args.channels_last, "fast": args.fast, "compile": args.compile,
+              "steps": args.steps,
               "device": str(device), "device_name": name, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}
     result.update(bench_imagenet(args, device) if args.what == "imagenet" else bench_cifar(args, device))
     result["ratio"] = result["resnetlab_images_per_s"] / result["baseline_images_per_s"]
-    print(f"{args.what} {result['model']} on {name} ({device}, torch {torch.__version__}, compile {args.compile}, "
-          f"seeds {args.seeds}): resnetlab {result['resnetlab_images_per_s']:,.0f} images/s, baseline "
+    print(f"{args.what} {result['model']} on {name} ({device}, torch {torch.__version__}, seeds {args.seeds}): "
+          f"resnetlab {result['resnetlab_images_per_s']:,.0f} images/s, baseline "
           f"{result['baseline_images_per_s']:,.0f} images/s, ratio {result['ratio']:.2f}x")
+    if "eager_images_per_s" in result:
+        result["eager_ratio"] = result["eager_images_per_s"] / result["baseline_images_per_s"]
+        print(f"  fast path: {result['fast_path']}; compiling took {result['compile_seconds']:.1f} s (not in images/s)\n"
+              f"  resnetlab {result['eager_path']}: {result['eager_images_per_s']:,.0f} images/s, "
+              f"ratio {result['eager_ratio']:.2f}x")
     if args.save:
         out = Path(args.save) / f"{name.replace(' ', '_').replace('/', '_')}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)

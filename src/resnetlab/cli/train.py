@@ -31,8 +31,10 @@ HELP = {
     "val": "validation split: auto (test split if any, else the 5k hold-out), holdout, test, none",
     "normalization": "pixel-mean (the paper's per-pixel mean), channel (mean/std), imagenet (fixed constants)",
     "shortcut": "A (zero-padding), B (projection where shapes change), C (projection everywhere)",
-    "amp": "mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off",
-    "compile": "torch.compile mode for the training step (off by default)",
+    "amp": "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else fp32), bf16, fp16, off",
+    "fast": "auto: compile the whole training step where that measured faster and the run is long enough "
+            "(>= 2,000 iterations), bf16 on CUDA and on CPUs with native bf16; on, off",
+    "compile": "torch.compile mode when the step is compiled (default, reduce-overhead, max-autotune); off: never",
     "save_every": "also write last.pt every N iterations (0: at evaluations only)",
     "skip_corrupt": "pass over images that cannot be decoded, and say how many",
     "tensorboard": "also write TensorBoard event files to RUN_DIR/tensorboard",

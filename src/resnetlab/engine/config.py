@@ -52,9 +52,10 @@ class TrainConfig:
     save_every: int = 0  # 0: checkpoint at each evaluation only
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"  # "auto": bf16 on CUDA, off on CPU
+    amp: str = "auto"  # "auto": bf16 on CUDA and on CPUs with native bf16, else fp32 (engine/fastpath.py)
     channels_last: str = "auto"
-    compile: str = "off"
+    fast: str = "auto"  # "auto": compile the step where it measured faster and the run repays it (engine/fastpath.py)
+    compile: str = "default"  # the torch.compile mode when the step is compiled; "off": never compile
     sync_bn: bool = False
     tensorboard: bool = False
 
@@ -76,7 +77,7 @@ CHOICES = {
     "shortcut": ("", "A", "B", "C"), "normalization": ("pixel-mean", "channel", "imagenet"),
     "val": ("auto", "holdout", "test", "none"), "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"), "channels_last": ("auto", "on", "off"),
-    "compile": ("off", "default", "reduce-overhead", "max-autotune"),
+    "compile": ("off", "default", "reduce-overhead", "max-autotune"), "fast": ("auto", "on", "off"),
 }
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 

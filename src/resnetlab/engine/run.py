@@ -137,6 +137,10 @@ class Run:
         self.in_log_point = False
         self.model.train()
 
+    def restart_clock(self) -> None:
+        """Time the window from now: what came before (compiling the step) is not training speed."""
+        self.seen, self.window_start = 0, time.perf_counter()
+
     def book(self, loss: torch.Tensor, errors: torch.Tensor, batch: int) -> None:
         """Add one finished step to the metric window: device tensors, no host synchronization."""
         self.loss_sum += loss
@@ -238,7 +242,7 @@ class Run:
             "final_val_error": last.get("val_error"), "final_iteration_evaluated": last.get("iteration"),
             "best_val_error": self.state.best_val_error if chosen else None,
             "best_chosen_on": self.data.split["val"] if chosen else None,
-            "train_seconds": self.state.train_seconds, "device": str(self.device), "torch": torch.__version__,
+            "train_seconds": self.state.train_seconds, "compile_seconds": self.state.compile_seconds, "device": str(self.device), "torch": torch.__version__,
             "run_dir": str(self.run_dir.path),
         }
         if self.dist.is_main:

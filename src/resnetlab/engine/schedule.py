@@ -22,6 +22,7 @@ class RunState:
     best_val_error: float = math.inf
     evals_since_best: int = 0
     train_seconds: float = 0.0
+    compile_seconds: float = 0.0  # spent compiling the step: not counted in train_seconds or images/s
     # Training loss/errors summed since the last log point: kept across an interrupt so that the
     # resumed run logs exactly what an uninterrupted one does.
     window_loss: float = 0.0

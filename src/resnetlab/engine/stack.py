@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.distributed import DistInfo
+from resnetlab.engine.fastpath import FastPath
 from resnetlab.engine.run import Run, model_options
 from resnetlab.errors import UserError
 from resnetlab.models import is_cifar
@@ -31,7 +32,7 @@ class RunsSGD:
     def __init__(self, params: dict[str, nn.Parameter], k: int, momentum: float, weight_decay: float) -> None:
         self.params, self.k, self.momentum, self.weight_decay = params, k, momentum, weight_decay
         self.buffers: dict[str, Tensor | None] = {name: None for name in params}
-        self.lrs = torch.zeros(k)
+        self.lrs = torch.zeros(k, device=next(iter(params.values())).device)  # read by the (compiled) update
 
     @torch.no_grad()
     def step(self) -> None:
@@ -57,7 +58,7 @@ def check_together(configs: list[TrainConfig], dist: DistInfo) -> None:
         diff = [f for f in same if getattr(cfg, f) != getattr(first, f)]
         if diff:
             raise UserError(f"runs trained together must share {', '.join(same)}; {cfg.out} differs in {diff[0]}")
-    if not is_cifar(first.model) or first.shortcut not in ("", "A") or first.compile != "off":
+    if not is_cifar(first.model) or first.shortcut not in ("", "A"):
         raise UserError("runs are trained together only for the CIFAR nets with option-A shortcuts")
     if first.amp == "fp16":
         # One loss scale for K runs would skip every run's step when one overflows: no longer runs alone.
@@ -69,8 +70,8 @@ def check_together(configs: list[TrainConfig], dist: DistInfo) -> None:
 
 
 class Stack:
-    def __init__(self, runs: list[Run]) -> None:
-        self.runs, self.k = runs, len(runs)
+    def __init__(self, runs: list[Run], path: FastPath) -> None:
+        self.runs, self.k, self.path = runs, len(runs), path
         lead = runs[0]
         self.device, self.amp_dtype, self.dist = lead.device, lead.amp_dtype, lead.dist
         if self.k == 1:
@@ -88,8 +89,23 @@ class Stack:
             self.optimizer = RunsSGD(dict(self.net.named_parameters()), self.k, cfg.momentum, cfg.weight_decay)
             self._load_momenta()
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # fp16: see check_together
-        if lead.cfg.compile != "off":
-            self.net = torch.compile(self.net, mode=None if lead.cfg.compile == "default" else lead.cfg.compile)
+        self._step = self._train_step
+        self.compiled_once = False
+        if path.compiled:
+            # The whole step as compiled code: forward and loss (with their backward, by AOTAutograd) and the
+            # SGD update. The learning rate is a tensor the graphs read, so a schedule change recompiles nothing.
+            # Momentum buffers start as zeros, not absent (m * 0 + g = g: the same first step), so that the
+            # update compiles once instead of again at the second step.
+            if self.k == 1:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = torch.tensor(float(group["lr"]))
+                    for p in group["params"]:
+                        self.optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+            else:
+                for name, p in self.optimizer.params.items():
+                    if self.optimizer.buffers[name] is None:
+                        self.optimizer.buffers[name] = torch.zeros_like(p)
+            self._step = torch.compile(self._train_step, mode=None if path.compile_mode == "default" else path.compile_mode)
 
     def _load_momenta(self) -> None:
         """Momentum buffers of resumed runs, in the stacked layout."""
@@ -100,11 +116,14 @@ class Stack:
                 self.optimizer.buffers[name] = pack([{name: s[i]["momentum_buffer"].to(self.device)} for s in per_run])[name]
 
     def set_learning_rates(self, lrs: list[float]) -> None:
-        if self.k == 1:
-            for group in self.optimizer.param_groups:
+        if self.k > 1:
+            self.optimizer.lrs.copy_(torch.tensor(lrs))
+            return
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lrs[0])
+            else:
                 group["lr"] = lrs[0]
-        else:
-            self.optimizer.lrs = torch.tensor(lrs, device=self.device)
 
     def step(self, batches: list[tuple[Tensor, Tensor]], lrs: list[float]) -> tuple[Tensor, Tensor]:
         """One SGD step of every run; returns each run's (loss, number of errors) as device tensors of
@@ -112,6 +131,9 @@ class Stack:
         x = batches[0][0] if self.k == 1 else torch.cat([b[0] for b in batches], dim=1)
         y = torch.stack([b[1] for b in batches], dim=1)  # (B, K)
         self.set_learning_rates(lrs)
+        return self._step(x, y)
+
+    def _train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.net(x).float().view(len(y), self.k, -1)  # (B, K, classes)
         losses = F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)  # (K,)
