@@ -34,5 +34,5 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def without_speed(records: list[dict]) -> list[dict]:
-    """Metric records less the throughput, which is a measurement of the moment, not of the run."""
-    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+    """Metric records less the throughput and data wait, measurements of the moment, not of the run."""
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "data_wait")} for r in records]

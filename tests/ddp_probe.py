@@ -40,10 +40,10 @@ def run() -> int:
         record["begin"] = {"step": self.state.step, "digest": digest(self.model)}
         return begin(self)
 
-    def probed_book(self, loss, errors, batch):
+    def probed_book(self, loss, errors, batch, data_seconds=0.0):
         if skew:
             errors = torch.full_like(errors, batch if rank == 1 else 0)
-        return book(self, loss, errors, batch)
+        return book(self, loss, errors, batch, data_seconds)
 
     def probed_log_point(self, lr, batch, end, stop, sync):
         out = log_point(self, lr, batch, end, stop, sync)

@@ -80,7 +80,25 @@ def test_normalizations():
 
 
 def test_imagenet_transforms_shapes():
+    from resnetlab.data.imagenet import sample_generator
+
     img = torch.randint(0, 255, (3, 300, 400), dtype=torch.uint8)
-    assert train_transform()(img).shape == (3, 224, 224)
+    assert train_transform()(img, sample_generator(0, 0, 0)).shape == (3, 224, 224)
     assert eval_transform()(img).shape == (3, 224, 224)
     assert eval_transform(ten_crop=True)(img).shape == (10, 3, 224, 224)
+
+
+def test_imagenet_augmentation_is_a_function_of_seed_epoch_and_index():
+    """Scale, crop, flip and lighting are drawn from (seed, epoch, index) alone: the same key gives the same
+    image whatever was drawn before (a resume, another worker), another key another image."""
+    from resnetlab.data.imagenet import sample_generator
+
+    img = torch.randint(0, 255, (3, 300, 400), dtype=torch.uint8)
+    t = train_transform()
+    a = t(img, sample_generator(0, 3, 17))
+    torch.rand(1000)  # the global RNG is never used
+    assert torch.equal(a, t(img, sample_generator(0, 3, 17)))
+    others = [t(img, sample_generator(*key)) for key in ((1, 3, 17), (0, 4, 17), (0, 3, 18))]
+    assert all(not torch.equal(a, o) for o in others)
+    shorts = {int(torch.randint(256, 481, (1,), generator=sample_generator(0, 0, i))) for i in range(200)}
+    assert min(shorts) < 280 and max(shorts) > 455  # the whole [256, 480] range is drawn

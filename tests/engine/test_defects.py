@@ -12,7 +12,6 @@ from resnetlab.engine import batches as batches_module
 from resnetlab.engine import run as run_module
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import resolve
-from resnetlab.engine.rundir import RunDir
 from tests.clitools import TINY, metrics, refused, same_weights, without_speed
 
 
@@ -132,15 +131,22 @@ def test_ctrl_c_during_an_evaluation_resumes_to_the_uninterrupted_end(tiny_cifar
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tiny_cifar, tmp_path, capsys):
+    import subprocess
+    import sys
+
     out = tmp_path / "run"
-    holder = RunDir(out)
-    holder.take(resume=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from resnetlab.engine.rundir import RunDir; "
+         "r = RunDir(sys.argv[1]); r.take(resume=False); print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout.readline().strip() == "held"
         err = refused(["train", *TINY, "--data", str(tiny_cifar), "--out", str(out), "--iters", "2"], "is in use by", capsys)
-        assert "process" in err
+        assert f"process {holder.pid}" in err
     finally:
-        holder.release()
-    assert _train(tiny_cifar, out, "--iters", "2") == 0  # free again
+        holder.kill()
+        holder.wait()
+    assert _train(tiny_cifar, out, "--iters", "2") == 0  # free again once the holder is gone
 
 
 def test_a_folder_that_is_not_a_run_is_never_written_into(tiny_cifar, tmp_path, capsys):

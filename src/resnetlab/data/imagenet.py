@@ -1,10 +1,11 @@
-"""The ImageNet pipeline (Sec. 3.4): image files through a DataLoader with workers and torchvision's
-decoding and transforms. Scale augmentation (shorter side in [256, 480]), random 224 crop, flip,
-AlexNet's PCA lighting, mean/std normalization; evaluation on the 256-resized center 224 crop or the
-paper's 10 crops."""
+"""The ImageNet pipeline (Sec. 3.4): image files decoded by Pillow in DataLoader workers, then scale
+augmentation (shorter side in [256, 480]), random 224 crop, flip, AlexNet's PCA lighting, mean/std
+normalization, each image's draws seeded by (seed, epoch, index); evaluation on the 256-resized centre
+224 crop or the paper's 10 crops."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -20,27 +21,40 @@ EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 
 
-class PCALighting(torch.nn.Module):
-    """AlexNet's colour augmentation: add eigvec @ (alpha * eigval), alpha ~ N(0, std), to every pixel."""
-
-    def __init__(self, std: float = 0.1) -> None:
-        super().__init__()
-        self.std = std
-
-    def forward(self, img: Tensor) -> Tensor:
-        alpha = torch.randn(3) * self.std
-        return img + (EIGVEC @ (alpha * EIGVAL)).view(3, 1, 1)
+def lighting(x: Tensor, alpha: Tensor) -> Tensor:
+    """AlexNet's colour augmentation on a [0, 1] image: add eigvec @ (alpha * eigval) to every pixel."""
+    return x + (EIGVEC @ (alpha * EIGVAL)).view(3, 1, 1)
 
 
-def train_transform(crop: int = 224, scale: tuple[int, int] = (256, 480)) -> v2.Compose:
-    return v2.Compose([
-        v2.RandomShortestSize(min_size=list(range(scale[0], scale[1] + 1)), antialias=True),
-        v2.RandomCrop(crop),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        PCALighting(),
-        v2.Normalize(MEAN, STD),
-    ])
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of one training image's random choices, a function of (seed, epoch, index) alone: a
+    resumed run, any number of workers and any rank draw the same scale, crop, flip and lighting."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)  # 63 bits: what a generator's seed holds
+
+
+class TrainTransform:
+    """Sec. 3.4: shorter side resized to a random length in [256, 480], a random 224 crop or its mirror,
+    AlexNet's PCA lighting (std 0.1), then mean/std normalization. Every draw comes from `g`."""
+
+    def __init__(self, crop: int = 224, scale: tuple[int, int] = (256, 480), lighting_std: float = 0.1) -> None:
+        self.crop, self.scale, self.lighting_std = crop, scale, lighting_std
+
+    def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
+        short = int(torch.randint(self.scale[0], self.scale[1] + 1, (1,), generator=g))
+        img = v2.functional.resize(img, [short], antialias=True)
+        h, w = img.shape[1:]
+        top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
+        img = img[:, top:top + self.crop, left:left + self.crop]
+        if bool(torch.rand(1, generator=g) < 0.5):
+            img = img.flip(-1)
+        x = lighting(img.float() / 255, torch.randn(3, generator=g) * self.lighting_std)
+        return v2.functional.normalize(x, MEAN, STD)
+
+
+def train_transform(crop: int = 224, scale: tuple[int, int] = (256, 480)) -> TrainTransform:
+    return TrainTransform(crop, scale)
 
 
 class TenCropStack(torch.nn.Module):
@@ -60,20 +74,28 @@ def eval_transform(crop: int = 224, resize: int = 256, ten_crop: bool = False) -
 
 
 class FolderImages(Dataset):
-    def __init__(self, index: FolderIndex, transform: v2.Compose) -> None:
-        self.index, self.transform = index, transform
+    """Evaluation images by index; training images by (epoch, index), their randomness seeded by both."""
+
+    def __init__(self, index: FolderIndex, transform, seed: int | None = None) -> None:
+        self.index, self.transform, self.seed = index, transform, seed
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.transform(decode(self.index.paths[i])), int(self.index.labels[i])
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        if isinstance(key, tuple):
+            epoch, i = key
+            x = self.transform(decode(self.index.paths[i]), sample_generator(self.seed, epoch, i))
+        else:
+            i, x = key, self.transform(decode(self.index.paths[key]))
+        return x, int(self.index.labels[i])
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    """Indices of the epoch's seeded permutation from `start` on, this rank's share only."""
+    """(epoch, index) keys of the epoch's seeded permutation from `start` on, this rank's share only."""
 
     def __init__(self, n: int, seed: int, epoch: int, start: int, rank: int, world_size: int) -> None:
+        self.epoch = epoch
         self.order = torch.randperm(n, generator=epoch_generator(seed, epoch))
         self.order = self.order[start:][rank::world_size]
 
@@ -81,17 +103,17 @@ class _EpochSampler(torch.utils.data.Sampler):
         return len(self.order)
 
     def __iter__(self):
-        return iter(self.order.tolist())
+        return iter([(self.epoch, i) for i in self.order.tolist()])
 
 
 class StreamLoader:
-    """`batch(step)` over a folder dataset, like DeviceLoader: the order of epoch e is a seeded
-    permutation, so a resumed run picks up at the same image. (The random crops inside the workers
-    are seeded per epoch, not per image: a resume mid-epoch draws other crops.)"""
+    """`batch(step)` over a folder dataset, like DeviceLoader: the order of epoch e is a seeded permutation
+    and every image's augmentation is seeded by (seed, epoch, index), so batch i is a pure function of
+    (seed, i) and a resumed run draws exactly the batches an uninterrupted one does."""
 
     def __init__(self, index: FolderIndex, batch_size: int, device: torch.device, *, seed: int, workers: int,
                  rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
-        self.data = FolderImages(index, train_transform())
+        self.data = FolderImages(index, train_transform(), seed)
         self.batch_size, self.device, self.seed, self.workers = batch_size, device, seed, workers
         self.rank, self.world_size = rank, world_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -108,7 +130,6 @@ class StreamLoader:
                                     self.world_size)
             loader = DataLoader(self.data, batch_size=self.batch_size // self.world_size, sampler=sampler,
                                 num_workers=self.workers, drop_last=True, pin_memory=self.device.type == "cuda",
-                                generator=epoch_generator(self.seed, epoch),
                                 persistent_workers=False)
             self._it = iter(loader)
         self._next_step = step + 1

@@ -38,6 +38,12 @@ class Data:
             self.val = (DeviceLoader(val.images, val.labels, EVAL_BATCH_IN_MEMORY, device, self.normalization,
                                      augment=False) if val is not None else None)
         else:
+            if cfg.normalization != "imagenet":
+                # The per-pixel mean of a folder of large images (Sec. 3.4) is not computed yet: refuse
+                # rather than silently train with another normalization.
+                raise UserError(f"--normalization {cfg.normalization} is supported for in-memory (small-image) "
+                                "data only; image folders use --normalization imagenet (as --recipe imagenet-paper "
+                                "does)")
             self.normalization = Normalization.imagenet()
             self.input = {"size": 224, "resize": 256}
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,

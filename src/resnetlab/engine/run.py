@@ -133,20 +133,22 @@ class Run:
         self.err_sum = torch.tensor(state.window_errors, device=self.device, dtype=torch.long)
         self.window = state.window_steps
         state.window_loss, state.window_errors, state.window_steps = 0.0, 0, 0
-        self.seen, self.window_start = 0, time.perf_counter()
+        self.seen, self.window_start, self.data_seconds = 0, time.perf_counter(), 0.0
         self.in_log_point = False
         self.model.train()
 
     def restart_clock(self) -> None:
         """Time the window from now: what came before (compiling the step) is not training speed."""
-        self.seen, self.window_start = 0, time.perf_counter()
+        self.seen, self.window_start, self.data_seconds = 0, time.perf_counter(), 0.0
 
-    def book(self, loss: torch.Tensor, errors: torch.Tensor, batch: int) -> None:
-        """Add one finished step to the metric window: device tensors, no host synchronization."""
+    def book(self, loss: torch.Tensor, errors: torch.Tensor, batch: int, data_seconds: float = 0.0) -> None:
+        """Add one finished step to the metric window: device tensors, no host synchronization.
+        `data_seconds`: how long the loop waited for this step's batch."""
         self.loss_sum += loss
         self.err_sum += errors
         self.window += 1
         self.seen += batch
+        self.data_seconds += data_seconds
 
     def log_point(self, lr: float, batch: int, end: int, stop: bool,
                   sync: Callable[[], None] | None) -> tuple[dict[str, Any], bool] | None:
@@ -170,8 +172,10 @@ class Run:
         self._check_divergence(mean_loss, lr)
         if self.warmup and not state.warm_done and schedule.warmup_over(cfg, train_error):
             state.warm_done = True
+        # The share of the window spent waiting for data: near 1, the loader starves the device.
         record = {"iteration": state.step, "lr": lr, "train_loss": mean_loss, "train_error": train_error,
-                  "images_per_s": self.seen * self.dist.world_size / max(elapsed, 1e-9)}
+                  "images_per_s": self.seen * self.dist.world_size / max(elapsed, 1e-9),
+                  "data_wait": min(1.0, self.data_seconds / max(elapsed, 1e-9))}
         if (at_eval or at_save) and sync is not None:
             sync()
         best = None
@@ -182,7 +186,7 @@ class Run:
             self.log(record)
         self.loss_sum.zero_()
         self.err_sum.zero_()
-        self.window, self.seen, self.window_start = 0, 0, time.perf_counter()
+        self.window, self.seen, self.window_start, self.data_seconds = 0, 0, time.perf_counter(), 0.0
         if at_save:
             self.save(best)
         self.in_log_point = False
@@ -217,7 +221,7 @@ class Run:
         split = SPLIT_NAMES.get(self.data.split["val"], self.data.split["val"])
         val = f" | {split} loss {r['val_loss']:.4f} err {r['val_error']:.2%}" if "val_error" in r else ""
         return (f"iter {r['iteration']:>6}/{self.cfg.iters} lr {r['lr']:g} | train loss {r['train_loss']:.4f} "
-                f"err {r['train_error']:.2%}{val} | {r['images_per_s']:,.0f} img/s")
+                f"err {r['train_error']:.2%}{val} | {r['images_per_s']:,.0f} img/s, {r['data_wait']:.0%} waiting for data")
 
     def interrupted(self, saveable: bool) -> bool:
         """Stopped between steps: keep the state after the last finished step, with the metric window it had

@@ -73,7 +73,9 @@ class RunDir:
             return
         f = open(self.path / LOCK, "a+")
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A POSIX record lock belongs to this process: DataLoader workers forked from it do not inherit
+            # it (as they would an flock), so it ends with the run, or with the process when killed.
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "another process"

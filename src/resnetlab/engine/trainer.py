@@ -130,7 +130,9 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
         try:
             while step < end:
                 lrs = [run.lr for run in runs]
+                waiting = time.perf_counter()
                 batches = [run.data.train.batch(step) for run in runs]
+                waited = time.perf_counter() - waiting
                 consistent = False
                 compiling = stack.path.compiled and not stack.compiled_once
                 if compiling:
@@ -159,14 +161,15 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
 
                 agreed = False
                 for k, run in enumerate(runs):
-                    run.book(losses[k], errors[k], len(batches[k][1]))
+                    run.book(losses[k], errors[k], len(batches[k][1]), waited)
                     logged = run.log_point(lrs[k], len(batches[k][1]), end, stop, sync_once)
                     if logged is None:
                         continue
                     record, agreed = logged
                     if k == 0:
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", err=f"{record['train_error']:.1%}",
-                                        lr=f"{record['lr']:g}", img_s=f"{record['images_per_s']:,.0f}")
+                                        lr=f"{record['lr']:g}", img_s=f"{record['images_per_s']:,.0f}",
+                                        data=f"{record['data_wait']:.0%}")
                     if "val_error" in record:
                         bar.write(("" if len(runs) == 1 else f"[seed {run.cfg.seed}] ") + run.line(record))
                     if not estimated and step < lead.cfg.iters:
