@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from resnetlab.cli.main import main
@@ -30,7 +31,7 @@ def test_train_and_ten_crop_evaluate_on_imagenet_style_folders(tmp_path, capsys)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["val_split"] == "val" and summary["final_val_error"] is not None
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--data", str(tmp_path / "ds"), "--ten-crop",
+    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--data", str(tmp_path / "ds"), "--protocol", "10-crop",
                  "--workers", "0", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["split"] == "val" and r["count"] == 4
@@ -63,3 +64,68 @@ def test_pixel_mean_is_refused_for_image_folders_rather_than_ignored(tmp_path, c
     data = imagenet_folders(tmp_path / "ds")
     refused(["train", *IMAGENET_TINY, "--data", str(data), "--out", str(tmp_path / "r"), "--normalization",
              "pixel-mean"], "--normalization pixel-mean is supported for in-memory", capsys)
+
+
+def test_the_fully_convolutional_form_is_the_ordinary_forward_at_224():
+    import torch
+
+    from resnetlab.engine.evaluate import fully_convolutional_logits
+    from resnetlab.models import create_model
+
+    torch.manual_seed(0)
+    for name in ("resnet18", "resnet50"):
+        model = create_model(name).eval()
+        x = torch.randn(2, 3, 224, 224)
+        with torch.no_grad():
+            torch.testing.assert_close(fully_convolutional_logits(model, x), model(x), rtol=1e-4, atol=1e-4)  # sum order
+            assert fully_convolutional_logits(model, torch.randn(1, 3, 320, 416)).shape == (1, 1000)
+
+
+def test_an_ensemble_averages_the_softmax_of_its_models():
+    import torch
+
+    from resnetlab.engine.evaluate import evaluate
+    from resnetlab.models import create_model
+
+    torch.manual_seed(0)
+    a, b = create_model("cifar_resnet8").eval(), create_model("cifar_resnet8").eval()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        probs = (a(x).softmax(1) + b(x).softmax(1)) / 2
+    expected_loss = torch.nn.functional.nll_loss(probs.log(), y).item()
+    expected_top1 = (probs.argmax(1) != y).float().mean().item()
+    r = evaluate([a, b], [(x, y)])
+    assert r["loss"] == pytest.approx(expected_loss, rel=1e-5) and r["top1_error"] == pytest.approx(expected_top1)
+    single = evaluate(a, [(x, y)])
+    assert evaluate([a, a], [(x, y)])["loss"] == pytest.approx(single["loss"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protocols")
+    data = imagenet_folders(root / "ds", val=1)
+    for seed in (0, 1):
+        assert main(["train", *IMAGENET_TINY, "--data", str(data), "--out", str(root / f"run{seed}"), "--iters", "2",
+                     "--seed", str(seed)]) == 0
+    return root
+
+
+@pytest.mark.parametrize("protocol", ["center", "10-crop", "multiscale"])
+def test_each_testing_protocol_and_an_ensemble_through_the_cli(protocol, trained, capsys):
+    base = ["evaluate", "--data", str(trained / "ds"), "--workers", "0", "--json", "--protocol", protocol]
+    capsys.readouterr()
+    assert main([*base, "--checkpoint", str(trained / "run0" / "last.pt")]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["count"] == 2 and single["protocol"] == protocol and single["split"] == "val"
+    assert main([*base, "--checkpoint", str(trained / "run0" / "last.pt"),
+                 "--checkpoint", str(trained / "run1" / "last.pt")]) == 0
+    ensemble = json.loads(capsys.readouterr().out)
+    assert ensemble["count"] == 2 and ensemble["model"] == "resnet18 + resnet18" and len(ensemble["checkpoints"]) == 2
+
+
+def test_protocols_other_than_center_are_refused_for_in_memory_data(tiny_cifar, tmp_path, capsys):
+    from tests.clitools import TINY, refused
+
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "2"]) == 0
+    refused(["evaluate", "--checkpoint", str(tmp_path / "r" / "last.pt"), "--data", str(tiny_cifar), "--protocol",
+             "multiscale"], "--protocol multiscale is for image-folder", capsys)

@@ -8,11 +8,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_model_source(p: argparse.ArgumentParser, weights_help: str = "foreign weights: a torchvision state dict "
-                     "or an akamaster CIFAR checkpoint") -> None:
-    """--checkpoint (a resnetlab run's), or --model with --weights (anyone's)."""
+                     "or an akamaster CIFAR checkpoint", ensemble: bool = False) -> None:
+    """--checkpoint (a resnetlab run's), or --model with --weights (anyone's); with `ensemble`, --checkpoint
+    may be given several times."""
     g = p.add_argument_group("the model", "either --checkpoint, or --model with --weights")
-    g.add_argument("--checkpoint", help="a resnetlab checkpoint (RUN_DIR/last.pt or best.pt); it carries the "
-                   "network, class names and normalization")
+    g.add_argument("--checkpoint", action="append" if ensemble else "store",
+                   help="a resnetlab checkpoint (RUN_DIR/last.pt or best.pt); it carries the network, class names "
+                        "and normalization" + ("; several: an ensemble, their softmax averaged (Table 5)" if ensemble else ""))
     g.add_argument("--model", help="network name (see `resnetlab models`), with --weights")
     g.add_argument("--weights", help=weights_help)
 

@@ -73,6 +73,25 @@ def eval_transform(crop: int = 224, resize: int = 256, ten_crop: bool = False) -
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
+# Table 4 / Sec. 3.4: the fully-convolutional test "at multiple scales (the shorter side in {224, 256, 384,
+# 480, 640})", scores averaged.
+MULTISCALE_SIDES = (224, 256, 384, 480, 640)
+
+
+class MultiScaleViews:
+    """The whole image, normalized, at every shorter side of MULTISCALE_SIDES (mirrors are added later)."""
+
+    def __init__(self, sides: tuple[int, ...] = MULTISCALE_SIDES) -> None:
+        self.sides = sides
+
+    def __call__(self, img: Tensor) -> list[Tensor]:
+        x = v2.functional.to_dtype(img, torch.float32, scale=True)
+        return [v2.functional.normalize(v2.functional.resize(x, [s], antialias=True), MEAN, STD) for s in self.sides]
+
+
+PROTOCOLS = ("center", "10-crop", "multiscale")
+
+
 class FolderImages(Dataset):
     """Evaluation images by index; training images by (epoch, index), their randomness seeded by both."""
 
@@ -138,6 +157,10 @@ class StreamLoader:
                 y.to(self.device, non_blocking=True))
 
 
-def eval_loader(index: FolderIndex, batch_size: int, workers: int, ten_crop: bool = False) -> DataLoader:
-    return DataLoader(FolderImages(index, eval_transform(ten_crop=ten_crop)), batch_size=batch_size,
-                      num_workers=workers, shuffle=False)
+def eval_loader(index: FolderIndex, batch_size: int, workers: int, protocol: str = "center") -> DataLoader:
+    """Batches of one testing protocol: "center" (the 224 centre crop of the 256-resized image), "10-crop",
+    or "multiscale" (one image per batch: its views differ in size from the next image's)."""
+    if protocol == "multiscale":
+        return DataLoader(FolderImages(index, MultiScaleViews()), batch_size=1, num_workers=workers, shuffle=False)
+    transform = eval_transform(ten_crop=protocol == "10-crop")
+    return DataLoader(FolderImages(index, transform), batch_size=batch_size, num_workers=workers, shuffle=False)
