@@ -79,7 +79,7 @@ def test_reproduce_refuses_runs_of_another_length(tiny_cifar, tmp_path, capsys):
 
 
 def test_reproduce_extends_an_unfinished_run_to_a_longer_schedule(tiny_cifar, tmp_path):
-    from resnetlab.experiments.cifar import reconcile
+    from resnetlab.experiments.runs import reconcile
 
     out = tmp_path / "run"
     assert _train(tiny_cifar, out, "--iters", "8", "--stop-after", "2") == 0

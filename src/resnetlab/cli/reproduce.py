@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import platform
 import shlex
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.trainer import resolve_device
 from resnetlab.errors import UserError
 from resnetlab.experiments import cifar
+from resnetlab.experiments.runs import git_commit
 from resnetlab.experiments.table1 import markdown, table1
 
 PAPER_ITERS = 64000
@@ -54,14 +54,6 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run_cifar(args) -> int:
     depths = _ints(args.depths, "--depths")
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
@@ -95,7 +87,7 @@ def run_cifar(args) -> int:
 
 ## How this was made
 - command: `{command}`
-- resnetlab commit {_git_commit()}, torch {torch.__version__}, device {device} ({device_name})
+- resnetlab commit {git_commit()}, torch {torch.__version__}, device {device} ({device_name})
 - training time {wall / 60:.1f} min over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {cifar.elapsed_since(start)} this invocation)
 - data `{args.data}`; errors are measured on the {split_name}; recipe `cifar-paper` (batch 128, SGD momentum 0.9,
   weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of the run, 4-pixel pad + random crop + flip,

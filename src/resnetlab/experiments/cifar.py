@@ -3,7 +3,6 @@ skipping finished runs and resuming interrupted ones, then plot and report."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import time
@@ -12,13 +11,11 @@ from pathlib import Path
 
 from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
 from resnetlab.data.sources import select_split, validation_name
-from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, resolve
 from resnetlab.engine.inference import load_model
-from resnetlab.engine.schedule import extended
-from resnetlab.engine.trainer import load_run_config, resolve_device, train, train_runs
-from resnetlab.errors import UserError
+from resnetlab.engine.trainer import resolve_device, train, train_runs
 from resnetlab.experiments.responses import response_layers, response_stds
+from resnetlab.experiments.runs import existing_run, pyplot, read_metrics, save_figure
 from resnetlab.models import count_parameters, create_model
 
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (6.61±0.16)", 1202: "7.93"}
@@ -58,15 +55,10 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             "model": spec.model, "data": data, "out": str(run_dir), "iters": iters, "seed": spec.seed,
             "device": device, "eval_every": eval_every or max(1, iters // 20), "log_every": max(1, min(100, iters // 20)),
         })
-        step = -1
-        if (run_dir / "last.pt").is_file():
-            step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
-            cfg = reconcile(load_run_config(run_dir), cfg, step, run_dir)
-        summary_path = run_dir / "summary.json"
-        earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        if earlier.get("finished") and step >= cfg.iters:
+        cfg, step, finished = existing_run(cfg)
+        if finished:
             log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
-            summaries[spec] = earlier
+            summaries[spec] = finished
             continue
         pending.setdefault((spec.net, spec.depth), []).append((spec, cfg, step))
     for group in pending.values():
@@ -81,37 +73,6 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             log(f"{spec.name}: {'resuming' if step >= 0 else 'training'} for {iters:,} iterations")
             summaries[spec] = train(cfg, resume=step >= 0)
     return summaries
-
-
-# What must match for an existing run folder to count as the run asked for; bookkeeping (device, log and
-# evaluation intervals) may differ, and the data is compared by its folder name, since a run trained on
-# another machine reads the same images from another path.
-SAME_RUN = ("model", "recipe", "batch_size", "lr", "momentum", "weight_decay", "seed", "normalization",
-            "holdout", "val", "shortcut", "style", "warmup", "zero_init_residual")
-
-
-def reconcile(old: TrainConfig, new: TrainConfig, step: int, run_dir: Path) -> TrainConfig:
-    """The config to continue the run in `run_dir` with, or a refusal naming the folder: one table never
-    mixes budgets or recipes."""
-    for name in SAME_RUN:
-        if getattr(old, name) != getattr(new, name):
-            raise UserError(f"{run_dir} holds a run with {name} = {getattr(old, name)!r}, not {getattr(new, name)!r} "
-                            "as asked; use another --out, or remove that folder")
-    if Path(old.data).name != Path(new.data).name:
-        raise UserError(f"{run_dir} holds a run on {old.data}, not {new.data}; use another --out, or remove that folder")
-    if old.iters == new.iters:
-        return dataclasses.replace(new, milestones=old.milestones)
-    try:
-        milestones = extended(old, new.iters, step)
-    except UserError:
-        raise UserError(f"{run_dir} holds a run of {old.iters:,} iterations (now at {step:,}, past its lr milestones "
-                        f"{', '.join(f'{m:,}' for m in old.milestones)}), not the {new.iters:,} asked; use another "
-                        "--out, or remove that folder") from None
-    return dataclasses.replace(new, milestones=milestones)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def table6(specs: list[RunSpec], out: Path) -> tuple[str, list[dict]]:
@@ -137,24 +98,9 @@ def table6(specs: list[RunSpec], out: Path) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, title: str, path: Path) -> None:
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def figure6(specs: list[RunSpec], out: Path, path: Path) -> None:
     """Plain nets left, ResNets middle (and 110 vs 1202 right when both ran): dashed train, solid val error."""
-    plt = _pyplot()
+    plt = pyplot()
     first_seed = [s for s in specs if s.seed == 0]
     panels = [("plain", [s for s in first_seed if s.net == "plain"]),
               ("ResNet", [s for s in first_seed if s.net == "resnet" and s.depth != 1202])]
@@ -174,12 +120,12 @@ def figure6(specs: list[RunSpec], out: Path, path: Path) -> None:
         ax.set(title=title, xlabel="iteration", ylabel="error (%)", ylim=(0, None))
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(plt, fig, "CIFAR-10: dashed = training error, solid = validation error", path)
+    save_figure(plt, fig, "CIFAR-10: dashed = training error, solid = validation error", path)
 
 
 def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path) -> dict[str, list[float]]:
     """Std of each 3x3 layer's response on the evaluation split, for each first-seed network."""
-    plt = _pyplot()
+    plt = pyplot()
     dev = resolve_device(device)
     split, _ = evaluation_split(data)
     stds: dict[str, list[float]] = {}
@@ -198,7 +144,7 @@ def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(plt, fig, "Standard deviations of 3x3 layer responses (after BN, before ReLU/addition)", path)
+    save_figure(plt, fig, "Standard deviations of 3x3 layer responses (after BN, before ReLU/addition)", path)
     return stds
 
 

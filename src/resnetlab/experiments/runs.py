@@ -1,0 +1,81 @@
+"""What the experiments share: finding a run already in its folder (to skip, resume or refuse it), reading
+its metrics, drawing figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.config import TrainConfig
+from resnetlab.engine.schedule import extended
+from resnetlab.engine.trainer import load_run_config
+from resnetlab.errors import UserError
+
+
+def existing_run(cfg: TrainConfig) -> tuple[TrainConfig, int, dict | None]:
+    """(the config to train cfg.out with, the step its checkpoint is at or -1, its summary if it finished)."""
+    run_dir = Path(cfg.out)
+    if not (run_dir / "last.pt").is_file():
+        return cfg, -1, None
+    step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
+    cfg = reconcile(load_run_config(run_dir), cfg, step, run_dir)
+    summary_path = run_dir / "summary.json"
+    earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return cfg, step, earlier if earlier.get("finished") and step >= cfg.iters else None
+
+
+# What must match for an existing run folder to count as the run asked for; bookkeeping (device, log and
+# evaluation intervals) may differ, and the data is compared by its folder name, since a run trained on
+# another machine reads the same images from another path.
+SAME_RUN = ("model", "recipe", "batch_size", "lr", "momentum", "weight_decay", "seed", "normalization",
+            "holdout", "val", "shortcut", "style", "warmup", "zero_init_residual")
+
+
+def reconcile(old: TrainConfig, new: TrainConfig, step: int, run_dir: Path) -> TrainConfig:
+    """The config to continue the run in `run_dir` with, or a refusal naming the folder: one table never
+    mixes budgets or recipes."""
+    for name in SAME_RUN:
+        if getattr(old, name) != getattr(new, name):
+            raise UserError(f"{run_dir} holds a run with {name} = {getattr(old, name)!r}, not {getattr(new, name)!r} "
+                            "as asked; use another --out, or remove that folder")
+    if Path(old.data).name != Path(new.data).name:
+        raise UserError(f"{run_dir} holds a run on {old.data}, not {new.data}; use another --out, or remove that folder")
+    if old.iters == new.iters:
+        return dataclasses.replace(new, milestones=old.milestones)
+    try:
+        milestones = extended(old, new.iters, step)
+    except UserError:
+        raise UserError(f"{run_dir} holds a run of {old.iters:,} iterations (now at {step:,}, past its lr milestones "
+                        f"{', '.join(f'{m:,}' for m in old.milestones)}), not the {new.iters:,} asked; use another "
+                        "--out, or remove that folder") from None
+    return dataclasses.replace(new, milestones=milestones)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(plt, fig, title: str, path: Path) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
