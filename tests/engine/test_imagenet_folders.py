@@ -129,3 +129,68 @@ def test_protocols_other_than_center_are_refused_for_in_memory_data(tiny_cifar, 
     assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "2"]) == 0
     refused(["evaluate", "--checkpoint", str(tmp_path / "r" / "last.pt"), "--data", str(tiny_cifar), "--protocol",
              "multiscale"], "--protocol multiscale is for image-folder", capsys)
+
+
+def test_reproduce_imagenet_end_to_end_interrupted_and_resumed(tmp_path, monkeypatch, capsys):
+    """Tables 2 and 3 and Fig. 4 from tiny folders; a Ctrl-C in the third run, then the same command again
+    skips the finished runs, resumes the third and writes everything."""
+    from resnetlab.data import imagenet as imagenet_data
+
+    data = imagenet_folders(tmp_path / "ds", train=4, val=1)
+    out = tmp_path / "rep"
+    cmd = ["reproduce", "imagenet", "--data", str(data), "--out", str(out), "--iters", "2", "--batch-size", "4",
+           "--lr", "0.01", "--eval-every", "2", "--workers", "0", "--shortcuts", "A,B,C", "--device", "cpu"]
+    real = imagenet_data.StreamLoader.batch
+    calls = {"n": 0}
+
+    def interrupted(self, step):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the second step of the third run (resnet18)
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    monkeypatch.setattr(imagenet_data.StreamLoader, "batch", interrupted)
+    assert main(cmd) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert json.loads((out / "runs" / "plain34" / "summary.json").read_text())["finished"]
+    assert not (out / "runs" / "resnet18" / "summary.json").exists()
+    monkeypatch.setattr(imagenet_data.StreamLoader, "batch", real)
+    assert main(cmd) == 0
+    text = capsys.readouterr().out
+    assert "plain18: finished earlier, skipped" in text and "resnet18: resuming" in text
+    for name in ("table2.md", "table3.md", "figure4.png", "report.md", "results.json"):
+        assert (out / name).is_file(), name
+    table2, table3 = (out / "table2.md").read_text(), (out / "table3.md").read_text()
+    assert all(f"| {n} |" in table2 for n in ("plain-18", "plain-34", "ResNet-18", "ResNet-34"))
+    assert "27.94" in table2 and "24.19 / 7.40" in table3 and "| B |" in table3
+    assert "SHORTENED: 2 iterations of batch 4" in (out / "report.md").read_text()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 6 and all(0 <= r["top1"] <= 1 and r["top5"] <= r["top1"] for r in rows)
+    assert all(json.loads((out / "runs" / r["name"] / "ten_crop.json").read_text())["count"] == 2 for r in rows)
+
+
+def test_reproduce_imagenet_needs_a_val_folder(tiny_cifar, tmp_path, capsys):
+    from tests.clitools import refused
+
+    refused(["reproduce", "imagenet", "--data", str(tiny_cifar), "--out", str(tmp_path / "o")], "needs an image-folder",
+            capsys)
+    refused(["reproduce", "imagenet", "--data", str(tiny_cifar), "--out", str(tmp_path / "o"), "--shortcuts", "D"],
+            "--shortcuts takes A, B and/or C", capsys)
+
+
+def test_torchrun_two_processes_train_on_image_folders(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.clitools import metrics
+
+    data = imagenet_folders(tmp_path / "ds", train=4)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541",
+                           "-m", "resnetlab", "train", *IMAGENET_TINY, "--data", str(data), "--out", str(out),
+                           "--iters", "3"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["iteration"] for r in metrics(out)] == [1, 2, 3]  # one writer
+    assert json.loads((out / "summary.json").read_text())["final_val_error"] is not None

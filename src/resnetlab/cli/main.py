@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "evaluate": "top-1/top-5 error of a checkpoint on a dataset split",
     "predict": "classify image files with a checkpoint",
     "export": "export a checkpoint to ONNX or TorchScript",
-    "reproduce": "reproduce the paper's Table 1, Table 6, Fig. 6 and Fig. 7",
+    "reproduce": "reproduce the paper's Table 1; Table 6, Fig. 6, 7 (CIFAR); Table 2, 3, Fig. 4 (ImageNet)",
     "bench": "training throughput of resnetlab against a standard PyTorch loop",
 }
 
@@ -51,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"resnetlab {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the training loop's own stops, raised through any subcommand that trains
+        from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged
+
+        if isinstance(e, RunInterrupted):
+            print(f"resnetlab {name}: {e}; run the same command again to resume", file=sys.stderr)
+            return e.exit_code
+        if isinstance(e, TrainingDiverged):
+            print(f"resnetlab {name}: training diverged: {e}", file=sys.stderr)
+            return 3
+        raise
 
 
 def entry() -> None:

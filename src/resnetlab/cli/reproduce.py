@@ -1,4 +1,5 @@
-"""`resnetlab reproduce table1|cifar`: the paper's Table 1, and Table 6 / Fig. 6 / Fig. 7 on CIFAR-10."""
+"""`resnetlab reproduce table1|cifar|imagenet`: the paper's Table 1; Table 6 / Fig. 6 / Fig. 7 on CIFAR-10;
+Table 2 / Table 3 / Fig. 4 on an ImageNet-style folder."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from resnetlab.cli.options import add_device
 from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.trainer import resolve_device
 from resnetlab.errors import UserError
-from resnetlab.experiments import cifar
+from resnetlab.engine import distributed
+from resnetlab.experiments import cifar, imagenet
 from resnetlab.experiments.runs import git_commit
 from resnetlab.experiments.table1 import markdown, table1
 
@@ -40,7 +42,55 @@ def build_parser() -> Parser:
     add_device(c)
     c.add_argument("--together", default="auto", choices=["auto", "on", "off"],
                    help="train the seeds of each network together in one process (auto: on CUDA)")
+    i = sub.add_parser("imagenet", help="train plain-18/34 and ResNet-18/34 (and ResNet-34 A/B/C); write table2.md, "
+                       "table3.md, figure4.png and report.md", description="Trains each network with the paper's "
+                       "ImageNet recipe (skipping finished runs, resuming interrupted ones; torchrun for several "
+                       "GPUs or machines), tests each with 10 crops on val, then writes the tables, figure and report.")
+    i.add_argument("--data", required=True, help="an ImageNet-style folder with train/ and val/ class folders")
+    i.add_argument("--out", required=True, help="output folder (runs/, table2.md, table3.md, figure4.png, report.md)")
+    i.add_argument("--shortcuts", default="A", help="ResNet-34 shortcut options for Table 3: A, or A,B,C (default A)")
+    i.add_argument("--iters", type=int, default=imagenet.PAPER_ITERS, help="iterations per run (the paper: up to 600000)")
+    i.add_argument("--batch-size", type=int, default=256, help="global batch (the paper: 256)")
+    i.add_argument("--lr", type=float, default=0.1, help="initial learning rate (the paper: 0.1 for batch 256)")
+    i.add_argument("--eval-every", type=int, help="centre-crop validation interval (default iters/20)")
+    i.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
+    add_device(i)
     return p
+
+
+def run_imagenet(args) -> int:
+    shortcuts = [s.strip().upper() for s in args.shortcuts.split(",") if s.strip()]
+    if not shortcuts or any(s not in ("A", "B", "C") for s in shortcuts):
+        raise UserError(f"--shortcuts takes A, B and/or C, comma-separated, not {args.shortcuts!r}")
+    if args.iters < 1 or args.batch_size < 1 or args.workers < 0 or (args.eval_every is not None and args.eval_every < 1):
+        raise UserError("--iters, --batch-size and --eval-every must be positive, --workers not negative")
+    if not 0 < args.lr <= 10:
+        raise UserError(f"--lr must be in (0, 10], not {args.lr}")
+    imagenet.check_data(args.data)
+    out = Path(args.out)
+    nets = imagenet.plan(shortcuts)
+    dist = distributed.setup(resolve_device(args.device).type)
+    try:
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        summaries = imagenet.run_all(nets, out, args.data, args.iters, args.batch_size, args.lr, args.device,
+                                     args.eval_every, args.workers)
+        if not dist.is_main:
+            return 0  # rank 0 tests and writes; the others are done
+        tested = {net: imagenet.ten_crop(net, out, args.data, args.device, args.workers) for net in nets}
+    finally:
+        distributed.teardown(dist)
+    table2, table3, rows = imagenet.tables(nets, out, tested)
+    atomic_write(out / "table2.md", lambda tmp: tmp.write_text(table2))
+    if table3:
+        atomic_write(out / "table3.md", lambda tmp: tmp.write_text(table3))
+    imagenet.figure4(nets, out, out / "figure4.png")
+    device = next(iter(summaries.values()))["device"]
+    text = imagenet.report(nets, out, args, rows, table2, table3, device, git_commit())
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"rows": rows}, indent=2)))
+    print(f"wrote {out / 'report.md'}, table2.md{', table3.md' if table3 else ''}, figure4.png")
+    return 0
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -123,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
         rows = table1()
         print(json.dumps(rows, indent=2) if args.json else markdown(rows))
         return 0
-    return run_cifar(args)
+    return run_cifar(args) if args.experiment == "cifar" else run_imagenet(args)

@@ -28,7 +28,7 @@ HELP = {
              "only while no milestone has been passed)",
     "milestones": "iterations at which the lr is divided by 10, comma-separated",
     "warmup": "lr --warmup-lr until the training error is below --warmup-until-error (auto: ResNet-110/1202)",
-    "val": "validation split: auto (test split if any, else the 5k hold-out), holdout, test, none",
+    "val": "validation split: auto (the test split, else a val/ folder, else the 5k hold-out), holdout, test, val, none",
     "normalization": "pixel-mean (the paper's per-pixel mean), channel (mean/std), imagenet (fixed constants)",
     "shortcut": "A (zero-padding), B (projection where shapes change), C (projection everywhere)",
     "amp": "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else fp32), bf16, fp16, off",

@@ -75,7 +75,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 CHOICES = {
     "schedule": ("step", "plateau"), "warmup": ("auto", "on", "off"), "style": ("paper", "torchvision"),
     "shortcut": ("", "A", "B", "C"), "normalization": ("pixel-mean", "channel", "imagenet"),
-    "val": ("auto", "holdout", "test", "none"), "device": ("auto", "cpu", "cuda"),
+    "val": ("auto", "holdout", "test", "val", "none"), "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"), "channels_last": ("auto", "on", "off"),
     "compile": ("off", "default", "reduce-overhead", "max-autotune"), "fast": ("auto", "on", "off"),
 }

@@ -96,14 +96,18 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     return runs, Stack(runs, path)
 
 
-def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int | None = None) -> list[dict[str, Any]]:
+def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int | None = None,
+               teardown: bool = True) -> list[dict[str, Any]]:
+    """Train the runs of `configs` together (one run: the common case); teardown=False keeps a torchrun
+    process group for a caller that trains several runs in one job."""
     runs, stack = prepare(configs, resume)
     try:
         return loop(runs, stack, stop_after)
     finally:
         for run in runs:
             run.run_dir.release()
-        distributed.teardown(stack.dist)
+        if teardown:
+            distributed.teardown(stack.dist)
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:

@@ -184,9 +184,10 @@ def degradation_sentence(rows: list[dict]) -> str:
     for r in res:
         p = by_depth.get(r["depth"])
         if p:
-            verdict = "lower" if r["final_train_error"] < p["final_train_error"] else "higher"
-            sentences.append(f"At depth {r['depth']} the residual net trains to {verdict} error than the plain one "
-                             f"({r['final_train_error']:.2%} vs {p['final_train_error']:.2%}).")
+            a, b = r["final_train_error"], p["final_train_error"]
+            verdict = "lower error than" if a < b else "higher error than" if a > b else "the same error as"
+            sentences.append(f"At depth {r['depth']} the residual net trains to {verdict} the plain one "
+                             f"({a:.2%} vs {b:.2%}).")
     return " ".join(sentences) or "Only one depth per network was run, so the degradation problem cannot be judged."
 
 
