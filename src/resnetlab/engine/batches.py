@@ -16,6 +16,14 @@ EVAL_BATCH_IN_MEMORY = 1000  # evaluation holds no gradients: large batches, few
 EVAL_BATCH_STREAMED = 100  # decoded 224x224 crops: a batch a DataLoader worker fills quickly
 
 
+def decoder() -> str:
+    """Pillow, or Pillow-SIMD (a drop-in build with faster JPEG decoding and resizing) when installed."""
+    import PIL
+
+    simd = ".post" in PIL.__version__  # Pillow-SIMD's versions are Pillow's with a .postN suffix
+    return f"Pillow-SIMD {PIL.__version__}" if simd else f"Pillow {PIL.__version__} (Pillow-SIMD, if installed, is faster)"
+
+
 class Data:
     def __init__(self, cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, channels_last: bool):
         with distributed.local_main_first(dist):  # one process per node downloads, extracts, decodes
@@ -46,6 +54,9 @@ class Data:
                                 "does)")
             self.normalization = Normalization.imagenet()
             self.input = {"size": 224, "resize": 256}
+            if dist.is_main:
+                print(f"image folders: {decoder()} decodes in {cfg.workers} DataLoader worker(s) per process; "
+                      "the progress line's `data` share says when they cannot keep up", flush=True)
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
                                       rank=dist.rank, world_size=dist.world_size, channels_last=channels_last)
             self.val = eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers) if val is not None else None
