@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size <= 0:
         raise UserError("--batch-size must be positive")
     ds = open_dataset(args.data)
-    loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes)) for c in args.checkpoint or [None]]
+    loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir)
+             for c in args.checkpoint or [None]]
     loaded = loads[0]
     for other in loads:
         if other.classes is not None and other.classes != ds.classes:

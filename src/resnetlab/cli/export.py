@@ -76,7 +76,7 @@ def check_onnx(loaded: LoadedModel, path: Path, batch_sizes: tuple[int, ...] = (
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = check_out(Path(args.out), [p for p in (args.checkpoint, args.weights) if p], args.force)
-    loaded = load_model(args.checkpoint, args.model, args.weights)
+    loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir)
     if args.format == "torchscript":
         size = loaded.input["size"]
         with torch.no_grad(), warnings.catch_warnings():

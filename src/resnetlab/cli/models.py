@@ -13,6 +13,9 @@ def build_parser() -> Parser:
                "multiply-accumulates per image at its default input (32x32 CIFAR, 224x224 ImageNet), "
                "counted by torch.utils.flop_counter on a real forward pass.")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--weights", action="store_true",
+                   help="list the named published weights instead: source, license, what they were measured on, "
+                        "their error there, the normalization they expect, and sha256")
     p.add_argument("--skip", nargs="*", default=[], metavar="NAME",
                    help="leave these out (cifar_resnet1202 takes a few seconds to count)")
     return p
@@ -28,8 +31,32 @@ def rows(names: list[str]) -> list[dict]:
     return out
 
 
+def weight_rows() -> list[dict]:
+    from resnetlab.models.pretrained import REGISTRY
+
+    out = []
+    for w in REGISTRY.values():
+        model = create_model(w.model, **w.options, num_classes=len(w.classes))
+        out.append({"model": w.model, "weights": w.name, "source": w.source, "license": w.license,
+                    "dataset": w.dataset, **w.metrics, "normalization": w.normalization, "classes": len(w.classes),
+                    "params": count_parameters(model), "macs": count_macs(model, 32 if is_cifar(w.model) else 224),
+                    "sha256": w.sha256, "url": w.url})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.weights:
+        table = weight_rows()
+        if args.json:
+            print(json.dumps(table, indent=2))
+            return 0
+        print(f"{'model':<17} {'weights':<15} {'params':>8} {'mult-adds':>9} {'top-1 err':>9}  {'measured on':<58} sha256")
+        for r in table:
+            print(f"{r['model']:<17} {r['weights']:<15} {r['params'] / 1e6:>7.2f}M {r['macs'] / 1e9:>8.2f}G "
+                  f"{r['top1_error']:>9.2%}  {r['dataset']:<58} {r['sha256'][:16]}")
+        print("use: resnetlab evaluate --model MODEL --weights WEIGHTS ...; create_model(MODEL, weights=WEIGHTS)")
+        return 0
     table = rows([n for n in list_models() if n not in args.skip])
     if args.json:
         print(json.dumps(table, indent=2))

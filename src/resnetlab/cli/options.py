@@ -16,7 +16,10 @@ def add_model_source(p: argparse.ArgumentParser, weights_help: str = "foreign we
                    help="a resnetlab checkpoint (RUN_DIR/last.pt or best.pt); it carries the network, class names "
                         "and normalization" + ("; several: an ensemble, their softmax averaged (Table 5)" if ensemble else ""))
     g.add_argument("--model", help="network name (see `resnetlab models`), with --weights")
-    g.add_argument("--weights", help=weights_help)
+    g.add_argument("--weights", help=weights_help + "; or the name of published weights (`resnetlab models "
+                   "--weights`), e.g. akamaster, torchvision")
+    g.add_argument("--weights-dir", help="where named weights are looked up and downloaded to (default: "
+                   "$RESNETLAB_WEIGHTS, else the cache's weights/)")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

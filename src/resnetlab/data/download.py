@@ -28,18 +28,30 @@ def default_root() -> Path:
     return Path(os.environ.get("RESNETLAB_CACHE", Path.home() / ".cache" / "resnetlab"))
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str) -> Path:
-    """Download to a temporary file, check the MD5, then move into place: never a half file at `dest`."""
+def md5sum(path: Path) -> str:
+    return file_digest(path, "md5")
+
+
+def digest_matches(path: Path, expected: str, algorithm: str) -> bool:
+    """`expected` is the whole hex digest, or a prefix of at least 8 digits where only that was published
+    (torchvision's and akamaster's file names carry the first 8 of their sha256)."""
+    return len(expected) >= 8 and file_digest(path, algorithm).startswith(expected.lower())
+
+
+def download(url: str, dest: Path, digest: str, algorithm: str = "md5", hint: str = "") -> Path:
+    """Download to a temporary file, check its digest, then move into place: never a half file at `dest`.
+    Offline, the error says which file to put where; `hint` adds another way out."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # never shared with another process
+    name = algorithm.upper()
     try:
         with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
@@ -51,11 +63,11 @@ def download(url: str, dest: Path, md5: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise UserError(
             f"could not download {url} ({getattr(e, 'reason', e)}). Offline? Put the file at {dest} "
-            f"(MD5 {md5}) and run again, or pass --data with the extracted folder"
+            f"({name} {digest}{'...' if len(digest) < 32 else ''}) and run again{hint}"
         ) from None
-    if md5sum(tmp) != md5:
+    if not digest_matches(tmp, digest, algorithm):
         tmp.unlink()
-        raise UserError(f"{url} downloaded with the wrong MD5 (expected {md5}); nothing was kept")
+        raise UserError(f"{url} downloaded with the wrong {name} (expected {digest}); nothing was kept")
     os.replace(tmp, dest)
     return dest
 
@@ -103,7 +115,7 @@ def fetch(name: str, root: Path | None = None) -> Path:
             return extracted
     archive = root / url.rsplit("/", 1)[1]
     if not archive.is_file():
-        download(url, archive, md5)
+        download(url, archive, md5, hint=", or pass --data with the extracted folder")
     elif md5sum(archive) != md5:
         raise UserError(f"{archive} does not have the published MD5 {md5}: delete it and run again")
     safe_extract(archive, root / f"{name}-extracted")

@@ -29,8 +29,9 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
-               num_classes: int | None = None) -> LoadedModel:
-    """Either --checkpoint (a resnetlab run's last.pt/best.pt), or --model with --weights."""
+               num_classes: int | None = None, weights_dir: str | None = None) -> LoadedModel:
+    """Either --checkpoint (a resnetlab run's last.pt/best.pt), or --model with --weights: a file, or the
+    name of published weights (`resnetlab models --weights`), which carry their class names."""
     if checkpoint:
         if model or weights:
             raise UserError("give either --checkpoint, or --model with --weights, not both")
@@ -42,6 +43,13 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     if not (model and weights):
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
     cifar = is_cifar(model)
+    size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
+    if not Path(weights).exists() and "/" not in weights and not weights.endswith((".pt", ".pth", ".th")):
+        from resnetlab.models import pretrained
+
+        w = pretrained.lookup(model, weights)
+        net = create_model(model, weights=weights, weights_dir=weights_dir)
+        return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size)
     net = create_model(model, **({"num_classes": num_classes} if num_classes else {}))
     if not Path(weights).exists():
         raise UserError(f"--weights {weights}: no such file")
@@ -52,7 +60,6 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         warnings.warn(f"--weights {weights} were trained as {trained_as} but are loaded into {model}: the tensors "
                       "have the same names and shapes, the networks differ", stacklevel=2)
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
-    size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
     return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size)
 
 

@@ -99,9 +99,17 @@ def check_name(name: str) -> None:
     raise UserError(f"unknown model {name!r}{hint}")
 
 
-def create_model(name: str, **options: Any) -> ResNet:
+def create_model(name: str, weights: str | None = None, weights_dir: str | None = None, **options: Any) -> ResNet:
     """Build a network by name; options: num_classes, shortcut, style, zero_init_residual, and runs=K for K
-    independent copies as one network (models/runs.py)."""
+    independent copies as one network (models/runs.py). `weights` names published weights (models/pretrained.py:
+    "akamaster" for the CIFAR ResNets, "torchvision" for ResNet-18..152), loaded and checked by sha256."""
+    if weights is not None:
+        from resnetlab.models import pretrained
+        from resnetlab.models.weights import load_weights
+
+        w = pretrained.lookup(name, weights)
+        model = create_model(name, **{**w.options, "num_classes": len(w.classes), **options})
+        return load_weights(model, pretrained.fetch(w, weights_dir))
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
     check_name(name)

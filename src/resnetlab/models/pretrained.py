@@ -1,0 +1,103 @@
+"""Named weights, in the manner of torchvision's weight enums: where a file comes from, what it was measured
+on, what input it expects, and its checksum.
+
+`create_model("cifar_resnet56", weights="akamaster")` looks the file up in a local folder (--weights-dir,
+else $RESNETLAB_WEIGHTS, else the cache's weights/), downloads it only when it is missing and the network
+is reachable, and checks its sha256 every time. Offline, the error says which file to put where.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resnetlab.errors import UserError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+
+
+@dataclass(frozen=True)
+class Weights:
+    model: str  # the network name
+    name: str  # the weights' name for that network: "akamaster", "torchvision", ...
+    url: str
+    sha256: str  # the whole digest, or the first 8+ hex digits where only those are published
+    source: str
+    license: str
+    dataset: str  # what the accuracy below was measured on
+    metrics: dict  # e.g. {"top1_error": 0.0827}
+    normalization: str = "imagenet"  # what the input must be normalized with
+    options: dict = field(default_factory=dict)  # create_model options, e.g. {"style": "torchvision"}
+    classes: tuple[str, ...] = CIFAR10_CLASSES
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+def _akamaster(depth: int, file: str, sha256: str, error: float) -> Weights:
+    return Weights(f"cifar_resnet{depth}", "akamaster", AKAMASTER + file, sha256,
+                   "akamaster/pytorch_resnet_cifar10 (Y. Idelbayev)", "BSD-2-Clause",
+                   "CIFAR-10 test set (original images), as published", {"top1_error": error})
+
+
+def _torchvision() -> list[Weights]:
+    """torchvision's ImageNet weights for its v1.5 ResNets, read from torchvision's own weight entries."""
+    from torchvision.models import get_model_weights
+
+    out = []
+    for model in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        for entry in get_model_weights(model):
+            metrics = entry.meta["_metrics"]["ImageNet-1K"]
+            name = "torchvision" if entry.name == "IMAGENET1K_V1" else f"torchvision-{entry.name.split('_')[-1].lower()}"
+            out.append(Weights(model, name, entry.url, entry.url.rsplit("-", 1)[1].split(".")[0], "torchvision",
+                               "BSD-3-Clause", "ImageNet-1K val, centre crop, as published by torchvision",
+                               {"top1_error": round(1 - metrics["acc@1"] / 100, 5),
+                                "top5_error": round(1 - metrics["acc@5"] / 100, 5)},
+                               options={"style": "torchvision"}, classes=tuple(entry.meta["categories"])))
+    return out
+
+
+# The full sha256 where the file is at hand (../shared/weights), else the prefix its published name carries.
+REGISTRY: dict[tuple[str, str], Weights] = {(w.model, w.name): w for w in [
+    _akamaster(20, "resnet20-12fca82f.th", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 0.0827),
+    _akamaster(32, "resnet32-d509ac18.th", "d509ac18", 0.0737),
+    _akamaster(44, "resnet44-014dd654.th", "014dd654", 0.0690),
+    _akamaster(56, "resnet56-4bfd9763.th", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367", 0.0661),
+    _akamaster(110, "resnet110-1d1ed7c2.th", "1d1ed7c2", 0.0632),
+    _akamaster(1202, "resnet1202-f3b1deed.th", "f3b1deed", 0.0618),
+    *_torchvision(),
+]}
+
+
+def weights_dir(folder: str | Path | None = None) -> Path:
+    if folder:
+        return Path(folder)
+    if os.environ.get("RESNETLAB_WEIGHTS"):
+        return Path(os.environ["RESNETLAB_WEIGHTS"])
+    from resnetlab.data.download import default_root
+
+    return default_root() / "weights"
+
+
+def lookup(model: str, name: str) -> Weights:
+    if (model, name) in REGISTRY:
+        return REGISTRY[(model, name)]
+    known = sorted(w.name for (m, _), w in REGISTRY.items() if m == model)
+    raise UserError(f"no weights named {name!r} for {model}" + (f" (known: {', '.join(known)})" if known else
+                    "; `resnetlab models --weights` lists every named weights"))
+
+
+def fetch(w: Weights, folder: str | Path | None = None) -> Path:
+    """The checked local file of `w`, downloaded once when missing."""
+    from resnetlab.data.download import digest_matches, download
+
+    path = weights_dir(folder) / w.filename
+    if not path.is_file():
+        download(w.url, path, w.sha256, "sha256", hint=" (or name the folder with --weights-dir / $RESNETLAB_WEIGHTS)")
+    elif not digest_matches(path, w.sha256, "sha256"):
+        raise UserError(f"{path} does not have the sha256 of {w.model}'s {w.name} weights ({w.sha256}...): "
+                        "it is damaged or another file; delete it and run again")
+    return path
