@@ -3,7 +3,9 @@ under one of the paper's testing protocols."""
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import torch
 
@@ -13,6 +15,7 @@ from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.data.sources import PAPER_HOLDOUT, evaluation_name, select_split
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import PROTOCOLS, eval_loader
+from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.inference import load_model
 from resnetlab.engine.trainer import resolve_device
@@ -34,14 +37,60 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers for image-folder data")
     add_device(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (with per-class accuracy and the confusion matrix)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix with class names")
+    p.add_argument("--save-predictions", metavar="FILE.csv",
+                   help="one row per image: its file (or index), true class, top-k classes and probabilities")
+    p.add_argument("--topk", type=int, default=5, help="classes per image in --save-predictions (default 5)")
     return p
+
+
+def per_class(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
+    counts = confusion.sum(1)
+    return [{"class": name, "count": int(n), "accuracy": (int(confusion[i, i]) / int(n)) if n else None}
+            for i, (name, n) in enumerate(zip(classes, counts))]
+
+
+def plot_confusion(confusion: torch.Tensor, classes: list[str], title: str, path: Path) -> None:
+    from resnetlab.experiments.runs import pyplot, save_figure
+
+    plt = pyplot()
+    n = len(classes)
+    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(max(5, n * 0.5), max(4.5, n * 0.45)))
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 50:  # names beyond that are unreadable
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                if confusion[i, j]:
+                    ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted class", ylabel="true class")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    save_figure(plt, fig, title, path)
+
+
+def write_predictions(path: Path, result: dict, names: list[str], items: list[str]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            out = csv.writer(f)
+            k = len(result["predictions"][0][1]) if result["predictions"] else 0
+            out.writerow(["item", "true_class", *[c for i in range(1, k + 1) for c in (f"class_{i}", f"probability_{i}")]])
+            for item, (true, top, probs) in zip(items, result["predictions"]):
+                out.writerow([item, names[true], *[x for c, pr in zip(top, probs) for x in (names[c], f"{pr:.6f}")]])
+
+    atomic_write(path, write)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size <= 0:
-        raise UserError("--batch-size must be positive")
+    if args.batch_size <= 0 or args.topk <= 0:
+        raise UserError("--batch-size and --topk must be positive")
+    for flag, path in (("--plot", args.plot), ("--save-predictions", args.save_predictions)):
+        if path and not Path(path).parent.is_dir():
+            raise UserError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
     ds = open_dataset(args.data)
     loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir)
              for c in args.checkpoint or [None]]
@@ -66,9 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         batches = eval_loader(data, args.batch_size, args.workers, protocol=args.protocol)
     name = " + ".join(x.name for x in loads)
+    measured = evaluate(models, batches, predictions=args.topk if args.save_predictions else 0)
+    confusion = measured.pop("confusion")
+    predictions = measured.pop("predictions", None)
     result = {"model": name, "data": args.data, "split": split, "protocol": args.protocol,
-              "checkpoints": args.checkpoint or [], **evaluate(models, batches)}
+              "checkpoints": args.checkpoint or [], **measured}
     result["top1_accuracy"] = 1 - result["top1_error"]
+    result["per_class"] = per_class(confusion, ds.classes)
+    result["confusion"] = confusion.tolist()
+    if args.plot:
+        plot_confusion(confusion, ds.classes, f"{name} on {split} ({args.protocol})", Path(args.plot))
+    if args.save_predictions:
+        items = ([str(p) for p in data.paths] if not isinstance(data, ArrayDataset) else
+                 [str(i) for i in range(len(data))])
+        write_predictions(Path(args.save_predictions), {"predictions": predictions}, ds.classes, items)
     if any(((x.checkpoint or {}).get("best") or {}).get("chosen_on") == split for x in loads):
         # The honest caveat of best.pt: an error on the split that chose the checkpoint is optimistic.
         result["note"] = (f"this checkpoint was chosen as the best of its run on this {split} split, so its error "
@@ -79,8 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} on {args.data} [{split}, {args.protocol}, {result['count']:,} images]: top-1 error "
               f"{result['top1_error']:.2%} (accuracy {result['top1_accuracy']:.2%}), top-5 error "
               f"{result['top5_error']:.2%}, loss {result['loss']:.4f}")
+        worst = sorted((r for r in result["per_class"] if r["count"]), key=lambda r: r["accuracy"])[:5]
+        print("weakest classes: " + ", ".join(f"{r['class']} {r['accuracy']:.1%} of {r['count']:,}" for r in worst))
         if "note" in result:
             print(f"note: {result['note']}")
+        for flag, path in (("--plot", args.plot), ("--save-predictions", args.save_predictions)):
+            if path:
+                print(f"wrote {path} ({flag})")
     return 0
 
 

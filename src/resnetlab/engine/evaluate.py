@@ -46,24 +46,37 @@ def _log_probs(models: Sequence[nn.Module], x: Tensor | list[Tensor], amp: torch
 
 
 @torch.no_grad()
-def evaluate(models: nn.Module | Sequence[nn.Module], batches: Iterable[Batch],
-             amp_dtype: torch.dtype | None = None) -> dict:
+def evaluate(models: nn.Module | Sequence[nn.Module], batches: Iterable[Batch], amp_dtype: torch.dtype | None = None,
+             predictions: int = 0) -> dict:
+    """count, loss, top-1/top-5 error and the confusion matrix (rows: true class, columns: predicted);
+    with `predictions` = k, also each image's true class and top-k classes with their probabilities."""
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     was_training = [m.training for m in models]
     for m in models:
         m.eval()
     loss = top1 = top5 = count = 0.0
+    confusion: Tensor | None = None
+    kept: list[tuple[Tensor, Tensor, Tensor]] = []
     for x, y in batches:
         log_probs = _log_probs(models, x, amp_dtype)
         y = y.to(log_probs.device, non_blocking=True)
+        classes = log_probs.shape[1]
         loss += F.nll_loss(log_probs, y, reduction="sum")
-        topk = log_probs.topk(min(5, log_probs.shape[1]), 1).indices
+        topk = log_probs.topk(min(5, classes), 1).indices
         top1 += (topk[:, 0] != y).sum()
         top5 += (~(topk == y[:, None]).any(1)).sum()
         count += len(y)
+        pairs = torch.bincount(y * classes + topk[:, 0], minlength=classes * classes).view(classes, classes)
+        confusion = pairs if confusion is None else confusion + pairs
+        if predictions:
+            values, indices = log_probs.exp().topk(min(predictions, classes), 1)
+            kept.append((y.cpu(), indices.cpu(), values.float().cpu()))
     for m, mode in zip(models, was_training):
         m.train(mode)
     if not count:
         return {"count": 0, "loss": float("nan"), "top1_error": float("nan"), "top5_error": float("nan")}
-    return {"count": int(count), "loss": float(loss) / count, "top1_error": float(top1) / count,
-            "top5_error": float(top5) / count}
+    result = {"count": int(count), "loss": float(loss) / count, "top1_error": float(top1) / count,
+              "top5_error": float(top5) / count, "confusion": confusion.cpu()}
+    if predictions:
+        result["predictions"] = [(int(t), i.tolist(), v.tolist()) for y, idx, val in kept for t, i, v in zip(y, idx, val)]
+    return result
