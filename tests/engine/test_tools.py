@@ -34,12 +34,25 @@ def test_onnx_export_matches_pytorch_at_two_batch_sizes(trained, tmp_path):
         with torch.no_grad():
             ref = loaded.model(x).numpy()
         assert np.abs(session.run(None, {"images": x.numpy()})[0] - ref).max() < 1e-4
-    assert main(["export", "--checkpoint", str(trained / "last.pt"), "--format", "torchscript",
-                 "--out", str(tmp_path / "m.pt")]) == 0
+    with pytest.warns(FutureWarning, match="TorchScript is deprecated"):
+        assert main(["export", "--checkpoint", str(trained / "last.pt"), "--format", "torchscript",
+                     "--out", str(tmp_path / "m.pt")]) == 0
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), loaded.model(x))
+
+
+def test_pt2_export_is_a_torch_export_program_with_a_free_batch_dimension(trained, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(trained / "last.pt"), "--out", str(tmp_path / "m.pt2")]) == 0
+    assert "torch.export program" in capsys.readouterr().out
+    program = torch.export.load(str(tmp_path / "m.pt2"))
+    loaded = load_model(str(trained / "last.pt"))
+    for n in (3, 16):
+        x = torch.randn(n, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), loaded.model(x))
+    assert main(["export", "--checkpoint", str(trained / "last.pt"), "--out", str(tmp_path / "m.bin")]) == 2
 
 
 def test_predict_names_classes(trained, tmp_path, capsys):

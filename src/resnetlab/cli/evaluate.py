@@ -84,8 +84,8 @@ def write_predictions(path: Path, result: dict, names: list[str], items: list[st
     atomic_write(path, write)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def measure(args) -> dict:
+    """The evaluation `args` (this parser's namespace) asks for, its files written; the Python API's too."""
     if args.batch_size <= 0 or args.topk <= 0:
         raise UserError("--batch-size and --topk must be positive")
     for flag, path in (("--plot", args.plot), ("--save-predictions", args.save_predictions)):
@@ -133,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         # The honest caveat of best.pt: an error on the split that chose the checkpoint is optimistic.
         result["note"] = (f"this checkpoint was chosen as the best of its run on this {split} split, so its error "
                           "here is optimistic; report last.pt's (final-iteration) error instead")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = measure(args)
+    name, split = result["model"], result["split"]
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -1,6 +1,9 @@
-"""`resnetlab export`: a trained model as ONNX or TorchScript, with a dynamic batch size.
+"""`resnetlab export`: a trained model as a torch.export program (.pt2) or ONNX, with a dynamic batch size.
 
-The ONNX file is checked in onnxruntime against PyTorch at two batch sizes when onnxruntime is installed.
+Every export is loaded back and compared with PyTorch at batch sizes 1 and 7: the .pt2 program with
+torch.export.load, the ONNX file in onnxruntime (when installed). ONNX goes through the current exporter
+(torch.onnx.export(dynamo=True)) and falls back to the legacy one, saying so. TorchScript, deprecated in
+PyTorch, is kept behind --format torchscript.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,14 +22,19 @@ from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.inference import LoadedModel, load_model
 from resnetlab.errors import UserError
 
+FORMATS = {"pt2": "torch.export program", "onnx": "ONNX", "torchscript": "TorchScript (deprecated)"}
+TOLERANCE = 1e-4  # largest |export - PyTorch| accepted on random input
+
 
 def build_parser() -> Parser:
     p = Parser(prog="resnetlab export", description=__doc__.strip().splitlines()[0].split(": ", 1)[1],
-               epilog="example: resnetlab export --checkpoint runs/r20/best.pt --format onnx --out r20.onnx")
+               epilog="example: resnetlab export --checkpoint runs/r20/best.pt --format pt2 --out r20.pt2")
     add_model_source(p)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
-    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--format", choices=list(FORMATS),
+                   help="pt2 (torch.export, load with torch.export.load), onnx, or torchscript (deprecated); "
+                        "default: from --out's suffix (.pt2 or .onnx)")
+    p.add_argument("--out", required=True, help="output file (.pt2, .onnx or .pt)")
+    p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never the input)")
     return p
 
@@ -45,56 +54,88 @@ def check_out(out: Path, inputs: list[str], force: bool) -> Path:
     return out
 
 
-def export_onnx(loaded: LoadedModel, out: Path) -> None:
+def _example(loaded: LoadedModel, n: int = 2) -> torch.Tensor:
     size = loaded.input["size"]
-    example = torch.randn(2, 3, size, size)
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
 
-    def write(tmp: Path) -> None:
+
+BATCH = {"x": {0: torch.export.Dim.DYNAMIC}}  # the batch dimension stays free in every format
+
+
+def export_pt2(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.ndarray]:
+    program = torch.export.export(loaded.model, (_example(loaded),), dynamic_shapes=BATCH)
+    atomic_write(out, lambda tmp: torch.export.save(program, str(tmp)))
+    module = torch.export.load(str(out)).module()
+    return lambda x: module(x).detach().numpy()
+
+
+def export_onnx(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.ndarray]:
+    def write(tmp: Path, dynamo: bool) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(loaded.model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+            if dynamo:
+                torch.onnx.export(loaded.model, (_example(loaded),), str(tmp), input_names=["images"],
+                                  output_names=["logits"], dynamic_shapes=BATCH, dynamo=True)
+            else:
+                torch.onnx.export(loaded.model, (_example(loaded),), str(tmp), input_names=["images"],
+                                  output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                                  dynamo=False)
 
-    atomic_write(out, write)
-
-
-def check_onnx(loaded: LoadedModel, path: Path, batch_sizes: tuple[int, ...] = (1, 7)) -> float:
-    """Largest |onnxruntime - PyTorch| over random inputs at each batch size."""
+    try:
+        atomic_write(out, lambda tmp: write(tmp, dynamo=True))
+    except Exception as e:  # noqa: BLE001 - the new exporter needs onnxscript and a recent torch
+        print(f"the current ONNX exporter failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+              "using the legacy TorchScript-based exporter")
+        atomic_write(out, lambda tmp: write(tmp, dynamo=False))
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    size, worst = loaded.input["size"], 0.0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["logits"], {"images": x.numpy()})[0]
+
+
+def export_torchscript(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.ndarray]:
+    warnings.warn("TorchScript is deprecated in PyTorch; --format pt2 is its replacement", FutureWarning, stacklevel=2)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The network has no data-dependent control flow, so a trace is the whole program.
+        traced = torch.jit.trace(loaded.model, _example(loaded))
+    atomic_write(out, lambda tmp: traced.save(str(tmp)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(out))
+    return lambda x: module(x).detach().numpy()
+
+
+def worst_difference(loaded: LoadedModel, run: Callable[[torch.Tensor], np.ndarray],
+                     batch_sizes: tuple[int, ...] = (1, 7)) -> float:
+    """Largest |export - PyTorch| over random inputs at each batch size."""
+    worst = 0.0
     for n in batch_sizes:
-        x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+        x = _example(loaded, n)
         with torch.no_grad():
             ref = loaded.model(x).numpy()
-        got = session.run(["logits"], {"images": x.numpy()})[0]
-        worst = max(worst, float(np.abs(got - ref).max()))
+        worst = max(worst, float(np.abs(run(x) - ref).max()))
     return worst
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = check_out(Path(args.out), [p for p in (args.checkpoint, args.weights) if p], args.force)
+    fmt = args.format or {".pt2": "pt2", ".onnx": "onnx"}.get(out.suffix)
+    if fmt is None:
+        raise UserError(f"--out {out}: name it .pt2 or .onnx, or give --format")
+    exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}[fmt]
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir)
-    if args.format == "torchscript":
-        size = loaded.input["size"]
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # The network has no data-dependent control flow, so a trace is the whole program.
-            traced = torch.jit.trace(loaded.model, torch.randn(2, 3, size, size))
-        atomic_write(out, lambda tmp: traced.save(str(tmp)))
-        print(f"wrote {out} (TorchScript, {loaded.name})")
+    try:
+        run = exporter(loaded, out)
+    except ImportError:
+        print("onnxruntime is not installed: the ONNX file was written but not checked (pip install 'resnetlab[export]')")
         return 0
-    export_onnx(loaded, out)
-    print(f"wrote {out} (ONNX, {loaded.name}, input 'images' N x 3 x {loaded.input['size']} x {loaded.input['size']})")
+    size = loaded.input["size"]
+    print(f"wrote {out} ({FORMATS[fmt]}, {loaded.name}, input N x 3 x {size} x {size}, N free)")
     if not args.no_check:
-        try:
-            diff = check_onnx(loaded, out)
-        except ImportError:
-            print("onnxruntime is not installed: not checked (pip install 'resnetlab[export]')")
-            return 0
-        print(f"onnxruntime matches PyTorch at batch sizes 1 and 7: max abs difference {diff:.2e}")
-        if diff > 1e-4:
-            raise UserError(f"the ONNX export of {loaded.name} differs from PyTorch by {diff:.2e}")
+        diff = worst_difference(loaded, run)
+        print(f"loaded back, it matches PyTorch at batch sizes 1 and 7: max abs difference {diff:.2e}")
+        if diff > TOLERANCE:
+            raise UserError(f"the {FORMATS[fmt]} export of {loaded.name} differs from PyTorch by {diff:.2e}")
     return 0

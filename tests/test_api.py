@@ -1,0 +1,49 @@
+"""The Python API and the torch.hub entry points, end to end on tiny data."""
+
+import shutil
+
+import pytest
+import torch
+
+import resnetlab
+from tests.conftest import AKAMASTER, REPO
+
+
+def test_train_resume_evaluate_predict_from_python(tiny_cifar, tmp_path):
+    out = tmp_path / "r"
+    summary = resnetlab.train(model="cifar_resnet8", data=tiny_cifar, out=out, iters=4, batch_size=32,
+                              eval_every=4, log_every=2, amp="off", stop_after=2)  # fp32, as evaluate
+    assert summary["iterations"] == 2 and not summary["finished"]
+    summary = resnetlab.resume(out)
+    assert summary["finished"] and summary["iterations"] == 4
+    result = resnetlab.evaluate(checkpoint=out / "last.pt", data=tiny_cifar, split="test")
+    assert result["count"] == 200 and result["top1_error"] == summary["final_val_error"]  # the same model, the same split
+    assert len(result["per_class"]) == 10 and sum(map(sum, result["confusion"])) == 200
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "red.png")
+    (top,) = resnetlab.predict([tmp_path / "red.png"], checkpoint=out / "last.pt", topk=3)
+    classes = [c["class"] for c in result["per_class"]]
+    assert len(top["top"]) == 3 and all(t["class"] in classes for t in top["top"])  # names, not indices
+
+
+def test_every_network_is_a_torch_hub_entry_point_with_named_weights(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    names = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")]  # as torch.hub.list
+    assert sorted(names) == sorted(resnetlab.list_models())
+    net = torch.hub.load(str(REPO), "cifar_plain20", source="local", trust_repo=True)
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in resnetlab.create_model("cifar_plain20").parameters())
+    r20 = AKAMASTER / "resnet20-12fca82f.th"
+    if not r20.is_file():
+        pytest.skip("the shared akamaster weights are not here")
+    shutil.copy(r20, tmp_path / r20.name)
+    monkeypatch.setenv("RESNETLAB_WEIGHTS", str(tmp_path))
+    net = torch.hub.load(str(REPO), "cifar_resnet20", source="local", trust_repo=True, weights="akamaster")
+    reference = resnetlab.create_model("cifar_resnet20")
+    resnetlab.load_weights(reference, r20)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net.eval()(x), reference.eval()(x))
