@@ -90,6 +90,7 @@ class Stack:
             self._load_momenta()
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # fp16: see check_together
         self._step = self._train_step
+        self._lrs: list[float] | None = None
         self.compiled_once = False
         if path.compiled:
             # The whole step as compiled code: forward and loss (with their backward, by AOTAutograd) and the
@@ -116,6 +117,9 @@ class Stack:
                 self.optimizer.buffers[name] = pack([{name: s[i]["momentum_buffer"].to(self.device)} for s in per_run])[name]
 
     def set_learning_rates(self, lrs: list[float]) -> None:
+        if lrs == self._lrs:  # they change a few times a run: no copy to the device at every step
+            return
+        self._lrs = list(lrs)
         if self.k > 1:
             self.optimizer.lrs.copy_(torch.tensor(lrs))
             return
