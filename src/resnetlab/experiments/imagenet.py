@@ -81,8 +81,8 @@ def ten_crop(net: Net, out: Path, data: str, device: str, workers: int) -> dict:
             return result
     loaded = load_model(str(run_dir / "last.pt"))
     val = open_dataset(data).splits["val"]
-    result = evaluate(loaded.model.to(resolve_device(device)), eval_loader(val, 25, workers, protocol="10-crop"))
-    result["iterations"] = iterations
+    measured = evaluate(loaded.model.to(resolve_device(device)), eval_loader(val, 25, workers, protocol="10-crop"))
+    result = {key: measured[key] for key in ("count", "loss", "top1_error", "top5_error")} | {"iterations": iterations}
     write_json(cached, result)
     return result
 
