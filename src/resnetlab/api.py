@@ -14,7 +14,7 @@ from typing import Any
 
 from resnetlab.engine.config import resolve
 from resnetlab.engine.inference import load_model, predict as _predict
-from resnetlab.engine.trainer import seed_configs, train_runs
+from resnetlab.engine.trainer import resume_configs, seed_configs, train_runs
 
 
 def train(*, model: str, data: str, out: str, recipe: str = "cifar-paper", seeds: int = 1,
@@ -26,11 +26,12 @@ def train(*, model: str, data: str, out: str, recipe: str = "cifar-paper", seeds
     return summaries if seeds > 1 else summaries[0]
 
 
-def resume(run_dir: str, stop_after: int | None = None) -> dict:
-    """Continue the run in `run_dir` exactly, as `resnetlab train --resume` does."""
-    from resnetlab.cli.train import _resumed
-
-    return train_runs([_resumed(Path(run_dir), {})], resume=True, stop_after=stop_after)[0]
+def resume(run_dir: str, stop_after: int | None = None, **changes: Any) -> dict | list[dict]:
+    """Continue the run in `run_dir` exactly, as `resnetlab train --resume` does (changes: iters=, ...);
+    a folder of seeds trained together returns one summary per seed."""
+    configs = resume_configs(Path(run_dir), changes)
+    summaries = train_runs(configs, resume=True, stop_after=stop_after)
+    return summaries if len(configs) > 1 else summaries[0]
 
 
 def evaluate(*, data: str, checkpoint: str | list[str] | None = None, model: str | None = None,

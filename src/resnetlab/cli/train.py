@@ -13,9 +13,7 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, resolve, validate
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.schedule import extended
-from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, load_run_config, seed_configs,
+from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
                                       train_runs)
 from resnetlab.errors import UserError
 
@@ -71,25 +69,6 @@ def build_parser() -> Parser:
     return p
 
 
-RESUME_CHANGEABLE = {"iters", "milestones", "device", "workers", "log_every", "eval_every", "save_every"}
-
-
-def _resumed(run_dir: Path, flags: dict) -> TrainConfig:
-    fixed = sorted(k for k, v in flags.items() if v is not None and k not in RESUME_CHANGEABLE)
-    if fixed:
-        raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
-                        f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
-    old = load_run_config(run_dir)
-    changes = {k: v for k, v in flags.items() if v is not None}
-    if "iters" in changes and "milestones" not in changes:
-        # --iters on resume follows the schedule a fresh run of that length would have (or is refused).
-        step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
-        changes["milestones"] = extended(old, changes["iters"], step)
-    cfg = dataclasses.replace(old, out=str(run_dir), **changes)
-    validate(cfg)
-    return cfg
-
-
 def _resume_hint(configs: list[TrainConfig], resumed: str | None) -> str:
     return resumed or (configs[0].out if len(configs) == 1 else str(Path(configs[0].out).parent))
 
@@ -102,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
     if args.resume:
-        run_dir = Path(args.resume)
-        together = sorted(run_dir.glob("seed*/last.pt")) if not (run_dir / "last.pt").exists() else []
-        configs = [_resumed(p.parent, flags) for p in together] or [_resumed(run_dir, flags)]
+        configs = resume_configs(Path(args.resume), flags)
     else:
         file_values = read_toml(args.config) if args.config else {}
         recipe = flags.pop("recipe") or file_values.pop("recipe", "cifar-paper")

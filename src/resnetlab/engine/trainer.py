@@ -20,12 +20,13 @@ from tqdm import tqdm
 from resnetlab.engine import distributed, fastpath
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, from_dict, validate
+from resnetlab.engine.schedule import extended
 from resnetlab.engine.run import SPLIT_NAMES, Run, TrainingDiverged
 from resnetlab.engine.stack import Stack, check_together
 from resnetlab.errors import UserError
 
-__all__ = ["RunInterrupted", "SPLIT_NAMES", "TrainingDiverged", "load_run_config", "prepare", "seed_configs",
-           "train", "train_runs"]
+__all__ = ["RunInterrupted", "SPLIT_NAMES", "TrainingDiverged", "load_run_config", "prepare", "resume_configs",
+           "seed_configs", "train", "train_runs"]
 
 
 class RunInterrupted(Exception):
@@ -220,3 +221,30 @@ def load_run_config(run_dir: Path) -> TrainConfig:
             raise UserError(f"{path} is damaged (not JSON); delete it to resume from the copy inside last.pt") from None
         return from_dict(values, str(path))
     return from_dict(load_checkpoint(run_dir / "last.pt", training=True)["config"], str(run_dir / "last.pt"))
+
+
+RESUME_CHANGEABLE = {"iters", "milestones", "device", "workers", "log_every", "eval_every", "save_every"}
+
+
+def resume_configs(run_dir: Path, flags: dict[str, Any]) -> list[TrainConfig]:
+    """The configs to resume RUN_DIR with (one per seed for runs trained together), with the changes
+    `flags` may make."""
+    together = sorted(run_dir.glob("seed*/last.pt")) if not (run_dir / "last.pt").exists() else []
+    return [resumed_config(p.parent, flags) for p in together] or [resumed_config(run_dir, flags)]
+
+
+def resumed_config(run_dir: Path, flags: dict[str, Any]) -> TrainConfig:
+    """The config of the run in `run_dir`, changed by `flags` where a resumed run may change."""
+    fixed = sorted(k for k, v in flags.items() if v is not None and k not in RESUME_CHANGEABLE)
+    if fixed:
+        raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
+                        f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
+    old = load_run_config(run_dir)
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if "iters" in changes and "milestones" not in changes:
+        # --iters on resume follows the schedule a fresh run of that length would have (or is refused).
+        step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
+        changes["milestones"] = extended(old, changes["iters"], step)
+    cfg = dataclasses.replace(old, out=str(run_dir), **changes)
+    validate(cfg)
+    return cfg
