@@ -97,7 +97,7 @@ def test_resume_with_more_iterations_follows_the_fresh_schedule(tiny_cifar, tmp_
     capsys.readouterr()
     assert main(["train", "--resume", str(extended), "--iters", "16"]) == 0
     out = capsys.readouterr().out
-    assert "resuming" in out and "divided by 10 at 8, 12" in out
+    assert "resuming" in out and "16 iterations of batch 32, lr 0.1 divided by 10 at iterations 8, 12" in out
     assert load_checkpoint(extended / "last.pt")["config"]["milestones"] == [8, 12]
     assert same_weights(fresh / "last.pt", extended / "last.pt")
 

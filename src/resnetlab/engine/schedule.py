@@ -87,12 +87,12 @@ def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
 def describe(cfg: TrainConfig, warmup: bool) -> str:
     """The schedule in effect, in one line."""
     if cfg.schedule == "step":
-        drops = f"divided by 10 at {_listing(cfg.milestones)}" if cfg.milestones else "constant"
+        drops = f"divided by 10 at iterations {_listing(cfg.milestones)}" if cfg.milestones else "constant"
     else:
         drops = f"divided by 10 after {cfg.plateau_patience} evaluations without improvement"
     warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
             if warmup else "")
-    return f"schedule: lr {cfg.lr:g}, {drops}, {cfg.iters:,} iterations of batch {cfg.batch_size}{warm}"
+    return f"schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g} {drops}{warm}"
 
 
 def _listing(values: list[int]) -> str:
