@@ -1,5 +1,5 @@
 """One training run: its configuration, data, model and optimizer state, schedule state, metrics and
-checkpoints. The loop (engine/loop.py) trains one or several runs; a Run keeps its own books.
+checkpoints. The loop (engine/trainer.py) trains one or several runs; a Run keeps its own books.
 """
 
 from __future__ import annotations
@@ -226,10 +226,11 @@ class Run:
     def interrupted(self, saveable: bool) -> bool:
         """Stopped between steps: keep the state after the last finished step, with the metric window it had
         gathered. Stopped inside a log point or a step: keep the last checkpoint. Returns whether it saved."""
-        saveable = saveable and not self.in_log_point and math.isfinite(self.loss_sum.item())
+        window_loss = self.loss_sum.item()
+        saveable = saveable and not self.in_log_point and math.isfinite(window_loss)
         if saveable:
             state = self.state
-            state.window_loss, state.window_errors = self.loss_sum.item(), int(self.err_sum.item())
+            state.window_loss, state.window_errors = window_loss, int(self.err_sum.item())
             state.window_steps = self.window
             self.save()
         return saveable
@@ -246,8 +247,8 @@ class Run:
             "final_val_error": last.get("val_error"), "final_iteration_evaluated": last.get("iteration"),
             "best_val_error": self.state.best_val_error if chosen else None,
             "best_chosen_on": self.data.split["val"] if chosen else None,
-            "train_seconds": self.state.train_seconds, "compile_seconds": self.state.compile_seconds, "device": str(self.device), "torch": torch.__version__,
-            "run_dir": str(self.run_dir.path),
+            "train_seconds": self.state.train_seconds, "compile_seconds": self.state.compile_seconds,
+            "device": str(self.device), "torch": torch.__version__, "run_dir": str(self.run_dir.path),
         }
         if self.dist.is_main:
             self.run_dir.write_json("summary.json", summary)

@@ -91,6 +91,7 @@ class Stack:
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # fp16: see check_together
         self._step = self._train_step
         self._lrs: list[float] | None = None
+        self.synced = True  # the runs' models hold the stacked weights (nothing trained yet)
         self.compiled_once = False
         if path.compiled:
             # The whole step as compiled code: forward and loss (with their backward, by AOTAutograd) and the
@@ -135,6 +136,7 @@ class Stack:
         x = batches[0][0] if self.k == 1 else torch.cat([b[0] for b in batches], dim=1)
         y = torch.stack([b[1] for b in batches], dim=1)  # (B, K)
         self.set_learning_rates(lrs)
+        self.synced = False
         return self._step(x, y)
 
     def _train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,11 +150,12 @@ class Stack:
         return losses.detach(), (logits.detach().argmax(2) != y).sum(0)
 
     def sync(self) -> None:
-        """Copy the stacked weights and momenta back into each run's own model and optimizer."""
-        if self.k == 1:
+        """Copy the stacked weights and momenta back into each run's own model and optimizer, once per step
+        however many runs ask (K = 1: the run's model is the trained one, nothing to copy)."""
+        if self.k == 1 or self.synced:
             return
-        net = getattr(self.net, "_orig_mod", self.net)
-        states = unpack(net.state_dict(), self.template, self.k)
+        self.synced = True
+        states = unpack(self.net.state_dict(), self.template, self.k)
         names = [n for n, _ in self.runs[0].model.named_parameters()]
         buffers = self.optimizer.buffers
         momenta = (unpack({n: buffers[n] for n in names}, {n: self.template[n] for n in names}, self.k)

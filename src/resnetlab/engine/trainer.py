@@ -157,17 +157,10 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
                 consistent = True
                 bar.update(1)
                 stop = signals.requested is not None
-                synced: list[bool] = []  # the stacked weights go back to the runs once per log point
-
-                def sync_once() -> None:
-                    if not synced:
-                        stack.sync()
-                        synced.append(True)
-
                 agreed = False
                 for k, run in enumerate(runs):
                     run.book(losses[k], errors[k], len(batches[k][1]), waited)
-                    logged = run.log_point(lrs[k], len(batches[k][1]), end, stop, sync_once)
+                    logged = run.log_point(lrs[k], len(batches[k][1]), end, stop, stack.sync)
                     if logged is None:
                         continue
                     record, agreed = logged
