@@ -163,10 +163,7 @@ def split_for_training(ds: Dataset, val: str, holdout: int) -> tuple[ArrayDatase
                         "(one folder per class)")
     info: dict = {"val": val}
     if val == "holdout":
-        if not isinstance(train, ArrayDataset):
-            raise UserError("--val holdout is supported for in-memory (small-image) data; give a val/ folder")
-        size, note = holdout_size(train.labels, holdout)
-        train_idx, val_idx = holdout_split(train.labels, size, seed=0)
+        train_idx, val_idx, size, note = _holdout(ds, holdout)
         info.update(holdout=size, holdout_seed=0, val_indices=val_idx.tolist(),
                     val_sha1=hashlib.sha1(val_idx.tobytes()).hexdigest())
         if note:
@@ -178,14 +175,19 @@ def split_for_training(ds: Dataset, val: str, holdout: int) -> tuple[ArrayDatase
     return train, validation, info
 
 
+def _holdout(ds: Dataset, requested: int) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """(train indices, hold-out indices, hold-out size, the rule's note): the same for training and evaluate."""
+    train = ds.splits["train"]
+    if not isinstance(train, ArrayDataset):
+        raise UserError("the hold-out split needs in-memory (small-image) data; give a val/ folder")
+    size, note = holdout_size(train.labels, requested)
+    return (*holdout_split(train.labels, size, seed=0), size, note)
+
+
 def select_split(ds: Dataset, split: str, holdout: int = PAPER_HOLDOUT) -> ArrayDataset | folders.FolderIndex:
     """A named split, or "holdout": the fixed stratified hold-out of train that training validates on."""
     if split == "holdout":
-        train = ds.splits["train"]
-        if not isinstance(train, ArrayDataset):
-            raise UserError("the hold-out split needs in-memory (small-image) data; give a val/ folder")
-        size, _ = holdout_size(train.labels, holdout)
-        return train.subset(holdout_split(train.labels, size, seed=0)[1])
+        return ds.splits["train"].subset(_holdout(ds, holdout)[1])
     if split not in ds.splits:
         raise UserError(f"split {split!r}: {ds.source} has only {', '.join(ds.splits)}")
     return ds.splits[split]
