@@ -136,6 +136,7 @@ def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     """A stored config (config.json, a checkpoint's) back as a TrainConfig; a damaged one is named."""
     if not isinstance(values, dict):
         raise UserError(f"{source} is damaged: it does not hold a training configuration")
+    values = {k: v for k, v in values.items() if k != "fast_path"}  # what a run used, not a setting
     problem = first_problem(values)
     if problem:
         raise UserError(f"{source} is damaged or from another version: {problem}")

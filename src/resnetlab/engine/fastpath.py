@@ -9,8 +9,10 @@ benchmarks/gpu_check.sh has run on one.
 
 from __future__ import annotations
 
+import platform
 import shutil
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -32,6 +34,34 @@ class FastPath:
     @property
     def compiled(self) -> bool:
         return self.compile_mode is not None
+
+    @property
+    def precision(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32")
+
+    @property
+    def mode(self) -> str:
+        """How the step runs: "eager" or "compiled" (with the torch.compile mode when not the default)."""
+        if self.compile_mode is None:
+            return "eager"
+        return "compiled" if self.compile_mode == "default" else f"compiled ({self.compile_mode})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode} {self.precision}"
+
+
+@lru_cache(maxsize=None)
+def device_name(device: torch.device) -> str:
+    """The machine as a report names it: the GPU's name, or the CPU's model (from /proc/cpuinfo on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        models = []
+    return f"{models[0] if models else platform.processor() or platform.machine()} (CPU)"
 
 
 def cpu_has_native_bf16() -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from resnetlab.engine import distributed, schedule
+from resnetlab.engine import distributed, fastpath, schedule
 from resnetlab.engine.batches import Data
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig
@@ -121,14 +121,19 @@ class Run:
             self.tensorboard.flush()
 
     # -- the books of the loop -----------------------------------------------------------------------
-    def begin(self) -> None:
-        """Write config and split, say the schedule, reopen the metric window an interrupt left."""
+    def begin(self, path: fastpath.FastPath) -> None:
+        """Record how the steps run, write config and split, say the schedule, reopen the metric window an
+        interrupt left."""
         cfg, state = self.cfg, self.state
+        change = self._record(path)
         if self.dist.is_main:
-            self.run_dir.write_json("config.json", cfg.to_dict())
+            # config.json holds the settings asked for and, apart, the fast path this process actually uses.
+            self.run_dir.write_json("config.json", {**cfg.to_dict(), "fast_path": {**state.fast_paths[-1], "why": path.why}})
             self.run_dir.write_json("split.json", self.data.split)
             verb = f"resuming {cfg.out} at iteration {state.step:,}" if state.step else f"training {cfg.out}"
             print(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}", flush=True)
+            if change:
+                print(change, flush=True)
         self.loss_sum = torch.tensor(state.window_loss, device=self.device)
         self.err_sum = torch.tensor(state.window_errors, device=self.device, dtype=torch.long)
         self.window = state.window_steps
@@ -136,6 +141,21 @@ class Run:
         self.seen, self.window_start, self.data_seconds = 0, time.perf_counter(), 0.0
         self.in_log_point = False
         self.model.train()
+
+    def _record(self, path: fastpath.FastPath) -> str | None:
+        """Append the fast path to the run's history when it differs from the last; returns the line that
+        says a resumed run changed precision, mode or machine."""
+        state = self.state
+        used = {"precision": path.precision, "mode": path.mode, "device": fastpath.device_name(self.device)}
+        last = state.fast_paths[-1] if state.fast_paths else None
+        if last is not None and all(last[k] == used[k] for k in used):
+            return None
+        state.fast_paths.append({"from_iteration": state.step, **used})
+        if last is None:
+            return (f"note: how iterations 0-{state.step:,} ran was not recorded (a checkpoint of an older resnetlab)"
+                    if state.step else None)
+        return (f"note: this run ran {last['mode']} {last['precision']} on {last['device']} until iteration "
+                f"{state.step:,}; it continues {path.name} on {used['device']}")
 
     def restart_clock(self) -> None:
         """Time the window from now: what came before (compiling the step) is not training speed."""
@@ -248,6 +268,9 @@ class Run:
             "best_val_error": self.state.best_val_error if chosen else None,
             "best_chosen_on": self.data.split["val"] if chosen else None,
             "train_seconds": self.state.train_seconds, "compile_seconds": self.state.compile_seconds,
+            "precision": "/".join(dict.fromkeys(p["precision"] for p in self.state.fast_paths)),
+            "mode": "/".join(dict.fromkeys(p["mode"] for p in self.state.fast_paths)),
+            "fast_paths": self.state.fast_paths,
             "device": str(self.device), "torch": torch.__version__, "run_dir": str(self.run_dir.path),
         }
         if self.dist.is_main:

@@ -4,7 +4,7 @@ a schedule follows a change of --iters."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from resnetlab.engine.config import TrainConfig, scaled_milestones
 from resnetlab.errors import UserError
@@ -29,6 +29,9 @@ class RunState:
     window_errors: int = 0
     window_steps: int = 0
     first_loss: float = 0.0  # mean loss of the first logged window: the reference for an exploding loss
+    # How the steps ran: {"from_iteration", "precision", "mode", "device"}, one entry per change (a run resumed
+    # on another machine may continue in another precision; its reports must say so).
+    fast_paths: list = field(default_factory=list)
 
 
 def uses_warmup(cfg: TrainConfig) -> bool:

@@ -124,7 +124,7 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
     step = starts.pop()
     end = lead.cfg.iters if stop_after is None else min(lead.cfg.iters, step + stop_after)
     for run in runs:
-        run.begin()
+        run.begin(stack.path)
     stack.net.train()
     name = lead.cfg.model if len(runs) == 1 else f"{len(runs)} x {lead.cfg.model}"
     bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
