@@ -36,9 +36,9 @@ def run() -> int:
     record: dict = {"rank": rank, "log_points": []}
     begin, book, log_point, finish = Run.begin, Run.book, Run.log_point, Run.finish
 
-    def probed_begin(self):
+    def probed_begin(self, path):
         record["begin"] = {"step": self.state.step, "digest": digest(self.model)}
-        return begin(self)
+        return begin(self, path)
 
     def probed_book(self, loss, errors, batch, data_seconds=0.0):
         if skew:

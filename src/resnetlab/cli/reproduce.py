@@ -4,7 +4,6 @@ Table 2 / Table 3 / Fig. 4 on an ImageNet-style folder."""
 from __future__ import annotations
 
 import json
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -16,9 +15,9 @@ from resnetlab.cli.options import add_device
 from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.trainer import resolve_device
 from resnetlab.errors import UserError
-from resnetlab.engine import distributed
+from resnetlab.engine import distributed, fastpath
 from resnetlab.experiments import cifar, imagenet
-from resnetlab.experiments.runs import git_commit
+from resnetlab.experiments.runs import RUNS_TABLE_NOTE, git_commit, runs_table
 from resnetlab.experiments.table1 import markdown, table1
 
 PAPER_ITERS = 64000
@@ -124,7 +123,7 @@ def run_cifar(args) -> int:
     stds = cifar.figure7(specs, out, args.data, args.device, out / "figure7.png")
     _, split_name = cifar.evaluation_split(args.data)
     device = next(iter(summaries.values()))["device"]
-    device_name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "CPU"
+    device_name = fastpath.device_name(resolve_device(args.device))
     budget = ("the paper's full schedule (64k iterations)" if args.iters >= PAPER_ITERS else
               f"SHORTENED: {args.iters:,} iterations per run instead of the paper's 64,000 "
               f"(lr milestones scaled to {args.iters // 2:,} and {args.iters * 3 // 4:,})")
@@ -137,12 +136,16 @@ def run_cifar(args) -> int:
 
 ## How this was made
 - command: `{command}`
-- resnetlab commit {git_commit()}, torch {torch.__version__}, device {device} ({device_name})
-- training time {wall / 60:.1f} min over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {cifar.elapsed_since(start)} this invocation)
+- resnetlab commit {git_commit()}, torch {torch.__version__}, report written on {device_name} ({device})
+- training time {wall / 3600:.2f} h over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {cifar.elapsed_since(start)} this invocation)
 - data `{args.data}`; errors are measured on the {split_name}; recipe `cifar-paper` (batch 128, SGD momentum 0.9,
   weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of the run, 4-pixel pad + random crop + flip,
   per-pixel mean subtraction; lr 0.01 warm-up for depth >= 110)
 
+## How each run trained
+{RUNS_TABLE_NOTE}
+
+{runs_table({s.name: out / "runs" / s.name for s in specs}, 128)}
 ## Table 6
 Errors in % of the evaluation split at the end of each run; the paper's column is its CIFAR-10 *test* error after 64k iterations.
 

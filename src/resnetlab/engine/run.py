@@ -40,8 +40,9 @@ def model_options(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
 
 class Run:
     def __init__(self, cfg: TrainConfig, resume: bool, device: torch.device, dist: distributed.DistInfo,
-                 amp_dtype: torch.dtype | None, channels_last: bool) -> None:
-        self.cfg, self.device, self.dist, self.amp_dtype = cfg, device, dist, amp_dtype
+                 channels_last: bool) -> None:
+        self.cfg, self.device, self.dist = cfg, device, dist
+        self.amp_dtype: torch.dtype | None = None  # the precision of the steps and evaluations: set by Stack.use
         self.run_dir = RunDir(cfg.out)
         if dist.is_main:
             self.run_dir.check(resume)  # before any data is read: a bad --out costs nothing
@@ -53,7 +54,8 @@ class Run:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)  # replaced by Stack.use for fp16
+        self.scaler_state: dict[str, Any] = {}  # a resumed fp16 run's loss scale
         self.state = RunState()
         self.warmup = schedule.uses_warmup(cfg)
         if ckpt is not None:
@@ -92,7 +94,7 @@ class Run:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scaler.load_state_dict(ckpt["scaler"])
+            self.scaler_state = dict(ckpt["scaler"])
             self.state = RunState(**ckpt["state"])
             torch.set_rng_state(ckpt["rng"]["torch"])
         except (RuntimeError, KeyError, TypeError, ValueError) as e:

@@ -71,13 +71,12 @@ def check_together(configs: list[TrainConfig], dist: DistInfo) -> None:
 
 class Stack:
     def __init__(self, runs: list[Run], path: FastPath) -> None:
-        self.runs, self.k, self.path = runs, len(runs), path
+        self.runs, self.k = runs, len(runs)
         lead = runs[0]
-        self.device, self.amp_dtype, self.dist = lead.device, lead.amp_dtype, lead.dist
+        self.device, self.dist = lead.device, lead.dist
         if self.k == 1:
             self.net: nn.Module = lead.model
             self.optimizer = lead.optimizer
-            self.scaler = lead.scaler
             if self.dist.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.net = nn.parallel.DistributedDataParallel(lead.model, device_ids=ids)
@@ -88,26 +87,55 @@ class Stack:
             self.net = self.net.to(self.device)
             self.optimizer = RunsSGD(dict(self.net.named_parameters()), self.k, cfg.momentum, cfg.weight_decay)
             self._load_momenta()
-            self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # fp16: see check_together
-        self._step = self._train_step
+        # Momentum buffers start as zeros, not absent (m * 0 + g = g: the same first step, to the bit), so that
+        # a compiled update compiles once instead of again at the second step, and so that every step, the
+        # first included, changes the same tensors in place (what fastcheck saves and restores).
+        for buffer, param in self.momenta():
+            if buffer is None:
+                self._set_momentum(param, torch.zeros_like(param))
         self._lrs: list[float] | None = None
         self.synced = True  # the runs' models hold the stacked weights (nothing trained yet)
-        self.compiled_once = False
+        self.use(path)
+
+    def use(self, path: FastPath) -> None:
+        """Run the step in the precision and mode of `path` from now on (the runs' evaluations too)."""
+        self.path, self.amp_dtype = path, path.amp
+        for run in self.runs:
+            run.amp_dtype = path.amp
+        # fp16 needs a loss scale (only chosen on GPUs without bf16, one run at a time: see check_together).
+        scaler = torch.amp.GradScaler(self.device.type, enabled=path.amp == torch.float16)
+        state = self.runs[0].scaler_state
+        if scaler.is_enabled() and self.k == 1 and state:
+            scaler.load_state_dict(state)
+        self.scaler = self.runs[0].scaler = scaler
+        self.compiled_once = not path.compiled
+        self._step = self._train_step
         if path.compiled:
             # The whole step as compiled code: forward and loss (with their backward, by AOTAutograd) and the
             # SGD update. The learning rate is a tensor the graphs read, so a schedule change recompiles nothing.
-            # Momentum buffers start as zeros, not absent (m * 0 + g = g: the same first step), so that the
-            # update compiles once instead of again at the second step.
             if self.k == 1:
                 for group in self.optimizer.param_groups:
-                    group["lr"] = torch.tensor(float(group["lr"]))
-                    for p in group["params"]:
-                        self.optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-            else:
-                for name, p in self.optimizer.params.items():
-                    if self.optimizer.buffers[name] is None:
-                        self.optimizer.buffers[name] = torch.zeros_like(p)
+                    if not isinstance(group["lr"], Tensor):
+                        group["lr"] = torch.tensor(float(group["lr"]))
             self._step = torch.compile(self._train_step, mode=None if path.compile_mode == "default" else path.compile_mode)
+
+    def momenta(self) -> list[tuple[Tensor | None, Tensor]]:
+        """(momentum buffer or None, parameter) for every trained parameter."""
+        if self.k > 1:
+            return [(self.optimizer.buffers[name], p) for name, p in self.optimizer.params.items()]
+        return [(self.optimizer.state[p].get("momentum_buffer"), p)
+                for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _set_momentum(self, param: Tensor, buffer: Tensor) -> None:
+        if self.k > 1:
+            name = next(n for n, p in self.optimizer.params.items() if p is param)
+            self.optimizer.buffers[name] = buffer
+        else:
+            self.optimizer.state[param]["momentum_buffer"] = buffer
+
+    def state_tensors(self) -> list[Tensor]:
+        """Every tensor a step changes in place: weights, BN statistics, momentum buffers."""
+        return [t.detach() for t in self.net.state_dict(keep_vars=True).values()] + [b for b, _ in self.momenta()]
 
     def _load_momenta(self) -> None:
         """Momentum buffers of resumed runs, in the stacked layout."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from resnetlab.engine import distributed, fastpath
+from resnetlab.engine import distributed, fastcheck, fastpath
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, from_dict, validate
 from resnetlab.engine.schedule import extended
@@ -86,15 +86,24 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
         check_together(configs, dist)
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    path = fastpath.choose(first, device)
-    if device.type == "cuda":
-        fastpath.configure_cuda(path.amp)
     # channels_last helps on both: 460 vs 401 images/s for ResNet-20 on 2 CPU cores (benchmarks/results).
     channels_last = first.channels_last != "off"
-    runs = [Run(cfg, resume, device, dist, path.amp, channels_last) for cfg in configs]
-    if dist.is_main:
-        print(f"fast path: {path.why}", flush=True)
-    return runs, Stack(runs, path)
+    runs = [Run(cfg, resume, device, dist, channels_last) for cfg in configs]
+    lead = runs[0]
+    recorded = lead.state.fast_paths[-1]["precision"] if lead.state.fast_paths else None
+    path = fastpath.choose(first, device, len(runs), recorded)
+    stack = Stack(runs, path)
+    say = print if dist.is_main else (lambda line: None)
+    batches = [run.data.train.batch(lead.state.step) for run in runs]
+    seconds, found = fastcheck.settle(stack, fastpath.fallbacks(first, path), batches, [run.lr for run in runs], say)
+    for run in runs:
+        run.state.compile_seconds += seconds
+    if device.type == "cuda":
+        fastpath.configure_cuda(stack.path.amp)
+    for line in found:
+        say(f"self-check: {line}")
+    say(f"fast path: {stack.path.why}")
+    return runs, stack
 
 
 def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int | None = None,
@@ -141,7 +150,8 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
                 consistent = False
                 compiling = stack.path.compiled and not stack.compiled_once
                 if compiling:
-                    bar.write("compiling the training step (torch.compile; about a minute on a small CPU)...")
+                    bar.write("compiling the training step (torch.compile: about a minute on an idle 2-core CPU, up to 8 "
+                              "on a busy one)...")
                     started = time.perf_counter()
                 losses, errors = stack.step(batches, lrs)
                 if compiling:

@@ -16,7 +16,7 @@ from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.inference import load_model
 from resnetlab.engine.trainer import resolve_device, train_runs
 from resnetlab.errors import UserError
-from resnetlab.experiments.runs import existing_run, pyplot, read_metrics, save_figure
+from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, pyplot, read_metrics, runs_table, save_figure
 from resnetlab.models import count_parameters, create_model
 
 PAPER_ITERS = 600_000  # Sec. 3.4: "up to 60 x 10^4 iterations"
@@ -166,6 +166,10 @@ def report(nets: list[Net], out: Path, args, rows: list[dict], table2: str, tabl
   evaluations without improvement, scale augmentation 256-480, 224 crop, flip, PCA lighting; 10-crop testing.
   Every error is the run's final-iteration model: no checkpoint was chosen on val.
 
+## How each run trained
+{RUNS_TABLE_NOTE}
+
+{runs_table({net.name: out / "runs" / net.name for net in nets}, args.batch_size)}
 ## Table 2
 Errors in % on val; the paper's column is its 10-crop top-1 error on ImageNet val.
 

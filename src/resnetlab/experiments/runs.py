@@ -79,3 +79,22 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def runs_table(run_dirs: dict[str, Path], batch_size: int) -> str:
+    """How each run trained: precision and mode (with the iteration each began), machine, time, speed."""
+    lines = ["| run | iterations | precision and mode | machine | training time | images/s |", "|---|---|---|---|---|---|"]
+    for name, run_dir in run_dirs.items():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        paths = summary.get("fast_paths") or []
+        how = "; ".join(f"{p['mode']} {p['precision']}" + (f" from {p['from_iteration']:,}" if p["from_iteration"] else "")
+                        for p in paths) or "not recorded"
+        machines = ", ".join(dict.fromkeys(p["device"] for p in paths)) or summary.get("device", "?")
+        seconds = summary.get("train_seconds") or 0.0
+        speed = f"{summary['iterations'] * batch_size / seconds:,.0f}" if seconds else "—"
+        lines.append(f"| {name} | {summary['iterations']:,} | {how} | {machines} | {seconds / 3600:.2f} h | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+RUNS_TABLE_NOTE = ("Training time excludes compiling and evaluation; images/s is what the run measured on its machine "
+                   "(runs that shared a machine with another job are slower than one alone).")
