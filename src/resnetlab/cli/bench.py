@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import json
-import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -109,8 +109,10 @@ def trainer_rate(args, device: torch.device, fast: str) -> dict:
         images_per_s = rate(step, args.steps, cfg.batch_size * len(runs), device, warmup=2)
         for r in runs:
             r.run_dir.release()
-        return {"images_per_s": images_per_s, "compile_seconds": first if stack.path.compiled else 0.0,
-                "path": stack.path.why}
+        # The step compiles in prepare when the self-check ran it, else at the first step.
+        compile_seconds = runs[0].state.compile_seconds + (first if stack.path.compiled else 0.0)
+        return {"images_per_s": images_per_s, "compile_seconds": compile_seconds, "path": stack.path.why,
+                "self_check": stack.self_check}
 
 
 def bench_cifar(args, device: torch.device) -> dict:
@@ -126,7 +128,7 @@ def bench_cifar(args, device: torch.device) -> dict:
     chosen = trainer_rate(args, device, args.fast)
     return {"baseline_images_per_s": base, "eager_images_per_s": eager["images_per_s"],
             "resnetlab_images_per_s": chosen["images_per_s"], "compile_seconds": chosen["compile_seconds"],
-            "fast_path": chosen["path"], "eager_path": eager["path"]}
+            "fast_path": chosen["path"], "eager_path": eager["path"], "self_check": chosen["self_check"]}
 
 
 def bench_imagenet(args, device: torch.device) -> dict:
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps <= 0 or args.seeds <= 0:
         raise UserError("--steps and --seeds must be positive")
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = fastpath.device_name(device)
     result = {"what": args.what, "model": "resnet50" if args.what == "imagenet" else args.model, "seeds": args.seeds,
               "amp": args.amp, "channels_last": args.channels_last, "fast": args.fast, "compile": args.compile,
               "steps": args.steps,
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
               f"  resnetlab {result['eager_path']}: {result['eager_images_per_s']:,.0f} images/s, "
               f"ratio {result['eager_ratio']:.2f}x")
     if args.save:
-        out = Path(args.save) / f"{name.replace(' ', '_').replace('/', '_')}.jsonl"
+        out = Path(args.save) / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a") as f:
             f.write(json.dumps(result) + "\n")

@@ -94,6 +94,7 @@ class Stack:
             if buffer is None:
                 self._set_momentum(param, torch.zeros_like(param))
         self._lrs: list[float] | None = None
+        self.self_check: list[str] = []  # what fastcheck found, for the start-up lines and bench
         self.synced = True  # the runs' models hold the stacked weights (nothing trained yet)
         self.use(path)
 

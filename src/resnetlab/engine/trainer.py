@@ -100,6 +100,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
         run.state.compile_seconds += seconds
     if device.type == "cuda":
         fastpath.configure_cuda(stack.path.amp)
+    stack.self_check = found
     for line in found:
         say(f"self-check: {line}")
     say(f"fast path: {stack.path.why}")
