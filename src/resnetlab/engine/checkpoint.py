@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,25 @@ TRAINING_KEYS = ("optimizer", "scaler", "state", "rng", "config")
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: readers see the old file or the new one.
+    """Call write(tmp_path), fsync, rename over `path`, fsync the folder: readers see the old file or the new
+    one, and after a power loss the new one is there once this returns.
 
-    A failed write (a full disk, a vanished folder) leaves `path` as it was and says so in one line.
+    The temporary file is created exclusively under an unpredictable name in the target folder (a link planted
+    there cannot redirect the write), ending in `path`'s own suffix (exporters name side files after it), and
+    the rename replaces a link at `path` rather than following it. A failed write (a full disk, a vanished
+    folder) leaves `path` as it was and says so in one line.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
+    path = Path(path)
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     except (OSError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and "write" not in str(e).lower():
             raise  # not an I/O failure (torch.save reports those as RuntimeError)
@@ -38,7 +48,22 @@ def atomic_write(path: Path, write: Any) -> None:
         kept = f"{path} keeps its previous contents" if path.exists() else f"{path} was not written"
         raise UserError(f"cannot write {path}: {why}; {kept}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

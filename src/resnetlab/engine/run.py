@@ -38,6 +38,15 @@ def model_options(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
     return opts
 
 
+def restore_cuda_rng(states: list) -> None:
+    """The CUDA generators' states a checkpoint saved, for the GPUs this machine has (a checkpoint from a
+    machine with more GPUs carries more states than there are devices here)."""
+    if not torch.cuda.is_available():
+        return
+    for index, state in enumerate(states[:torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(state, index)
+
+
 class Run:
     def __init__(self, cfg: TrainConfig, resume: bool, device: torch.device, dist: distributed.DistInfo,
                  channels_last: bool) -> None:
@@ -49,6 +58,11 @@ class Run:
         ckpt = load_checkpoint(self.run_dir / "last.pt", training=True) if resume else None
         torch.manual_seed(cfg.seed)
         self.data = Data(cfg, device, dist, channels_last)
+        if cfg.schedule == "plateau" and self.data.val is None:
+            raise UserError("--schedule plateau lowers the lr when the validation error stops improving, and this "
+                            f"run has no validation split (--val {cfg.val}"
+                            f"{', no val/ or test/ split and --holdout 0' if cfg.val == 'auto' else ''}): give it one "
+                            "(--val holdout --holdout N, or a val/ folder), or use --schedule step --milestones ...")
         self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes))).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -100,8 +114,7 @@ class Run:
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path} is damaged or does not fit this run ({type(e).__name__}); "
                             "restore it from a copy, or start the run again in a new --out") from None
-        if torch.cuda.is_available() and ckpt["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        restore_cuda_rng(ckpt["rng"]["cuda"])
 
     def save(self, best: dict[str, Any] | None = None) -> None:
         """last.pt; with `best` (the split that chose it, the iteration, the error) best.pt as well."""

@@ -98,6 +98,12 @@ class RunDir:
         write_json(self.path / name, obj)
 
     def save(self, name: str, payload: dict[str, Any]) -> None:
+        """A checkpoint, after the metrics it covers are on disk: a power loss never leaves a checkpoint whose
+        metrics lines were lost (a resumed run would not log them again)."""
+        metrics = self.path / "metrics.jsonl"
+        if metrics.is_file():
+            with open(metrics, "rb") as f:
+                os.fsync(f.fileno())
         save_checkpoint(self.path / name, payload)
 
     def log(self, record: dict[str, Any]) -> None:

@@ -143,8 +143,12 @@ class Stack:
         names = [n for n, _ in self.runs[0].model.named_parameters()]
         per_run = [r.optimizer.state_dict()["state"] for r in self.runs]
         if all(len(s) == len(names) for s in per_run):
+            params = self.optimizer.params
             for i, name in enumerate(names):
-                self.optimizer.buffers[name] = pack([{name: s[i]["momentum_buffer"].to(self.device)} for s in per_run])[name]
+                packed = pack([{name: s[i]["momentum_buffer"].to(self.device)} for s in per_run])[name]
+                # In the parameter's own layout: buffers of channels_last weights (runs trained alone) are
+                # not contiguous, and the update views buffer and weight alike.
+                self.optimizer.buffers[name] = torch.empty_like(params[name]).copy_(packed.reshape(params[name].shape))
 
     def set_learning_rates(self, lrs: list[float]) -> None:
         if lrs == self._lrs:  # they change a few times a run: no copy to the device at every step

@@ -1,0 +1,72 @@
+"""Defects a review found (issue 18, part 1), and the durability of what a run writes."""
+
+import json
+import os
+
+import torch
+
+from resnetlab.cli.main import main
+from resnetlab.engine import run as run_module
+from resnetlab.engine.checkpoint import atomic_write, load_checkpoint, write_json
+from tests.clitools import TINY, refused
+
+
+def test_plateau_without_a_validation_split_is_refused(tiny_cifar, tmp_path, capsys):
+    """It would never lower the lr, while the start-up line promised it."""
+    err = refused(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "4",
+                   "--schedule", "plateau", "--val", "none"], "--schedule plateau", capsys)
+    assert "no validation split" in err
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_seeds_trained_alone_resume_together(tiny_cifar, tmp_path):
+    """Their momentum buffers are channels_last (not contiguous): packing them once crashed with 'view size'."""
+    for seed in (0, 1):
+        assert main(["train", *TINY, "--data", str(tiny_cifar), "--iters", "6", "--seed", str(seed),
+                     "--stop-after", "2", "--out", str(tmp_path / "runs" / f"seed{seed}")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "runs")]) == 0
+    for seed in (0, 1):
+        ckpt = load_checkpoint(tmp_path / "runs" / f"seed{seed}" / "last.pt", training=True)
+        assert ckpt["state"]["step"] == 6 and ckpt["config"]["seed"] == seed
+
+
+def test_a_checkpoint_from_a_machine_with_more_gpus_restores_the_generators_that_exist(monkeypatch):
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append(index))
+    run_module.restore_cuda_rng([torch.zeros(8, dtype=torch.uint8)] * 4)  # saved on a 4-GPU machine
+    assert restored == [0]
+
+
+def test_atomic_writes_never_follow_a_planted_link(tmp_path):
+    victim = tmp_path / "victim.pt"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".summary.json.tmp").symlink_to(victim)  # the temporary name of earlier versions
+    (out / "config.json").symlink_to(victim)  # a link at the target itself
+    write_json(out / "summary.json", {"a": 1})
+    write_json(out / "config.json", {"b": 2})
+    assert victim.read_text() == "precious"
+    assert json.loads((out / "summary.json").read_text()) == {"a": 1}
+    assert not (out / "config.json").is_symlink() and json.loads((out / "config.json").read_text()) == {"b": 2}
+    assert sorted(p.name for p in out.iterdir()) == [".summary.json.tmp", "config.json", "summary.json"]
+
+
+def test_atomic_write_syncs_the_file_and_its_folder_and_names_the_temporary_with_the_real_suffix(tmp_path, monkeypatch):
+    synced, names = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.isdir(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    atomic_write(tmp_path / "model.onnx", lambda tmp: (names.append(tmp.name), tmp.write_text("x")))
+    assert synced == [False, True]  # the file, then the folder holding the rename
+    assert names[0].startswith(".model.onnx.") and names[0].endswith(".onnx")
+
+
+def test_metrics_are_on_disk_before_the_checkpoint_that_covers_them(tiny_cifar, tmp_path, monkeypatch):
+    order = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "4"]) == 0
+    first_checkpoint = next(i for i, name in enumerate(order) if ".last.pt." in name)
+    assert any(name.endswith("metrics.jsonl") for name in order[:first_checkpoint])
