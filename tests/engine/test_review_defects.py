@@ -70,3 +70,25 @@ def test_metrics_are_on_disk_before_the_checkpoint_that_covers_them(tiny_cifar, 
     assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "4"]) == 0
     first_checkpoint = next(i for i, name in enumerate(order) if ".last.pt." in name)
     assert any(name.endswith("metrics.jsonl") for name in order[:first_checkpoint])
+
+
+def test_one_iteration_trains(tiny_cifar, tmp_path):
+    """--iters 1 once derived the milestones [0, 1] and was refused with a message about --milestones."""
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "1"]) == 0
+
+
+def test_a_warm_up_that_never_reaches_its_bar_ends_at_the_first_milestone_and_says_so(tiny_cifar, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(out), "--iters", "8", "--warmup", "on",
+                 "--warmup-until-error", "0.001"]) == 0
+    assert "warm-up at lr 0.01 ended at the first lr milestone (iteration 4)" in capsys.readouterr().out
+    lrs = {r["iteration"]: r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    assert lrs[2] == 0.01 and lrs[8] == 0.001  # the schedule's 0.001 after the second milestone, not 0.01
+
+
+def test_runs_trained_together_checkpoint_the_lr_they_train_at(tiny_cifar, tmp_path):
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "8",
+                 "--seeds", "2"]) == 0
+    for seed in (0, 1):
+        ckpt = load_checkpoint(tmp_path / "r" / f"seed{seed}" / "last.pt", training=True)
+        assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [0.001]

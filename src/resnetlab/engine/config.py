@@ -163,7 +163,7 @@ def scaled_milestones(recipe: str, iters: int) -> list[int]:
     base = RECIPES.get(recipe, {})
     base_iters = base.get("iters", TrainConfig.iters)
     base_milestones = base.get("milestones", TrainConfig().milestones)
-    return [round(m * iters / base_iters) for m in base_milestones]
+    return [max(1, round(m * iters / base_iters)) for m in base_milestones]  # --iters 1 has milestone 1, not 0
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -207,6 +207,12 @@ class Run:
         self._check_divergence(mean_loss, lr)
         if self.warmup and not state.warm_done and schedule.warmup_over(cfg, train_error):
             state.warm_done = True
+        elif self.warmup and not state.warm_done and not schedule.warming_up(cfg, state, self.warmup):
+            state.warm_done = True
+            if self.dist.is_main:
+                print(f"note: the warm-up at lr {cfg.warmup_lr:g} ended at the first lr milestone (iteration "
+                      f"{cfg.milestones[0]:,}) without the training error falling below {cfg.warmup_until_error:.0%} "
+                      f"(it is {train_error:.1%})", flush=True)
         # The share of the window spent waiting for data: near 1, the loader starves the device.
         record = {"iteration": state.step, "lr": lr, "train_loss": mean_loss, "train_error": train_error,
                   "images_per_s": self.seen * self.dist.world_size / max(elapsed, 1e-9),

@@ -41,8 +41,15 @@ def uses_warmup(cfg: TrainConfig) -> bool:
     return cfg.warmup == "on"
 
 
+def warming_up(cfg: TrainConfig, state: RunState, warmup: bool) -> bool:
+    """In the warm-up: until the training error falls below the bar, and (the paper does not say what happens
+    when it never does) at the latest until the first lr milestone, so that a warm-up cannot outlast the
+    schedule silently: the run says when it ends that way."""
+    return warmup and not state.warm_done and not (cfg.milestones and state.step >= cfg.milestones[0])
+
+
 def learning_rate(cfg: TrainConfig, state: RunState, warmup: bool) -> float:
-    if warmup and not state.warm_done:
+    if warming_up(cfg, state, warmup):
         return cfg.warmup_lr
     if cfg.schedule == "step":
         return cfg.lr / 10 ** sum(state.step >= m for m in cfg.milestones)

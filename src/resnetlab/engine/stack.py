@@ -195,6 +195,9 @@ class Stack:
                    if all(buffers[n] is not None for n in names) else None)
         for k, run in enumerate(self.runs):
             run.model.load_state_dict(states[k])
+            if self._lrs is not None:  # the run's own optimizer carries the lr it trains at, as one alone does
+                for group in run.optimizer.param_groups:
+                    group["lr"] = self._lrs[k]
             if momenta is not None:
                 for name, param in run.model.named_parameters():
                     run.optimizer.state[param] = {"momentum_buffer": momenta[k][name]}
