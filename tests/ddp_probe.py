@@ -4,7 +4,8 @@ usage: torchrun --nproc_per_node=2 tests/ddp_probe.py REPORT.json [--skew-errors
 
 Each rank writes REPORT.json.rank<r>: the step and a weight digest when the loop begins and ends, and
 the (step, lr, warm_done) of every log point. --skew-errors makes rank 1 count every prediction wrong
-and rank 0 none, so the ranks' local training errors (100% and 0%) straddle the warm-up bar of 80%.
+and rank 0 none, so the ranks' local training errors (100% and 0%) straddle the warm-up bar of 80%;
+--skew-evals makes rank 0's validation error improve at every evaluation and rank 1's stall.
 """
 
 from __future__ import annotations
@@ -31,7 +32,17 @@ def digest(model: torch.nn.Module) -> str:
 def run() -> int:
     report, args = sys.argv[1], sys.argv[2:]
     skew = "--skew-errors" in args
-    args = [a for a in args if a != "--skew-errors"]
+    if "--skew-evals" in args:  # rank 0's validation error improves at every evaluation, rank 1's never does
+        from resnetlab.engine import run as run_module
+
+        real_evaluate, evals = run_module.evaluate, []
+
+        def skewed(*a, **k):
+            evals.append(1)
+            return {**real_evaluate(*a, **k), "top1_error": 1.0 / len(evals) if rank == 0 else 0.5}
+
+        run_module.evaluate = skewed
+    args = [a for a in args if a not in ("--skew-errors", "--skew-evals")]
     rank = int(os.environ.get("RANK", "0"))
     record: dict = {"rank": rank, "log_points": []}
     begin, book, log_point, finish = Run.begin, Run.book, Run.log_point, Run.finish

@@ -167,3 +167,17 @@ def test_torchrun_killed_and_resumed_both_ranks_agree_and_warmup_switches_togeth
     lines = metrics(out)
     assert [r["iteration"] for r in lines] == list(range(2, 17, 2))  # no line lost, none twice
     assert all(r["train_error"] == pytest.approx(0.5) for r in lines)  # reduced over ranks, not rank 0's
+
+
+def test_torchrun_ranks_take_one_plateau_decision(tiny_cifar, tmp_path):
+    """Rank 0's validation error improves at every evaluation, rank 1's stalls: deciding the plateau locally
+    would divide rank 1's lr alone. Every rank follows rank 0's evaluation."""
+    out = tmp_path / "ddp"
+    proc = _torchrun(tmp_path / "plateau", *TINY, "--data", str(tiny_cifar), "--out", str(out), "--iters", "8",
+                     "--schedule", "plateau", "--plateau-patience", "1", "--eval-every", "2", "--skew-evals",
+                     port=29534)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    r0, r1 = _ranks(tmp_path / "plateau")
+    assert r0["log_points"] == r1["log_points"]
+    assert {lr for _, lr, _ in r1["log_points"]} == {0.1}  # rank 0's error kept improving: no division

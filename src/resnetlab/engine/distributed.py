@@ -65,6 +65,14 @@ def all_sum(info: DistInfo, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def from_main(info: DistInfo, values: torch.Tensor) -> torch.Tensor:
+    """Rank 0's values on every rank (the tensor itself in a single process)."""
+    if info.enabled:
+        values = values.clone()
+        dist.broadcast(values, src=0)
+    return values
+
+
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

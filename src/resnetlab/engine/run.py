@@ -252,6 +252,12 @@ class Run:
         if self.data.val is None:
             return {}, None
         result = evaluate(self.model, self.data.val, self.amp_dtype)
+        # Under torchrun each rank evaluates with its own BN statistics, so the figures differ slightly: every
+        # rank takes rank 0's, so that all log the same and take the same plateau decision (one lr for all).
+        figures = torch.tensor([result["loss"], result["top1_error"], result["top5_error"]], dtype=torch.float64,
+                               device=self.device)
+        loss, top1, top5 = distributed.from_main(self.dist, figures).tolist()
+        result = {**result, "loss": loss, "top1_error": top1, "top5_error": top5}
         improved = schedule.after_evaluation(self.cfg, self.state, result["top1_error"])
         best = ({"chosen_on": self.data.split["val"], "iteration": self.state.step, "error": result["top1_error"]}
                 if improved else None)
