@@ -84,6 +84,10 @@ def write_predictions(path: Path, result: dict, names: list[str], items: list[st
     atomic_write(path, write)
 
 
+def name_of(loads: list) -> str:
+    return " + ".join(x.name for x in loads)
+
+
 def measure(args) -> dict:
     """The evaluation `args` (this parser's namespace) asks for, its files written; the Python API's too."""
     if args.batch_size <= 0 or args.topk <= 0:
@@ -103,18 +107,27 @@ def measure(args) -> dict:
     data = select_split(ds, split, recorded.get("holdout", PAPER_HOLDOUT))
     device = resolve_device(args.device)
     models = [x.model.to(device) for x in loads]
+    ref = loaded.normalization
+    if any(not (torch.equal(x.normalization.mean, ref.mean) and torch.equal(x.normalization.std, ref.std)
+                and x.input == loaded.input) for x in loads):
+        raise UserError("the checkpoints of this ensemble take their input at other sizes or normalizations; "
+                        "evaluate them apart")
     if isinstance(data, ArrayDataset):
         if args.protocol != "center":
             raise UserError(f"--protocol {args.protocol} is for image-folder (ImageNet-style) data; in-memory data "
                             "is tested on its single original view (Sec. 4.2)")
-        ref = loaded.normalization
-        if any(not (torch.equal(x.normalization.mean, ref.mean) and torch.equal(x.normalization.std, ref.std))
-               for x in loads):
-            raise UserError("the checkpoints of this ensemble normalize their input differently; evaluate them apart")
         batches = DeviceLoader(data.images, data.labels, args.batch_size, device, loaded.normalization, augment=False)
     else:
-        batches = eval_loader(data, args.batch_size, args.workers, protocol=args.protocol)
-    name = " + ".join(x.name for x in loads)
+        # The model's own input: its crop and resize, its normalization (a CIFAR net on a folder of larger
+        # images is tested at 32x32 with its per-pixel mean, as `predict` does, not with ImageNet's 224 crop).
+        imagenet_input = ref.kind == "imagenet"
+        if args.protocol == "multiscale" and not imagenet_input:
+            raise UserError(f"--protocol multiscale is the paper's ImageNet test (ImageNet mean/std, sides 224-640); "
+                            f"{name_of(loads)} takes {loaded.input['size']}x{loaded.input['size']} input normalized "
+                            f"by its {ref.kind} statistics: use --protocol center or 10-crop")
+        batches = eval_loader(data, args.batch_size, args.workers, protocol=args.protocol, crop=loaded.input["size"],
+                              resize=loaded.input["resize"], normalize=None if imagenet_input else ref)
+    name = name_of(loads)
     measured = evaluate(models, batches, predictions=args.topk if args.save_predictions else 0)
     confusion = measured.pop("confusion")
     predictions = measured.pop("predictions", None)

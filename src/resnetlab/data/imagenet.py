@@ -68,9 +68,13 @@ class TenCropStack(torch.nn.Module):
         return torch.stack(list(self.ten_crop(img)))
 
 
-def eval_transform(crop: int = 224, resize: int = 256, ten_crop: bool = False) -> v2.Compose:
-    return v2.Compose([v2.Resize(resize, antialias=True), TenCropStack(crop) if ten_crop else v2.CenterCrop(crop),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+def eval_transform(crop: int = 224, resize: int = 256, ten_crop: bool = False, normalize=None) -> v2.Compose:
+    """Resize the shorter side, take the centre (or 10) crops, normalize: with ImageNet's mean/std, or with
+    `normalize` (a uint8 image -> float input, e.g. a checkpoint's own Normalization)."""
+    steps = [v2.Resize(resize, antialias=True), TenCropStack(crop) if ten_crop else v2.CenterCrop(crop)]
+    if normalize is None:
+        return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+    return v2.Compose([*steps, normalize])
 
 
 # Table 4 / Sec. 3.4: the fully-convolutional test "at multiple scales (the shorter side in {224, 256, 384,
@@ -157,10 +161,12 @@ class StreamLoader:
                 y.to(self.device, non_blocking=True))
 
 
-def eval_loader(index: FolderIndex, batch_size: int, workers: int, protocol: str = "center") -> DataLoader:
-    """Batches of one testing protocol: "center" (the 224 centre crop of the 256-resized image), "10-crop",
-    or "multiscale" (one image per batch: its views differ in size from the next image's)."""
+def eval_loader(index: FolderIndex, batch_size: int, workers: int, protocol: str = "center", crop: int = 224,
+                resize: int = 256, normalize=None) -> DataLoader:
+    """Batches of one testing protocol: "center" (the `crop` centre crop of the image resized to `resize`),
+    "10-crop", or "multiscale" (one image per batch: its views differ in size from the next image's).
+    `normalize`: the model's own normalization of uint8 images, where it is not ImageNet's mean/std."""
     if protocol == "multiscale":
         return DataLoader(FolderImages(index, MultiScaleViews()), batch_size=1, num_workers=workers, shuffle=False)
-    transform = eval_transform(ten_crop=protocol == "10-crop")
+    transform = eval_transform(crop, resize, ten_crop=protocol == "10-crop", normalize=normalize)
     return DataLoader(FolderImages(index, transform), batch_size=batch_size, num_workers=workers, shuffle=False)
