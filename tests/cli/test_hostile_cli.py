@@ -162,7 +162,7 @@ def test_own_checkpoint_of_a_resnet_loaded_as_plain_warns(run):
 def test_export_never_overwrites_its_input_and_asks_before_replacing(run, tmp_path, capsys):
     last = run / "last.pt"
     before = last.read_bytes()
-    refused(["export", "--checkpoint", str(last), "--out", str(last), "--no-check"], "is the file being exported", capsys)
+    refused(["export", "--checkpoint", str(last), "--out", str(last), "--no-check"], "is a file this command reads", capsys)
     assert last.read_bytes() == before
     (tmp_path / "m.onnx").write_text("old")
     refused(["export", "--checkpoint", str(last), "--out", str(tmp_path / "m.onnx"), "--no-check"],

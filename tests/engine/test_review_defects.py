@@ -123,3 +123,41 @@ def test_a_cifar_net_is_evaluated_on_a_folder_of_larger_images_at_its_own_input(
     expected = predict(load_model(str(run / "last.pt")), [Path(r["item"]) for r in rows], topk=1)
     agree = sum(r["class_1"] == e["top"][0]["class"] for r, e in zip(rows, expected))
     assert len(rows) == 60 and agree >= 59, agree  # the same preprocessing (batched floats may flip a near tie)
+
+
+def test_export_never_replaces_the_named_weights_it_reads(tmp_path, capsys):
+    import shutil
+
+    import pytest
+
+    from tests.conftest import AKAMASTER
+
+    if not (AKAMASTER / "resnet20-12fca82f.th").is_file():
+        pytest.skip("the shared akamaster weights are not here")
+    cache = tmp_path / "w"
+    cache.mkdir()
+    shutil.copy(AKAMASTER / "resnet20-12fca82f.th", cache)
+    before = (cache / "resnet20-12fca82f.th").read_bytes()
+    refused(["export", "--model", "cifar_resnet20", "--weights", "akamaster", "--weights-dir", str(cache),
+             "--out", str(cache / "resnet20-12fca82f.th"), "--format", "pt2", "--force"], "a file this command reads", capsys)
+    assert (cache / "resnet20-12fca82f.th").read_bytes() == before
+
+
+def test_evaluate_outputs_never_replace_inputs_and_replace_other_files_only_with_force(tiny_cifar, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(run), "--iters", "2"]) == 0
+    ckpt = run / "last.pt"
+    before = ckpt.read_bytes()
+    base = ["evaluate", "--checkpoint", str(ckpt), "--data", str(tiny_cifar)]
+    refused([*base, "--save-predictions", str(ckpt), "--force"], "a file this command reads", capsys)
+    refused([*base, "--plot", str(ckpt), "--force"], "a file this command reads", capsys)
+    refused([*base, "--save-predictions", str(tiny_cifar / "preds.csv")], "inside the dataset folder", capsys)
+    refused([*base, "--plot", str(tmp_path / "x.png"), "--save-predictions", str(tmp_path / "x.png")], "give two files", capsys)
+    refused([*base, "--plot", str(tmp_path / "confusion.txt")], "name it .png", capsys)
+    refused([*base, "--plot", str(tmp_path)], "is a folder", capsys)
+    existing = tmp_path / "old.csv"
+    existing.write_text("keep me")
+    refused([*base, "--save-predictions", str(existing)], "exists; add --force", capsys)
+    assert existing.read_text() == "keep me" and ckpt.read_bytes() == before
+    assert main([*base, "--save-predictions", str(existing), "--force"]) == 0
+    assert existing.read_text().startswith("item,true_class")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from resnetlab.cli.main import Parser
-from resnetlab.cli.options import add_device, add_model_source
+from resnetlab.cli.options import add_device, add_model_source, check_output
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.data.sources import PAPER_HOLDOUT, evaluation_name, select_split
 from resnetlab.data.arrays import ArrayDataset
@@ -42,7 +42,24 @@ def build_parser() -> Parser:
     p.add_argument("--save-predictions", metavar="FILE.csv",
                    help="one row per image: its file (or index), true class, top-k classes and probabilities")
     p.add_argument("--topk", type=int, default=5, help="classes per image in --save-predictions (default 5)")
+    p.add_argument("--force", action="store_true", help="replace existing --plot/--save-predictions files "
+                   "(never the checkpoint, weights or dataset)")
     return p
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def check_outputs(args) -> None:
+    """--plot and --save-predictions: two different new files, none of them an input, outside the dataset."""
+    if args.plot and args.save_predictions and Path(args.plot).resolve() == Path(args.save_predictions).resolve():
+        raise UserError(f"--plot and --save-predictions both name {args.plot}; give two files")
+    inputs = [Path(p) for p in [*(args.checkpoint or []), args.weights] if p]
+    protected = Path(args.data) if Path(args.data).is_dir() else None
+    if args.plot:
+        check_output("--plot", Path(args.plot), inputs, args.force, protected, PLOT_SUFFIXES)
+    if args.save_predictions:
+        check_output("--save-predictions", Path(args.save_predictions), inputs, args.force, protected, (".csv",))
 
 
 def per_class(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
@@ -92,9 +109,7 @@ def measure(args) -> dict:
     """The evaluation `args` (this parser's namespace) asks for, its files written; the Python API's too."""
     if args.batch_size <= 0 or args.topk <= 0:
         raise UserError("--batch-size and --topk must be positive")
-    for flag, path in (("--plot", args.plot), ("--save-predictions", args.save_predictions)):
-        if path and not Path(path).parent.is_dir():
-            raise UserError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
+    check_outputs(args)
     ds = open_dataset(args.data)
     loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir)
              for c in args.checkpoint or [None]]

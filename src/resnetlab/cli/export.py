@@ -8,7 +8,6 @@ PyTorch, is kept behind --format torchscript.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from resnetlab.cli.main import Parser
-from resnetlab.cli.options import add_model_source
+from resnetlab.cli.options import add_model_source, check_output
 from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.inference import LoadedModel, load_model
 from resnetlab.errors import UserError
@@ -37,21 +36,6 @@ def build_parser() -> Parser:
     p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never the input)")
     return p
-
-
-def check_out(out: Path, inputs: list[str], force: bool) -> Path:
-    """Refuse an --out that is the input, a folder, an existing file without --force, or unwritable."""
-    if any(out.resolve() == Path(i).resolve() for i in inputs):
-        raise UserError(f"--out {out} is the file being exported; choose another name")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.onnx'}")
-    if out.exists() and not force:
-        raise UserError(f"--out {out} exists; add --force to replace it")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"--out {out}: cannot write in {out.parent}")
-    return out
 
 
 def _example(loaded: LoadedModel, n: int = 2) -> torch.Tensor:
@@ -120,12 +104,15 @@ def worst_difference(loaded: LoadedModel, run: Callable[[torch.Tensor], np.ndarr
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = check_out(Path(args.out), [p for p in (args.checkpoint, args.weights) if p], args.force)
+    out = Path(args.out)
+    inputs = [Path(p) for p in (args.checkpoint, args.weights) if p]
+    check_output("--out", out, inputs, args.force)  # before the (possibly slow) load
     fmt = args.format or {".pt2": "pt2", ".onnx": "onnx"}.get(out.suffix)
     if fmt is None:
         raise UserError(f"--out {out}: name it .pt2 or .onnx, or give --format")
     exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}[fmt]
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir)
+    check_output("--out", out, [loaded.source], args.force)  # named weights: the file they resolved to
     try:
         run = exporter(loaded, out)
     except ImportError:

@@ -26,6 +26,7 @@ class LoadedModel:
     normalization: Normalization
     input: dict  # {"size": crop, "resize": shorter side before the crop}
     checkpoint: dict | None = None
+    source: Path | None = None  # the file the weights were read from
 
 
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
@@ -39,7 +40,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         net = create_model(ckpt["model_name"], **ckpt["model_options"])
         net.load_state_dict(ckpt["model"])
         return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"],
-                           Normalization.from_dict(ckpt["normalization"]), ckpt["input"], ckpt)
+                           Normalization.from_dict(ckpt["normalization"]), ckpt["input"], ckpt, Path(checkpoint))
     if not (model and weights):
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
     cifar = is_cifar(model)
@@ -49,7 +50,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
 
         w = pretrained.lookup(model, weights)
         net = create_model(model, weights=weights, weights_dir=weights_dir)
-        return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size)
+        return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size,
+                           source=pretrained.weights_dir(weights_dir) / w.filename)
     net = create_model(model, **({"num_classes": num_classes} if num_classes else {}))
     if not Path(weights).exists():
         raise UserError(f"--weights {weights}: no such file")
@@ -60,7 +62,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         warnings.warn(f"--weights {weights} were trained as {trained_as} but are loaded into {model}: the tensors "
                       "have the same names and shapes, the networks differ", stacklevel=2)
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
-    return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size)
+    return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size, source=Path(weights))
 
 
 def weights_network(path: str) -> str | None:
