@@ -161,3 +161,19 @@ def test_evaluate_outputs_never_replace_inputs_and_replace_other_files_only_with
     assert existing.read_text() == "keep me" and ckpt.read_bytes() == before
     assert main([*base, "--save-predictions", str(existing), "--force"]) == 0
     assert existing.read_text().startswith("item,true_class")
+
+
+def test_reproduce_never_writes_into_a_folder_it_did_not_make(tiny_cifar, tmp_path, capsys):
+    foreign = tmp_path / "paper"
+    foreign.mkdir()
+    (foreign / "report.md").write_text("my own report")
+    from tests.engine.test_imagenet_folders import imagenet_folders
+
+    folders = imagenet_folders(tmp_path / "ds", train=1, val=1)
+    for experiment, data in ((["cifar", "--depths", "8"], tiny_cifar), (["imagenet", "--workers", "0"], folders)):
+        refused(["reproduce", *experiment, "--data", str(data), "--out", str(foreign), "--iters", "2"],
+                "was not made by resnetlab reproduce", capsys)
+    assert (foreign / "report.md").read_text() == "my own report" and sorted(os.listdir(foreign)) == ["report.md"]
+    (tmp_path / "file").write_text("x")
+    refused(["reproduce", "cifar", "--depths", "8", "--data", str(tiny_cifar), "--out", str(tmp_path / "file")],
+            "a file is there", capsys)

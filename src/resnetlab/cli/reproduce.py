@@ -17,7 +17,7 @@ from resnetlab.engine.trainer import resolve_device
 from resnetlab.errors import UserError
 from resnetlab.engine import distributed, fastpath
 from resnetlab.experiments import cifar, imagenet
-from resnetlab.experiments.runs import RUNS_TABLE_NOTE, git_commit, runs_table
+from resnetlab.experiments.runs import RUNS_TABLE_NOTE, claim_folder, git_commit, runs_table
 from resnetlab.experiments.table1 import markdown, table1
 
 PAPER_ITERS = 64000
@@ -71,7 +71,7 @@ def run_imagenet(args) -> int:
     dist = distributed.setup(resolve_device(args.device).type)
     try:
         if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            claim_folder(out, "imagenet")
         summaries = imagenet.run_all(nets, out, args.data, args.iters, args.batch_size, args.lr, args.device,
                                      args.eval_every, args.workers)
         if not dist.is_main:
@@ -111,7 +111,7 @@ def run_cifar(args) -> int:
     if args.seeds < 1 or args.iters < 1:
         raise UserError("--seeds and --iters must be positive")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "cifar")
     start = time.time()
     specs = cifar.plan(nets, depths, args.seeds)
     together = args.together == "on" or (args.together == "auto" and resolve_device(args.device).type == "cuda")

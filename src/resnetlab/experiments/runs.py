@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 from pathlib import Path
 
 from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.rundir import RUN_FILES
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.schedule import extended
 from resnetlab.engine.trainer import load_run_config
@@ -52,6 +54,30 @@ def reconcile(old: TrainConfig, new: TrainConfig, step: int, run_dir: Path) -> T
                         f"{', '.join(f'{m:,}' for m in old.milestones)}), not the {new.iters:,} asked; use another "
                         "--out, or remove that folder") from None
     return dataclasses.replace(new, milestones=milestones)
+
+
+MARKER = ".resnetlab-reproduce"  # in a folder `reproduce` made: its reports may be rewritten
+
+
+def claim_folder(out: Path, experiment: str) -> None:
+    """Make or adopt `out` for `reproduce EXPERIMENT`, refusing a file, or a folder of other things (its
+    report.md or results.json are not ours to overwrite). A folder is ours when it carries the marker, or
+    holds nothing but a runs/ folder of resnetlab runs beside the files a reproduction writes."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file is there, not a folder")
+    if out.is_dir() and not (out / MARKER).is_file():
+        entries = sorted(e.name for e in os.scandir(out))
+        runs = out / "runs"
+        ours = runs.is_dir() and all(e.is_dir() and any((Path(e.path) / f).exists() for f in RUN_FILES)
+                                     for e in os.scandir(runs))
+        if entries and not ours:
+            raise UserError(f"--out {out}: the folder holds other files ({', '.join(entries[:3])}) and was not made "
+                            "by resnetlab reproduce; choose a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text(f"resnetlab reproduce {experiment}\n")
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create or write it ({e.strerror or e})") from None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
