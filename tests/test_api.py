@@ -47,3 +47,37 @@ def test_every_network_is_a_torch_hub_entry_point_with_named_weights(tmp_path, m
     resnetlab.load_weights(reference, r20)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(net.eval()(x), reference.eval()(x))
+
+
+def test_the_api_refuses_bad_arguments_with_python_exceptions(tiny_cifar, tmp_path):
+    """Each once a bare crash, a silent wrong run or an interpreter exit (issue 18)."""
+    import pytest
+
+    import resnetlab
+
+    common = {"model": "cifar_resnet8", "data": str(tiny_cifar), "out": str(tmp_path / "r")}
+    with pytest.raises(ValueError, match="seeds"):
+        resnetlab.train(**common, seeds=0)
+    with pytest.raises(TypeError, match="iters"):
+        resnetlab.train(**common, iters="abc")
+    with pytest.raises(TypeError, match="unknown keyword argument 'itres'"):
+        resnetlab.train(**common, itres=5)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(TypeError, match="unknown option 'help'"):
+        resnetlab.evaluate(data=str(tiny_cifar), checkpoint="x.pt", help=True)
+    with pytest.raises(TypeError, match="a list of image files"):
+        resnetlab.predict("a.png", model="cifar_resnet20", weights="w.th")
+    with pytest.raises(ValueError, match="empty"):
+        resnetlab.predict([], model="cifar_resnet20", weights="w.th")
+    for topk in (0, -2):
+        with pytest.raises(ValueError, match="topk"):
+            resnetlab.predict(["a.png"], model="cifar_resnet20", weights="w.th", topk=topk)
+    with pytest.raises(TypeError, match="network name"):
+        resnetlab.create_model(None)
+    for n in (-3, 0):
+        with pytest.raises(ValueError, match="num_classes"):
+            resnetlab.create_model("resnet18", num_classes=n)
+    with pytest.raises(TypeError, match="weights='torchvision'"):
+        resnetlab.create_model("resnet18", pretrained=True)
+    with pytest.raises(TypeError, match="unknown option 'depth'"):
+        resnetlab.create_model("resnet18", depth=3)

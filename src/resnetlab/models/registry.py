@@ -99,10 +99,31 @@ def check_name(name: str) -> None:
     raise UserError(f"unknown model {name!r}{hint}")
 
 
+MODEL_OPTIONS = ("num_classes", "shortcut", "style", "zero_init_residual", "runs")
+
+
+def check_options(name: Any, options: dict[str, Any]) -> None:
+    """Refuse, with the exception type Python users expect, what no network can be built from."""
+    if not isinstance(name, str):
+        raise TypeError(f"create_model: the network name must be a string such as 'resnet18' or 'cifar_resnet20', "
+                        f"not {name!r}")
+    if "pretrained" in options:
+        raise TypeError("create_model: resnetlab names its weights instead of pretrained=True: weights='torchvision' "
+                        "(ResNet-18..152) or weights='akamaster' (CIFAR ResNets); `resnetlab models --weights` lists them")
+    unknown = sorted(set(options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise TypeError(f"create_model: unknown option {unknown[0]!r} (known: {', '.join(MODEL_OPTIONS)})")
+    for key in ("num_classes", "runs"):
+        value = options.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"create_model: {key} must be a positive whole number, not {value!r}")
+
+
 def create_model(name: str, weights: str | None = None, weights_dir: str | None = None, **options: Any) -> ResNet:
     """Build a network by name; options: num_classes, shortcut, style, zero_init_residual, and runs=K for K
     independent copies as one network (models/runs.py). `weights` names published weights (models/pretrained.py:
     "akamaster" for the CIFAR ResNets, "torchvision" for ResNet-18..152), loaded and checked by sha256."""
+    check_options(name, options)
     if weights is not None:
         from resnetlab.models import pretrained
         from resnetlab.models.weights import load_weights
