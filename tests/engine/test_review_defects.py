@@ -177,3 +177,24 @@ def test_reproduce_never_writes_into_a_folder_it_did_not_make(tiny_cifar, tmp_pa
     (tmp_path / "file").write_text("x")
     refused(["reproduce", "cifar", "--depths", "8", "--data", str(tiny_cifar), "--out", str(tmp_path / "file")],
             "a file is there", capsys)
+
+
+def test_json_output_of_a_nan_model_is_json_and_csv_cells_are_inert(tiny_cifar, tmp_path, capsys):
+    import csv
+
+    from resnetlab.cli.options import inert_cell
+
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(run), "--iters", "2"]) == 0
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "nan.pt")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nan.pt"), "--data", str(tiny_cifar), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest_fail(f"bare {c} in --json output"))
+    assert result["loss"] is None and result["count"] > 0
+    assert inert_cell("=cmd") == "'=cmd" and inert_cell("@x") == "'@x" and inert_cell("cat") == "cat"
+
+
+def pytest_fail(message):
+    raise AssertionError(message)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from resnetlab.cli.main import Parser
-from resnetlab.cli.options import add_device, add_model_source, check_output
+from resnetlab.cli.options import add_device, add_model_source, check_output, inert_cell, strict_json
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.data.sources import PAPER_HOLDOUT, evaluation_name, select_split
 from resnetlab.data.arrays import ArrayDataset
@@ -96,7 +96,8 @@ def write_predictions(path: Path, result: dict, names: list[str], items: list[st
             k = len(result["predictions"][0][1]) if result["predictions"] else 0
             out.writerow(["item", "true_class", *[c for i in range(1, k + 1) for c in (f"class_{i}", f"probability_{i}")]])
             for item, (true, top, probs) in zip(items, result["predictions"]):
-                out.writerow([item, names[true], *[x for c, pr in zip(top, probs) for x in (names[c], f"{pr:.6f}")]])
+                out.writerow([inert_cell(item), inert_cell(names[true]),
+                              *[x for c, pr in zip(top, probs) for x in (inert_cell(names[c]), f"{pr:.6f}")]])
 
     atomic_write(path, write)
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args)
     name, split = result["model"], result["split"]
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(strict_json(result), indent=2, allow_nan=False))
     else:
         print(f"{name} on {args.data} [{split}, {args.protocol}, {result['count']:,} images]: top-1 error "
               f"{result['top1_error']:.2%} (accuracy {result['top1_accuracy']:.2%}), top-5 error "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -57,3 +58,19 @@ def check_output(flag: str, out: Path, inputs: list[Path], force: bool, protecte
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"{flag} {out}: cannot write in {out.parent}")
     return out
+
+
+def strict_json(obj):
+    """`obj` with NaN and infinities as null, so that --json output is JSON (Python's json writes bare NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def inert_cell(text: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (cells starting with = + - @ are, in Excel and others)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

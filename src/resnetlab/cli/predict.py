@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
-from resnetlab.cli.options import add_model_source
+from resnetlab.cli.options import add_model_source, strict_json
 from resnetlab.engine.inference import load_model, predict
 from resnetlab.errors import UserError
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir)
     results = predict(loaded, paths, args.topk)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(strict_json(results), indent=2, allow_nan=False))
         return 0
     for r in results:
         top = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
