@@ -198,3 +198,39 @@ def test_json_output_of_a_nan_model_is_json_and_csv_cells_are_inert(tiny_cifar, 
 
 def pytest_fail(message):
     raise AssertionError(message)
+
+
+def test_damaged_but_readable_checkpoints_are_one_line(tiny_cifar, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(run), "--iters", "2"]) == 0
+    good = torch.load(run / "last.pt", weights_only=True)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    model = good["model"]
+    variants = {
+        "missing key": {"model": {k: v for k, v in model.items() if k != "fc.bias"}},
+        "extra key": {"model": {**model, "extra.weight": torch.zeros(1)}},
+        "wrong shape": {"model": {**model, "fc.weight": torch.zeros(3, 3)}},
+        "model not a dict": {"model": [1, 2]},
+        "bad options": {"model_options": {"num_classes": 10, "wings": 2}},
+        "negative classes": {"model_options": {"num_classes": -3}},
+        "options not a dict": {"model_options": "A"},
+        "name not a string": {"model_name": 5},
+        "unknown name": {"model_name": "cifar_resnet7"},
+        "five class names": {"classes": good["classes"][:5]},
+        "classes not strings": {"classes": list(range(10))},
+        "bad input": {"input": {"size": -1, "resize": 32}},
+        "input a string": {"input": "32"},
+        "normalization missing kind": {"normalization": {"mean": good["normalization"]["mean"]}},
+        "normalization wrong shape": {"normalization": {**good["normalization"], "mean": torch.zeros(2)}},
+        "normalization zero std": {"normalization": {**good["normalization"], "std": torch.zeros(3, 1, 1)}},
+        "normalization not a dict": {"normalization": 3},
+    }
+    for what, change in variants.items():
+        path = tmp_path / f"{what.replace(' ', '_')}.pt"
+        torch.save({**good, **change}, path)
+        err = refused(["predict", "--checkpoint", str(path), str(image)], str(path), capsys)
+        assert "damaged" in err or "not a resnetlab" in err, (what, err)

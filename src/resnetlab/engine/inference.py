@@ -37,10 +37,9 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         if model or weights:
             raise UserError("give either --checkpoint, or --model with --weights, not both")
         ckpt = load_checkpoint(checkpoint)
-        net = create_model(ckpt["model_name"], **ckpt["model_options"])
-        net.load_state_dict(ckpt["model"])
-        return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"],
-                           Normalization.from_dict(ckpt["normalization"]), ckpt["input"], ckpt, Path(checkpoint))
+        net, normalization = _checked_contents(ckpt, checkpoint)
+        return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"], normalization, ckpt["input"], ckpt,
+                           Path(checkpoint))
     if not (model and weights):
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
     cifar = is_cifar(model)
@@ -63,6 +62,48 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
                       "have the same names and shapes, the networks differ", stacklevel=2)
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
     return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size, source=Path(weights))
+
+
+def _checked_contents(ckpt: dict, path: str) -> tuple[nn.Module, Normalization]:
+    """The network and normalization a checkpoint describes, every entry checked: a damaged-but-readable file
+    (hand-edited, truncated keys, another version) is one line naming the file and the entry, not a crash."""
+    def damaged(what: str) -> UserError:
+        return UserError(f"{path} is damaged or not a resnetlab checkpoint: {what}")
+
+    name, options = ckpt["model_name"], ckpt["model_options"]
+    if not isinstance(name, str) or not isinstance(options, dict):
+        raise damaged("its model_name or model_options entry has the wrong type")
+    try:
+        net = create_model(name, **options)
+    except (TypeError, ValueError, UserError) as e:
+        raise damaged(f"it describes no buildable network ({str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt["model"], dict):
+        raise damaged("its model entry is not a state dict")
+    try:
+        net.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).splitlines()
+        raise damaged(f"its weights do not fit {name} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+    outputs = net.fc.out_features if hasattr(net.fc, "out_features") else None
+    classes = ckpt["classes"]
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                                or (outputs is not None and len(classes) != outputs)):
+        raise damaged(f"its classes entry is not {outputs} class names")
+    size = ckpt["input"]
+    if not (isinstance(size, dict) and all(isinstance(size.get(k), int) and 0 < size[k] <= 4096 for k in ("size", "resize"))
+            and size["resize"] >= size["size"]):
+        raise damaged("its input entry is not {'size': crop, 'resize': side >= crop}")
+    norm = ckpt["normalization"]
+    try:
+        normalization = Normalization.from_dict(norm)
+        ok = (isinstance(normalization.kind, str) and normalization.mean.dim() == 3 and normalization.std.dim() == 3
+              and normalization.mean.shape[0] == 3 and bool((normalization.std > 0).all())
+              and bool(torch.isfinite(normalization.mean).all()))
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise damaged("its normalization entry is not a kind with a (3, H, W) mean and a positive std")
+    return net, normalization
 
 
 def weights_network(path: str) -> str | None:
