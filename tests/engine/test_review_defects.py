@@ -234,3 +234,13 @@ def test_damaged_but_readable_checkpoints_are_one_line(tiny_cifar, tmp_path, cap
         torch.save({**good, **change}, path)
         err = refused(["predict", "--checkpoint", str(path), str(image)], str(path), capsys)
         assert "damaged" in err or "not a resnetlab" in err, (what, err)
+
+
+def test_unusable_weight_folders_and_negative_workers_are_one_line(tiny_cifar, tmp_path, capsys):
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    base = ["evaluate", "--model", "cifar_resnet20", "--weights", "akamaster", "--data", str(tiny_cifar)]
+    refused([*base, "--weights-dir", str(a_file)], "is a file", capsys)
+    refused([*base, "--weights-dir", str(a_file / "sub")], "cannot put resnet20-12fca82f.th", capsys)
+    refused(["evaluate", "--model", "cifar_resnet20", "--weights", str(a_file), "--data", str(tiny_cifar),
+             "--workers", "-1"], "--workers must be 0 or more", capsys)

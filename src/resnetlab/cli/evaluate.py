@@ -110,6 +110,8 @@ def measure(args) -> dict:
     """The evaluation `args` (this parser's namespace) asks for, its files written; the Python API's too."""
     if args.batch_size <= 0 or args.topk <= 0:
         raise UserError("--batch-size and --topk must be positive")
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, not {args.workers}")
     check_outputs(args)
     ds = open_dataset(args.data)
     loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir)

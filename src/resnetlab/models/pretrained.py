@@ -94,9 +94,16 @@ def fetch(w: Weights, folder: str | Path | None = None) -> Path:
     """The checked local file of `w`, downloaded once when missing."""
     from resnetlab.data.download import digest_matches, download
 
-    path = weights_dir(folder) / w.filename
+    where = weights_dir(folder)
+    path = where / w.filename
+    if where.exists() and not where.is_dir():
+        raise UserError(f"the weights folder {where} is a file; name a folder with --weights-dir or $RESNETLAB_WEIGHTS")
     if not path.is_file():
-        download(w.url, path, w.sha256, "sha256", hint=" (or name the folder with --weights-dir / $RESNETLAB_WEIGHTS)")
+        try:
+            download(w.url, path, w.sha256, "sha256", hint=" (or name the folder with --weights-dir / $RESNETLAB_WEIGHTS)")
+        except OSError as e:  # a folder that cannot be made or written (under a file, read-only)
+            raise UserError(f"cannot put {w.filename} in the weights folder {where} ({e.strerror or e}); name a "
+                            "writable folder with --weights-dir or $RESNETLAB_WEIGHTS") from None
     elif not digest_matches(path, w.sha256, "sha256"):
         raise UserError(f"{path} does not have the sha256 of {w.model}'s {w.name} weights ({w.sha256}...): "
                         "it is damaged or another file; delete it and run again")
