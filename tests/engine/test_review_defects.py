@@ -244,3 +244,28 @@ def test_unusable_weight_folders_and_negative_workers_are_one_line(tiny_cifar, t
     refused([*base, "--weights-dir", str(a_file / "sub")], "cannot put resnet20-12fca82f.th", capsys)
     refused(["evaluate", "--model", "cifar_resnet20", "--weights", str(a_file), "--data", str(tiny_cifar),
              "--workers", "-1"], "--workers must be 0 or more", capsys)
+
+
+def test_a_tiny_image_that_would_need_gigabytes_is_refused(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import AKAMASTER
+
+    bomb = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((2, 60000, 3), dtype=np.uint8)).save(bomb)
+    assert bomb.stat().st_size < 5000
+    refused(["predict", "--model", "cifar_resnet20", "--weights", str(AKAMASTER / "resnet20-12fca82f.th"), str(bomb)],
+            "longer than 20:1", capsys)
+
+
+def test_a_corrupt_image_read_by_dataloader_workers_is_one_line(tmp_path, capsys):
+    from tests.engine.test_imagenet_folders import imagenet_folders
+
+    data = imagenet_folders(tmp_path / "ds", train=1, val=2)
+    broken = data / "val" / "cat" / "0.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    torch.save(__import__("resnetlab").create_model("resnet18", num_classes=2).state_dict(), tmp_path / "r18.pth")
+    err = refused(["evaluate", "--model", "resnet18", "--weights", str(tmp_path / "r18.pth"), "--data", str(data),
+                   "--workers", "2", "--split", "val"], "cannot decode image", capsys)
+    assert str(broken) in err

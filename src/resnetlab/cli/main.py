@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.main(rest)
     except UserError as e:
-        print(f"resnetlab {name}: error: {e}", file=sys.stderr)
+        print(f"resnetlab {name}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resnetlab {name}: interrupted", file=sys.stderr)
@@ -61,6 +61,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"resnetlab {name}: training diverged: {e}", file=sys.stderr)
             return 3
         raise
+
+
+def one_line(e: UserError) -> str:
+    """The message of a UserError; raised in a DataLoader worker, torch re-raises it with the worker's traceback
+    appended, whose last line holds the message again."""
+    text = str(e)
+    if "Traceback" not in text:
+        return text
+    marker = f"{UserError.__module__}.{UserError.__name__}: "
+    raised = [line.split(marker, 1)[1] for line in text.splitlines() if marker in line]
+    return raised[-1] if raised else text.splitlines()[0]
 
 
 def entry() -> None:

@@ -81,6 +81,11 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+# No photograph is this elongated; a tiny file that is (a 2x60000 PNG is 699 bytes) would become billions of
+# pixels once its shorter side is resized to 224-640.
+MAX_ASPECT = 20
+
+
 def decode(path: Path) -> torch.Tensor:
     """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it.
 
@@ -88,6 +93,10 @@ def decode(path: Path) -> torch.Tensor:
     """
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+                raise UserError(f"cannot use image {path}: it is {w}x{h}, longer than {MAX_ASPECT}:1, and resizing its "
+                                "shorter side to the network's input would take gigabytes")
             array = _rgb8(img)
     except Image.DecompressionBombError as e:
         raise UserError(f"cannot decode image {path}: it is too large to be safe ({e})") from None
