@@ -269,3 +269,35 @@ def test_a_corrupt_image_read_by_dataloader_workers_is_one_line(tmp_path, capsys
     err = refused(["evaluate", "--model", "resnet18", "--weights", str(tmp_path / "r18.pth"), "--data", str(data),
                    "--workers", "2", "--split", "val"], "cannot decode image", capsys)
     assert str(broken) in err
+
+
+def test_a_zip_checkpoint_that_inflates_far_beyond_its_size_is_refused_unread(tmp_path, capsys):
+    import zipfile
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\0" * (64 << 20))
+    assert bomb.stat().st_size < (1 << 20)
+    refused(["predict", "--checkpoint", str(bomb), str(bomb)], "declares", capsys)
+
+
+def test_a_folder_named_like_published_weights_does_not_shadow_them(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from tests.conftest import AKAMASTER
+
+    if not (AKAMASTER / "resnet20-12fca82f.th").is_file():
+        pytest.skip("the shared akamaster weights are not here")
+    cache = tmp_path / "w"
+    cache.mkdir()
+    shutil.copy(AKAMASTER / "resnet20-12fca82f.th", cache)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "akamaster").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    assert main(["predict", "--model", "cifar_resnet20", "--weights", "akamaster", "--weights-dir", str(cache),
+                 "x.png"]) == 0
+    assert "x.png:" in capsys.readouterr().out

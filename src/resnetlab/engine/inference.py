@@ -44,9 +44,12 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
     cifar = is_cifar(model)
     size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
-    if not Path(weights).exists() and "/" not in weights and not weights.endswith((".pt", ".pth", ".th")):
-        from resnetlab.models import pretrained
+    from resnetlab.models import pretrained
 
+    # A published name (akamaster, torchvision) means those weights even where a file or folder in the working
+    # directory bears the name; such a file is loaded as ./NAME. Other words that are not files are looked up.
+    looks_like_name = "/" not in weights and not weights.endswith((".pt", ".pth", ".th"))
+    if looks_like_name and ((model, weights) in pretrained.REGISTRY or not Path(weights).is_file()):
         w = pretrained.lookup(model, weights)
         net = create_model(model, weights=weights, weights_dir=weights_dir)
         return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size,

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from resnetlab.errors import UserError
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a zip-format checkpoint whose members inflate far beyond the file: torch.save stores tensors
+    uncompressed, so a real checkpoint declares about its own size, while a crafted 8.7 MB archive declaring
+    2 GB would be inflated whole before torch could refuse it. Read from the archive's directory alone."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) format: read as before
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # damaged: torch.load names it below
+    size = path.stat().st_size
+    if declared > 2 * size + (1 << 20):
+        raise UserError(f"cannot read checkpoint {path}: its {size / 1e6:.1f} MB archive declares "
+                        f"{declared / 1e9:.2f} GB uncompressed, which no PyTorch checkpoint does; refused unread")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -19,6 +37,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UserError(f"checkpoint {path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    _check_declared_size(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
