@@ -301,3 +301,12 @@ def test_a_folder_named_like_published_weights_does_not_shadow_them(tmp_path, mo
     assert main(["predict", "--model", "cifar_resnet20", "--weights", "akamaster", "--weights-dir", str(cache),
                  "x.png"]) == 0
     assert "x.png:" in capsys.readouterr().out
+
+
+def test_evaluate_split_holdout_on_a_folder_of_large_images_is_one_line(tmp_path, capsys):
+    from tests.engine.test_imagenet_folders import imagenet_folders
+
+    data = imagenet_folders(tmp_path / "ds", train=2, val=1)
+    torch.save(__import__("resnetlab").create_model("resnet18", num_classes=2).state_dict(), tmp_path / "r18.pth")
+    refused(["evaluate", "--model", "resnet18", "--weights", str(tmp_path / "r18.pth"), "--data", str(data),
+             "--split", "holdout", "--workers", "0"], "the hold-out split needs in-memory", capsys)

@@ -187,7 +187,8 @@ def _holdout(ds: Dataset, requested: int) -> tuple[np.ndarray, np.ndarray, int, 
 def select_split(ds: Dataset, split: str, holdout: int = PAPER_HOLDOUT) -> ArrayDataset | folders.FolderIndex:
     """A named split, or "holdout": the fixed stratified hold-out of train that training validates on."""
     if split == "holdout":
-        return ds.splits["train"].subset(_holdout(ds, holdout)[1])
+        held_out = _holdout(ds, holdout)[1]  # first: it refuses folder data, which has no subsets
+        return ds.splits["train"].subset(held_out)
     if split not in ds.splits:
         raise UserError(f"split {split!r}: {ds.source} has only {', '.join(ds.splits)}")
     return ds.splits[split]
