@@ -310,3 +310,18 @@ def test_evaluate_split_holdout_on_a_folder_of_large_images_is_one_line(tmp_path
     torch.save(__import__("resnetlab").create_model("resnet18", num_classes=2).state_dict(), tmp_path / "r18.pth")
     refused(["evaluate", "--model", "resnet18", "--weights", str(tmp_path / "r18.pth"), "--data", str(data),
              "--split", "holdout", "--workers", "0"], "the hold-out split needs in-memory", capsys)
+
+
+def test_an_unwritable_cache_costs_time_not_the_run(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for k, name in enumerate(("cat", "dog")):
+            (tmp_path / "small" / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((32, 32, 3), 60 * k + i, dtype=np.uint8)).save(tmp_path / "small" / split / name / f"{i}.png")
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "afile"))
+    assert main(["data", "inspect", str(tmp_path / "small")]) == 0
+    assert "cannot keep the decoded images" in capsys.readouterr().err

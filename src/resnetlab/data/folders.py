@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -163,10 +164,16 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
         raise UserError(f"no image in {index.root} could be decoded")
     data = ArrayDataset(np.stack([decoded[i] for i in keep]), index.labels[keep])
     if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
-        os.replace(tmp, cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
+            os.replace(tmp, cache)
+        except OSError as e:  # the cache only saves time: go on without it, and say why once
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+            print(f"note: cannot keep the decoded images in {cache.parent} ({e.strerror or e}); they will be decoded "
+                  "again next time (set $RESNETLAB_CACHE to a writable folder)", file=sys.stderr)
     return data, skipped
 
