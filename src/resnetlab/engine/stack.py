@@ -90,9 +90,14 @@ class Stack:
         # Momentum buffers start as zeros, not absent (m * 0 + g = g: the same first step, to the bit), so that
         # a compiled update compiles once instead of again at the second step, and so that every step, the
         # first included, changes the same tensors in place (what fastcheck saves and restores).
-        for buffer, param in self.momenta():
-            if buffer is None:
-                self._set_momentum(param, torch.zeros_like(param))
+        if self.k > 1:
+            for name, param in self.optimizer.params.items():
+                if self.optimizer.buffers[name] is None:
+                    self.optimizer.buffers[name] = torch.zeros_like(param)
+        else:
+            for group in self.optimizer.param_groups:
+                for param in group["params"]:
+                    self.optimizer.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
         self._lrs: list[float] | None = None
         self.self_check: list[str] = []  # what fastcheck found, for the start-up lines and bench
         self.synced = True  # the runs' models hold the stacked weights (nothing trained yet)
@@ -126,13 +131,6 @@ class Stack:
             return [(self.optimizer.buffers[name], p) for name, p in self.optimizer.params.items()]
         return [(self.optimizer.state[p].get("momentum_buffer"), p)
                 for group in self.optimizer.param_groups for p in group["params"]]
-
-    def _set_momentum(self, param: Tensor, buffer: Tensor) -> None:
-        if self.k > 1:
-            name = next(n for n, p in self.optimizer.params.items() if p is param)
-            self.optimizer.buffers[name] = buffer
-        else:
-            self.optimizer.state[param]["momentum_buffer"] = buffer
 
     def state_tensors(self) -> list[Tensor]:
         """Every tensor a step changes in place: weights, BN statistics, momentum buffers."""
