@@ -114,7 +114,8 @@ def measure(args) -> dict:
         raise UserError(f"--workers must be 0 or more, not {args.workers}")
     check_outputs(args)
     ds = open_dataset(args.data)
-    loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir)
+    loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir,
+                        style=args.style)
              for c in args.checkpoint or [None]]
     loaded = loads[0]
     for other in loads:

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if fmt is None:
         raise UserError(f"--out {out}: name it .pt2 or .onnx, or give --format")
     exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}[fmt]
-    loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir)
+    loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir, style=args.style)
     check_output("--out", out, [loaded.source], args.force)  # named weights: the file they resolved to
     try:
         run = exporter(loaded, out)

@@ -25,6 +25,10 @@ def add_model_source(p: argparse.ArgumentParser, weights_help: str = "foreign we
                    "--weights`), e.g. akamaster, torchvision")
     g.add_argument("--weights-dir", help="where named weights are looked up and downloaded to (default: "
                    "$RESNETLAB_WEIGHTS, else the cache's weights/)")
+    g.add_argument("--style", choices=("paper", "torchvision"),
+                   help="the network the weights were trained as, where the file cannot say: ResNet-50/101/152 "
+                        "'paper' (stride on the first 1x1 conv) or 'torchvision' (v1.5, stride on the 3x3); "
+                        "known files (torchvision's, resnetlab checkpoints) carry it")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

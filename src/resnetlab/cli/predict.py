@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in paths:
         if not p.is_file():
             raise UserError(f"{p}: no such image file")
-    loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir)
+    loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir, style=args.style)
     results = predict(loaded, paths, args.topk)
     if args.json:
         print(json.dumps(strict_json(results), indent=2, allow_nan=False))

@@ -16,6 +16,7 @@ from resnetlab.data.folders import decode
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.models import create_model, is_cifar, load_weights, read_checkpoint
+from resnetlab.models.registry import STYLE_AMBIGUOUS
 
 
 @dataclass
@@ -30,7 +31,7 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
-               num_classes: int | None = None, weights_dir: str | None = None) -> LoadedModel:
+               num_classes: int | None = None, weights_dir: str | None = None, style: str | None = None) -> LoadedModel:
     """Either --checkpoint (a resnetlab run's last.pt/best.pt), or --model with --weights: a file, or the
     name of published weights (`resnetlab models --weights`), which carry their class names."""
     if checkpoint:
@@ -38,6 +39,10 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
             raise UserError("give either --checkpoint, or --model with --weights, not both")
         ckpt = load_checkpoint(checkpoint)
         net, normalization = _checked_contents(ckpt, checkpoint)
+        trained_style = ckpt["model_options"].get("style", "paper")
+        if style and style != trained_style:
+            raise UserError(f"{checkpoint} was trained as style {trained_style!r}; --style {style} would compute "
+                            "something else (drop it)")
         return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"], normalization, ckpt["input"], ckpt,
                            Path(checkpoint))
     if not (model and weights):
@@ -51,13 +56,30 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     looks_like_name = "/" not in weights and not weights.endswith((".pt", ".pth", ".th"))
     if looks_like_name and ((model, weights) in pretrained.REGISTRY or not Path(weights).is_file()):
         w = pretrained.lookup(model, weights)
-        net = create_model(model, weights=weights, weights_dir=weights_dir)
+        net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
         return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size,
                            source=pretrained.weights_dir(weights_dir) / w.filename)
-    net = create_model(model, **({"num_classes": num_classes} if num_classes else {}))
-    if not Path(weights).exists():
+    if not Path(weights).is_file():
         raise UserError(f"--weights {weights}: no such file")
+    known = pretrained.identify(weights)
+    if known is not None and known.model != model:
+        known = None  # another network's file (a ResNet's into the plain net of its depth): warned about below
+    options: dict = {"num_classes": num_classes} if num_classes else {}
+    if known is not None:
+        if style and style != known.options.get("style", "paper"):
+            raise UserError(f"--weights {weights} is {known.model}'s {known.name} weights, trained as style "
+                            f"{known.options.get('style', 'paper')!r}: --style {style} would compute something else")
+        options = {**known.options, "num_classes": len(known.classes)}
+    elif style:
+        options["style"] = style
+    elif model in STYLE_AMBIGUOUS:
+        raise UserError(f"--weights {weights}: {model}'s two styles (paper: stride on the first 1x1 conv; torchvision "
+                        "v1.5: on the 3x3) have the same tensors, so the file cannot say which it was trained as; "
+                        "give --style paper or --style torchvision")
+    net = create_model(model, **options)
     load_weights(net, weights)
+    if known is not None:
+        return LoadedModel(net.eval(), model, list(known.classes), Normalization.imagenet(), size, source=Path(weights))
     trained_as = weights_network(weights)
     if trained_as and trained_as != model:
         # Option-A nets have no shortcut parameters: a ResNet's tensors fit the plain net of its depth.

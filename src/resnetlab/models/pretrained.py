@@ -90,6 +90,15 @@ def lookup(model: str, name: str) -> Weights:
                     "; `resnetlab models --weights` lists every named weights"))
 
 
+def identify(path: str | Path) -> Weights | None:
+    """The registry entry a weights file is (by its sha256), or None: a file renamed or copied elsewhere is
+    still recognised, and a torchvision file is loaded into the torchvision-style network it was trained as."""
+    from resnetlab.data.download import file_digest
+
+    digest = file_digest(Path(path), "sha256")
+    return next((w for w in REGISTRY.values() if len(w.sha256) >= 8 and digest.startswith(w.sha256.lower())), None)
+
+
 def fetch(w: Weights, folder: str | Path | None = None) -> Path:
     """The checked local file of `w`, downloaded once when missing."""
     from resnetlab.data.download import digest_matches, download

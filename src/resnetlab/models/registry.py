@@ -99,6 +99,10 @@ def check_name(name: str) -> None:
     raise UserError(f"unknown model {name!r}{hint}")
 
 
+# The bottleneck nets: "paper" and "torchvision" style have the same tensors (only the stride moves from the
+# first 1x1 to the 3x3 conv), so a strict load cannot tell which network a state dict was trained as.
+STYLE_AMBIGUOUS = ("resnet50", "resnet101", "resnet152")
+
 MODEL_OPTIONS = ("num_classes", "shortcut", "style", "zero_init_residual", "runs")
 
 
@@ -129,6 +133,11 @@ def create_model(name: str, weights: str | None = None, weights_dir: str | None 
         from resnetlab.models.weights import load_weights
 
         w = pretrained.lookup(name, weights)
+        contradicting = sorted(k for k, v in options.items() if k in w.options and w.options[k] != v)
+        if contradicting:
+            key = contradicting[0]
+            raise UserError(f"{name} weights {weights!r} were trained with {key}={w.options[key]!r}; "
+                            f"{key}={options[key]!r} would build another network (drop the option)")
         model = create_model(name, **{**w.options, "num_classes": len(w.classes), **options})
         return load_weights(model, pretrained.fetch(w, weights_dir))
     if name in _REGISTRY:

@@ -1,0 +1,65 @@
+"""Weights of the bottleneck nets load into the style they were trained as, never a guess (issue 19)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from resnetlab.cli.main import main
+from resnetlab.data.download import file_digest
+from resnetlab.engine.inference import load_model
+from resnetlab.errors import UserError
+from resnetlab.models import create_model, pretrained
+from tests.clitools import refused
+
+
+@pytest.fixture(scope="module")
+def tv50(tmp_path_factory):
+    """A torchvision ResNet-50 state dict (random weights: what matters is the network it came from)."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(num_classes=1000).eval()
+    path = tmp_path_factory.mktemp("tv") / "resnet50-mine.pth"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def test_an_unknown_bottleneck_state_dict_needs_its_style(tv50, tmp_path, capsys):
+    _, path = tv50
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((240, 240, 3), dtype=np.uint8)).save(image)
+    err = refused(["predict", "--model", "resnet50", "--weights", str(path), str(image)], "give --style", capsys)
+    assert "cannot say which" in err
+    with pytest.raises(UserError, match="give --style"):
+        load_model(model="resnet50", weights=str(path))
+
+
+def test_with_its_style_it_computes_what_torchvision_does(tv50):
+    net, path = tv50
+    loaded = load_model(model="resnet50", weights=str(path), style="torchvision")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), net(x), atol=1e-4)
+        wrong = load_model(model="resnet50", weights=str(path), style="paper").model(x)
+    assert (wrong - net(x)).abs().max() > 0.1  # why a guess is not good enough
+
+
+def test_a_known_torchvision_file_takes_its_style_and_refuses_another(tv50, monkeypatch):
+    net, path = tv50
+    entry = pretrained.REGISTRY[("resnet50", "torchvision")]
+    known = dataclasses.replace(entry, sha256=file_digest(path, "sha256"))
+    monkeypatch.setitem(pretrained.REGISTRY, ("resnet50", "torchvision"), known)
+    loaded = load_model(model="resnet50", weights=str(path))  # no --style: the hash says torchvision
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), net(x), atol=1e-4)
+    assert loaded.classes == list(entry.classes)
+    with pytest.raises(UserError, match="trained as style 'torchvision'"):
+        load_model(model="resnet50", weights=str(path), style="paper")
+
+
+def test_options_that_contradict_named_weights_are_refused():
+    with pytest.raises(UserError, match="style='torchvision'"):
+        create_model("resnet50", weights="torchvision", style="paper")
