@@ -325,3 +325,22 @@ def test_an_unwritable_cache_costs_time_not_the_run(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "afile"))
     assert main(["data", "inspect", str(tmp_path / "small")]) == 0
     assert "cannot keep the decoded images" in capsys.readouterr().err
+
+
+def test_an_onnx_export_is_one_self_contained_file(tiny_cifar, tmp_path):
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(run), "--iters", "2"]) == 0
+    out = tmp_path / "exported" / "r8.onnx"
+    out.parent.mkdir()
+    assert main(["export", "--checkpoint", str(run / "last.pt"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r8.onnx"]
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    shutil.copy(out, alone / "r8.onnx")
+    session = ort.InferenceSession(str(alone / "r8.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)

@@ -58,8 +58,10 @@ def export_onnx(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if dynamo:
+                # One self-contained file (a ResNet is far below ONNX's 2 GB limit): the default writes the
+                # weights beside it, named after the temporary file, and an .onnx copied alone then fails.
                 torch.onnx.export(loaded.model, (_example(loaded),), str(tmp), input_names=["images"],
-                                  output_names=["logits"], dynamic_shapes=BATCH, dynamo=True)
+                                  output_names=["logits"], dynamic_shapes=BATCH, dynamo=True, external_data=False)
             else:
                 torch.onnx.export(loaded.model, (_example(loaded),), str(tmp), input_names=["images"],
                                   output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
