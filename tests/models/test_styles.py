@@ -63,3 +63,18 @@ def test_a_known_torchvision_file_takes_its_style_and_refuses_another(tv50, monk
 def test_options_that_contradict_named_weights_are_refused():
     with pytest.raises(UserError, match="style='torchvision'"):
         create_model("resnet50", weights="torchvision", style="paper")
+
+
+def test_default_and_torchvision_enum_names_are_aliases():
+    from tests.conftest import AKAMASTER
+
+    assert pretrained.lookup("resnet50", "DEFAULT").name == "torchvision-v2"  # torchvision's DEFAULT
+    assert pretrained.lookup("resnet18", "DEFAULT").name == "torchvision"
+    assert pretrained.lookup("resnet50", "IMAGENET1K_V1").name == "torchvision"
+    assert pretrained.lookup("resnet50", "IMAGENET1K_V2").name == "torchvision-v2"
+    assert pretrained.lookup("cifar_resnet20", "DEFAULT").name == "akamaster"
+    with pytest.raises(UserError, match="no weights named"):
+        pretrained.lookup("cifar_plain20", "DEFAULT")
+    if (AKAMASTER / "resnet20-12fca82f.th").is_file():
+        net = create_model("cifar_resnet20", weights="DEFAULT", weights_dir=str(AKAMASTER))
+        assert net.fc.out_features == 10

@@ -54,7 +54,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     # A published name (akamaster, torchvision) means those weights even where a file or folder in the working
     # directory bears the name; such a file is loaded as ./NAME. Other words that are not files are looked up.
     looks_like_name = "/" not in weights and not weights.endswith((".pt", ".pth", ".th"))
-    if looks_like_name and ((model, weights) in pretrained.REGISTRY or not Path(weights).is_file()):
+    if looks_like_name and ((model, pretrained.resolve_name(model, weights)) in pretrained.REGISTRY
+                            or not Path(weights).is_file()):
         w = pretrained.lookup(model, weights)
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
         return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size,

@@ -82,7 +82,22 @@ def weights_dir(folder: str | Path | None = None) -> Path:
     return default_root() / "weights"
 
 
+# torchvision's enum names for its entries, and "DEFAULT": the best published weights of a network, as
+# torchvision's DEFAULT is (its V2 where one exists) and akamaster's for the CIFAR ResNets.
+ALIASES = {"IMAGENET1K_V1": "torchvision", "IMAGENET1K_V2": "torchvision-v2"}
+
+
+def resolve_name(model: str, name: str) -> str:
+    """The registry name `name` stands for (an alias, or itself)."""
+    if name == "DEFAULT":
+        for candidate in ("torchvision-v2", "torchvision", "akamaster", "resnetlab"):
+            if (model, candidate) in REGISTRY:
+                return candidate
+    return ALIASES.get(name, name)
+
+
 def lookup(model: str, name: str) -> Weights:
+    name = resolve_name(model, name)
     if (model, name) in REGISTRY:
         return REGISTRY[(model, name)]
     known = sorted(w.name for (m, _), w in REGISTRY.items() if m == model)

@@ -133,6 +133,7 @@ def create_model(name: str, weights: str | None = None, weights_dir: str | None 
         from resnetlab.models.weights import load_weights
 
         w = pretrained.lookup(name, weights)
+        weights = w.name
         contradicting = sorted(k for k, v in options.items() if k in w.options and w.options[k] != v)
         if contradicting:
             key = contradicting[0]
