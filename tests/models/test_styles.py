@@ -78,3 +78,14 @@ def test_default_and_torchvision_enum_names_are_aliases():
     if (AKAMASTER / "resnet20-12fca82f.th").is_file():
         net = create_model("cifar_resnet20", weights="DEFAULT", weights_dir=str(AKAMASTER))
         assert net.fc.out_features == 10
+
+
+def test_named_weights_carry_the_preprocessing_their_error_was_measured_with(tv50, monkeypatch):
+    """torchvision's V2 entries were measured resizing to 232, not 256; evaluate and predict use it."""
+    _, path = tv50
+    entry = pretrained.REGISTRY[("resnet50", "torchvision-v2")]
+    assert entry.input == {"size": 224, "resize": 232}
+    assert pretrained.REGISTRY[("resnet50", "torchvision")].input == {"size": 224, "resize": 256}
+    monkeypatch.setitem(pretrained.REGISTRY, ("resnet50", "torchvision-v2"),
+                        dataclasses.replace(entry, sha256=file_digest(path, "sha256")))
+    assert load_model(model="resnet50", weights=str(path)).input == {"size": 224, "resize": 232}

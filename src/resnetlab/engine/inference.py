@@ -58,7 +58,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
                             or not Path(weights).is_file()):
         w = pretrained.lookup(model, weights)
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
-        return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), size,
+        return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), dict(w.input),
                            source=pretrained.weights_dir(weights_dir) / w.filename)
     if not Path(weights).is_file():
         raise UserError(f"--weights {weights}: no such file")
@@ -80,7 +80,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     net = create_model(model, **options)
     load_weights(net, weights)
     if known is not None:
-        return LoadedModel(net.eval(), model, list(known.classes), Normalization.imagenet(), size, source=Path(weights))
+        return LoadedModel(net.eval(), model, list(known.classes), Normalization.imagenet(), dict(known.input),
+                           source=Path(weights))
     trained_as = weights_network(weights)
     if trained_as and trained_as != model:
         # Option-A nets have no shortcut parameters: a ResNet's tensors fit the plain net of its depth.

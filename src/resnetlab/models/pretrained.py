@@ -31,6 +31,9 @@ class Weights:
     normalization: str = "imagenet"  # what the input must be normalized with
     options: dict = field(default_factory=dict)  # create_model options, e.g. {"style": "torchvision"}
     classes: tuple[str, ...] = CIFAR10_CLASSES
+    # The input the error above was measured with: the centre crop of the image resized to `resize` (shorter
+    # side), as the publisher's own transforms do it (torchvision's V2 entries resize to 232, not 256).
+    input: dict = field(default_factory=lambda: {"size": 32, "resize": 32})
 
     @property
     def filename(self) -> str:
@@ -41,6 +44,16 @@ def _akamaster(depth: int, file: str, sha256: str, error: float) -> Weights:
     return Weights(f"cifar_resnet{depth}", "akamaster", AKAMASTER + file, sha256,
                    "akamaster/pytorch_resnet_cifar10 (Y. Idelbayev)", "BSD-2-Clause",
                    "CIFAR-10 test set (original images), as published", {"top1_error": error})
+
+
+def _torchvision_input(entry) -> dict:
+    """The crop and resize of a torchvision weight entry's transforms (its ImageClassification preset)."""
+    import inspect
+
+    preset = entry.transforms
+    defaults = {k: p.default for k, p in inspect.signature(preset.func).parameters.items()}
+    keywords = {**defaults, **preset.keywords}
+    return {"size": int(keywords["crop_size"]), "resize": int(keywords["resize_size"])}
 
 
 def _torchvision() -> list[Weights]:
@@ -56,7 +69,8 @@ def _torchvision() -> list[Weights]:
                                "BSD-3-Clause", "ImageNet-1K val, centre crop, as published by torchvision",
                                {"top1_error": round(1 - metrics["acc@1"] / 100, 5),
                                 "top5_error": round(1 - metrics["acc@5"] / 100, 5)},
-                               options={"style": "torchvision"}, classes=tuple(entry.meta["categories"])))
+                               options={"style": "torchvision"}, classes=tuple(entry.meta["categories"]),
+                               input=_torchvision_input(entry)))
     return out
 
 
