@@ -89,3 +89,12 @@ def test_named_weights_carry_the_preprocessing_their_error_was_measured_with(tv5
     monkeypatch.setitem(pretrained.REGISTRY, ("resnet50", "torchvision-v2"),
                         dataclasses.replace(entry, sha256=file_digest(path, "sha256")))
     assert load_model(model="resnet50", weights=str(path)).input == {"size": 224, "resize": 232}
+
+
+def test_list_models_takes_a_pattern_and_a_weights_filter():
+    from resnetlab import list_models
+
+    assert list_models("cifar_resnet*", weights=True) == [f"cifar_resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
+    assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert list_models("*plain*", weights=True) == []
+    assert "cifar_plain56" in list_models()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 from typing import Any, Callable
 
@@ -74,10 +75,16 @@ CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
 
 
-def list_models() -> list[str]:
-    """The registered names: the ImageNet nets, then the CIFAR nets of the paper."""
+def list_models(pattern: str = "*", weights: bool = False) -> list[str]:
+    """The registered names matching the shell-style `pattern` (as torchvision's and timm's list_models):
+    the ImageNet nets, then the CIFAR nets of the paper; weights=True keeps those with named weights."""
     cifar = [f"cifar_resnet{d}" for d in CIFAR_RESNET_DEPTHS] + [f"cifar_plain{d}" for d in CIFAR_PLAIN_DEPTHS]
-    return list(_REGISTRY) + cifar
+    names = [n for n in [*_REGISTRY, *cifar] if fnmatch.fnmatchcase(n, pattern)]
+    if weights:
+        from resnetlab.models.pretrained import REGISTRY
+
+        names = [n for n in names if any(model == n for model, _ in REGISTRY)]
+    return names
 
 
 def is_cifar(name: str) -> bool:
