@@ -98,3 +98,19 @@ def test_list_models_takes_a_pattern_and_a_weights_filter():
     assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
     assert list_models("*plain*", weights=True) == []
     assert "cifar_plain56" in list_models()
+
+
+def test_weights_already_in_torchs_hub_cache_are_used(tmp_path, monkeypatch):
+    import shutil
+
+    from tests.conftest import AKAMASTER
+
+    if not (AKAMASTER / "resnet20-12fca82f.th").is_file():
+        pytest.skip("the shared akamaster weights are not here")
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    shutil.copy(AKAMASTER / "resnet20-12fca82f.th", hub / "checkpoints")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    empty = tmp_path / "weights"
+    net = create_model("cifar_resnet20", weights="akamaster", weights_dir=str(empty))  # offline: no download
+    assert net.fc.out_features == 10 and not empty.exists()

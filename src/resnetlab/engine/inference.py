@@ -59,7 +59,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         w = pretrained.lookup(model, weights)
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
         return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), dict(w.input),
-                           source=pretrained.weights_dir(weights_dir) / w.filename)
+                           source=pretrained.local_file(w, weights_dir))
     if not Path(weights).is_file():
         raise UserError(f"--weights {weights}: no such file")
     known = pretrained.identify(weights)

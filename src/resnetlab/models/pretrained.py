@@ -128,12 +128,22 @@ def identify(path: str | Path) -> Weights | None:
     return next((w for w in REGISTRY.values() if len(w.sha256) >= 8 and digest.startswith(w.sha256.lower())), None)
 
 
+def local_file(w: Weights, folder: str | Path | None = None) -> Path:
+    """Where `w`'s file is: in the weights folder, else in torch's hub cache (where torchvision and torch.hub
+    downloads go: a file fetched by torchvision is not fetched again), else where it will be downloaded to."""
+    import torch
+
+    own = weights_dir(folder) / w.filename
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / w.filename
+    return own if own.is_file() or not hub.is_file() else hub
+
+
 def fetch(w: Weights, folder: str | Path | None = None) -> Path:
     """The checked local file of `w`, downloaded once when missing."""
     from resnetlab.data.download import digest_matches, download
 
     where = weights_dir(folder)
-    path = where / w.filename
+    path = local_file(w, folder)
     if where.exists() and not where.is_dir():
         raise UserError(f"the weights folder {where} is a file; name a folder with --weights-dir or $RESNETLAB_WEIGHTS")
     if not path.is_file():
