@@ -1,5 +1,10 @@
 """`resnetlab export`: a trained model as a torch.export program (.pt2) or ONNX, with a dynamic batch size.
 
+By default the program takes what an application has, RGB images as float in [0, 1] (N x 3 x size x size),
+and applies the model's own normalization inside (for the paper's CIFAR nets, the 3x32x32 mean image, which
+exists nowhere but in the checkpoint); --no-preprocessing exports the bare network. Class names, input size
+and normalization travel in the file: ONNX metadata_props, the .pt2 extra file resnetlab.json.
+
 Every export is loaded back and compared with PyTorch at batch sizes 1 and 7: the .pt2 program with
 torch.export.load, the ONNX file in onnxruntime (when installed). ONNX goes through the current exporter
 (torch.onnx.export(dynamo=True)) and falls back to the legacy one, saying so. TorchScript, deprecated in
@@ -8,12 +13,14 @@ PyTorch, is kept behind --format torchscript.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_model_source, check_output
@@ -35,37 +42,83 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, help="output file (.pt2, .onnx or .pt)")
     p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never the input)")
+    p.add_argument("--no-preprocessing", action="store_true",
+                   help="export the bare network, which expects normalized input, instead of one taking RGB in [0, 1]")
     return p
 
 
-def _example(loaded: LoadedModel, n: int = 2) -> torch.Tensor:
+class Preprocessed(nn.Module):
+    """The network behind its own normalization: RGB float in [0, 1] in, logits out."""
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.float().clone())
+        self.register_buffer("std", std.float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def exported_network(loaded: LoadedModel, preprocessing: bool) -> nn.Module:
+    if not preprocessing:
+        return loaded.model
+    return Preprocessed(loaded.model, loaded.normalization.mean, loaded.normalization.std).eval()
+
+
+def metadata(loaded: LoadedModel, preprocessing: bool) -> dict[str, str]:
+    """What a user of the file needs to feed it and read its output, as strings (ONNX metadata_props)."""
+    norm = loaded.normalization
+    per_channel = norm.mean.numel() == 3
     size = loaded.input["size"]
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+    return {
+        "resnetlab.model": loaded.name,
+        "resnetlab.classes": json.dumps(loaded.classes or []),
+        "resnetlab.input": (f"N x 3 x {size} x {size} RGB float in [0, 1], normalized inside" if preprocessing else
+                            f"N x 3 x {size} x {size}, already normalized ({norm.kind})"),
+        "resnetlab.resize": str(loaded.input["resize"]),
+        "resnetlab.normalization": json.dumps({"kind": norm.kind,
+                                               "mean": norm.mean.flatten().tolist() if per_channel else "per-pixel mean image (inside)",
+                                               "std": norm.std.flatten().tolist()}),
+    }
+
+
+def _example(loaded: LoadedModel, n: int = 2, preprocessing: bool = False) -> torch.Tensor:
+    size = loaded.input["size"]
+    g = torch.Generator().manual_seed(n)
+    return torch.rand(n, 3, size, size, generator=g) if preprocessing else torch.randn(n, 3, size, size, generator=g)
 
 
 BATCH = {"x": {0: torch.export.Dim.DYNAMIC}}  # the batch dimension stays free in every format
 
 
-def export_pt2(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.ndarray]:
-    program = torch.export.export(loaded.model, (_example(loaded),), dynamic_shapes=BATCH)
-    atomic_write(out, lambda tmp: torch.export.save(program, str(tmp)))
+def export_pt2(net: nn.Module, example: torch.Tensor, meta: dict[str, str], out: Path) -> Callable[[torch.Tensor], np.ndarray]:
+    program = torch.export.export(net, (example,), dynamic_shapes=BATCH)
+    extra = {"resnetlab.json": json.dumps(meta)}
+    atomic_write(out, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
     module = torch.export.load(str(out)).module()
     return lambda x: module(x).detach().numpy()
 
 
-def export_onnx(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.ndarray]:
+def export_onnx(net: nn.Module, example: torch.Tensor, meta: dict[str, str], out: Path) -> Callable[[torch.Tensor], np.ndarray]:
     def write(tmp: Path, dynamo: bool) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if dynamo:
                 # One self-contained file (a ResNet is far below ONNX's 2 GB limit): the default writes the
                 # weights beside it, named after the temporary file, and an .onnx copied alone then fails.
-                torch.onnx.export(loaded.model, (_example(loaded),), str(tmp), input_names=["images"],
+                torch.onnx.export(net, (example,), str(tmp), input_names=["images"],
                                   output_names=["logits"], dynamic_shapes=BATCH, dynamo=True, external_data=False)
             else:
-                torch.onnx.export(loaded.model, (_example(loaded),), str(tmp), input_names=["images"],
+                torch.onnx.export(net, (example,), str(tmp), input_names=["images"],
                                   output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
                                   dynamo=False)
+        import onnx
+
+        model = onnx.load(str(tmp))
+        for key, value in meta.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp))
 
     try:
         atomic_write(out, lambda tmp: write(tmp, dynamo=True))
@@ -79,27 +132,25 @@ def export_onnx(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.n
     return lambda x: session.run(["logits"], {"images": x.numpy()})[0]
 
 
-def export_torchscript(loaded: LoadedModel, out: Path) -> Callable[[torch.Tensor], np.ndarray]:
+def export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, str], out: Path) -> Callable[[torch.Tensor], np.ndarray]:
     warnings.warn("TorchScript is deprecated in PyTorch; --format pt2 is its replacement", FutureWarning, stacklevel=2)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The network has no data-dependent control flow, so a trace is the whole program.
-        traced = torch.jit.trace(loaded.model, _example(loaded))
-    atomic_write(out, lambda tmp: traced.save(str(tmp)))
+        traced = torch.jit.trace(net, example)
+    atomic_write(out, lambda tmp: traced.save(str(tmp), _extra_files={"resnetlab.json": json.dumps(meta)}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(out))
     return lambda x: module(x).detach().numpy()
 
 
-def worst_difference(loaded: LoadedModel, run: Callable[[torch.Tensor], np.ndarray],
-                     batch_sizes: tuple[int, ...] = (1, 7)) -> float:
-    """Largest |export - PyTorch| over random inputs at each batch size."""
+def worst_difference(net: nn.Module, examples: list[torch.Tensor], run: Callable[[torch.Tensor], np.ndarray]) -> float:
+    """Largest |export - PyTorch| over `examples`."""
     worst = 0.0
-    for n in batch_sizes:
-        x = _example(loaded, n)
+    for x in examples:
         with torch.no_grad():
-            ref = loaded.model(x).numpy()
+            ref = net(x).numpy()
         worst = max(worst, float(np.abs(run(x) - ref).max()))
     return worst
 
@@ -115,15 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}[fmt]
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir, style=args.style)
     check_output("--out", out, [loaded.source], args.force)  # named weights: the file they resolved to
+    preprocessing = not args.no_preprocessing
+    net, meta = exported_network(loaded, preprocessing), metadata(loaded, preprocessing)
     try:
-        run = exporter(loaded, out)
+        run = exporter(net, _example(loaded, 2, preprocessing), meta, out)
     except ImportError:
-        print("onnxruntime is not installed: the ONNX file was written but not checked (pip install 'resnetlab[export]')")
-        return 0
-    size = loaded.input["size"]
-    print(f"wrote {out} ({FORMATS[fmt]}, {loaded.name}, input N x 3 x {size} x {size}, N free)")
+        raise UserError(f"--format {fmt} needs the onnx and onnxruntime packages: pip install 'resnetlab[export]'") from None
+    print(f"wrote {out} ({FORMATS[fmt]}, {loaded.name}); input: {meta['resnetlab.input']}, N free; class names, "
+          "input size and normalization are in the file")
     if not args.no_check:
-        diff = worst_difference(loaded, run)
+        diff = worst_difference(net, [_example(loaded, n, preprocessing) for n in (1, 7)], run)
         print(f"loaded back, it matches PyTorch at batch sizes 1 and 7: max abs difference {diff:.2e}")
         if diff > TOLERANCE:
             raise UserError(f"the {FORMATS[fmt]} export of {loaded.name} differs from PyTorch by {diff:.2e}")
