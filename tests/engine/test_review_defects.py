@@ -344,3 +344,24 @@ def test_an_onnx_export_is_one_self_contained_file(tiny_cifar, tmp_path):
     shutil.copy(out, alone / "r8.onnx")
     session = ort.InferenceSession(str(alone / "r8.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"images": np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
+
+
+def test_a_run_moved_elsewhere_resumes_with_its_data_given_again_and_only_that_data(tiny_cifar, tmp_path, monkeypatch):
+    import shutil
+
+    from tests.cifar_files import write_cifar10_python
+
+    workdir = tmp_path / "a"
+    workdir.mkdir()
+    shutil.copytree(tiny_cifar, workdir / "data")
+    monkeypatch.chdir(workdir)
+    assert main(["train", *TINY, "--data", "data", "--out", "run", "--iters", "6", "--stop-after", "2"]) == 0
+    moved = tmp_path / "b"
+    moved.mkdir()
+    shutil.move(str(workdir / "run"), moved / "run")
+    monkeypatch.chdir(moved)  # "data" no longer resolves from here
+    other = tmp_path / "other" / "cifar-10-batches-py"
+    write_cifar10_python(other, train_per_batch=100, test=200, seed=5)
+    assert main(["train", "--resume", "run", "--data", str(other)]) == 2  # another dataset: refused
+    assert main(["train", "--resume", "run", "--data", str(workdir / "data")]) == 0
+    assert load_checkpoint(moved / "run" / "last.pt", training=True)["state"]["step"] == 6

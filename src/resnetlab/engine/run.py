@@ -105,6 +105,7 @@ class Run:
         path = self.run_dir / "last.pt"
         if ckpt["model_name"] != self.cfg.model:
             raise UserError(f"{path} is a {ckpt['model_name']} run, not {self.cfg.model}")
+        self._check_same_data(ckpt)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -115,6 +116,20 @@ class Run:
             raise UserError(f"{path} is damaged or does not fit this run ({type(e).__name__}); "
                             "restore it from a copy, or start the run again in a new --out") from None
         restore_cuda_rng(ckpt["rng"]["cuda"])
+
+    def _check_same_data(self, ckpt: dict[str, Any]) -> None:
+        """A resumed run reads the data it trained on, wherever that now lies: same classes, same split sizes,
+        same hold-out (by its digest)."""
+        new = {k: v for k, v in self.data.split.items() if k != "val_indices"}
+        old = ckpt.get("split") or {}
+        differing = [k for k in ("val", "train_images", "val_images", "holdout", "val_sha1") if k in old and old[k] != new.get(k)]
+        if ckpt.get("classes") not in (None, self.data.classes):
+            differing.insert(0, "classes")
+        if differing:
+            key = differing[0]
+            was, now = (ckpt["classes"], self.data.classes) if key == "classes" else (old[key], new.get(key))
+            raise UserError(f"--data {self.cfg.data} is not the dataset this run trained on ({key}: {was} then, "
+                            f"{now} here); give its folder with --resume {self.run_dir.path} --data DATA")
 
     def save(self, best: dict[str, Any] | None = None) -> None:
         """last.pt; with `best` (the split that chose it, the iteration, the error) best.pt as well."""

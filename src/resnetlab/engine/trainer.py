@@ -227,7 +227,9 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     return from_dict(load_checkpoint(run_dir / "last.pt", training=True)["config"], str(run_dir / "last.pt"))
 
 
-RESUME_CHANGEABLE = {"iters", "milestones", "device", "workers", "log_every", "eval_every", "save_every"}
+# --data may change on resume (a run moved to another machine or working directory finds its data elsewhere);
+# Run checks that it is the same dataset: the same classes, split sizes and hold-out.
+RESUME_CHANGEABLE = {"iters", "milestones", "device", "workers", "log_every", "eval_every", "save_every", "data"}
 
 
 def resume_configs(run_dir: Path, flags: dict[str, Any]) -> list[TrainConfig]:
