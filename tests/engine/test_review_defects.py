@@ -365,3 +365,9 @@ def test_a_run_moved_elsewhere_resumes_with_its_data_given_again_and_only_that_d
     assert main(["train", "--resume", "run", "--data", str(other)]) == 2  # another dataset: refused
     assert main(["train", "--resume", "run", "--data", str(workdir / "data")]) == 0
     assert load_checkpoint(moved / "run" / "last.pt", training=True)["state"]["step"] == 6
+
+
+def test_time_estimates_read_as_a_person_says_them():
+    from resnetlab.engine.trainer import duration
+
+    assert [duration(s) for s in (0.2, 40, 600, 8200)] == ["1 s", "40 s", "10 min", "2.3 h"]

@@ -200,10 +200,19 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
 
 def _estimate(run: Run, step: int, images_per_s: float) -> str:
     cfg = run.cfg
-    hours = (cfg.iters - step) * cfg.batch_size / images_per_s / 3600
+    seconds = (cfg.iters - step) * cfg.batch_size / images_per_s
     return (f"at {images_per_s:,.0f} images/s on this CPU the remaining {cfg.iters - step:,} iterations take about "
-            f"{hours:.1f} h; --iters N shortens the run (the lr milestones scale with it), and Ctrl-C stops it "
+            f"{duration(seconds)}; --iters N shortens the run (the lr milestones scale with it), and Ctrl-C stops it "
             f"resumably (--resume {cfg.out})")
+
+
+def duration(seconds: float) -> str:
+    """A time as a person says it: 40 s, 12 min, 2.3 h."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def seed_configs(cfg: TrainConfig, seeds: int) -> list[TrainConfig]:
