@@ -12,19 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.config import FIELDS, first_problem, resolve
+from resnetlab.engine.config import FIELDS, default_recipe, first_problem, resolve
 from resnetlab.engine.inference import load_model, predict as _predict
 from resnetlab.engine.trainer import resume_configs, seed_configs, train_runs
 
 
-def train(*, model: str, data: str, out: str, recipe: str = "cifar-paper", seeds: int = 1,
+def train(*, model: str, data: str, out: str, recipe: str | None = None, seeds: int = 1,
           stop_after: int | None = None, **overrides: Any) -> dict | list[dict]:
     """Train as `resnetlab train` does (recipe < overrides, e.g. iters=2000, lr=0.05); returns the run's
     summary (one per seed with seeds > 1)."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"train: seeds must be a positive whole number, not {seeds!r}")
     _check_overrides("train", overrides)
-    cfg = resolve(recipe, {}, {"model": model, "data": str(data), "out": str(out), **overrides})
+    cfg = resolve(recipe or default_recipe(model), {}, {"model": model, "data": str(data), "out": str(out), **overrides})
     summaries = train_runs(seed_configs(cfg, seeds) if seeds > 1 else [cfg], stop_after=stop_after)
     return summaries if seeds > 1 else summaries[0]
 

@@ -371,3 +371,14 @@ def test_time_estimates_read_as_a_person_says_them():
     from resnetlab.engine.trainer import duration
 
     assert [duration(s) for s in (0.2, 40, 600, 8200)] == ["1 s", "40 s", "10 min", "2.3 h"]
+
+
+def test_the_recipe_follows_the_network_and_is_said(tmp_path, capsys):
+    """An ImageNet network on an image folder once got CIFAR's recipe and was refused (pixel-mean)."""
+    from tests.engine.test_imagenet_folders import imagenet_folders
+
+    data = imagenet_folders(tmp_path / "ds", train=2, val=1)
+    assert main(["train", "--model", "resnet18", "--data", str(data), "--out", str(tmp_path / "r"), "--iters", "1",
+                 "--batch-size", "2", "--workers", "0", "--lr", "0.01"]) == 0
+    assert "recipe imagenet-paper; schedule" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["recipe"] == "imagenet-paper"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
-from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, resolve, validate
+from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, default_recipe, read_toml, resolve, validate
 from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
                                       train_runs)
 from resnetlab.errors import UserError
@@ -20,7 +20,8 @@ from resnetlab.errors import UserError
 HELP = {
     "model": "network name (see `resnetlab models`), e.g. cifar_resnet20, cifar_plain56, resnet50",
     "data": "dataset: a folder, an official CIFAR tarball, or cifar10/cifar100 (downloaded once)",
-    "recipe": f"the paper's recipe to start from: {', '.join(RECIPES)}",
+    "recipe": f"the paper's recipe to start from: {', '.join(RECIPES)} (default: the one the paper trained the "
+              "network with: cifar-paper for the CIFAR nets, imagenet-paper for the others)",
     "out": "run directory (config, metrics.jsonl, last.pt, best.pt, summary.json)",
     "iters": "total iterations (the lr milestones scale with it unless --milestones is given; with --resume, "
              "only while no milestone has been passed)",
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = resume_configs(Path(args.resume), flags)
     else:
         file_values = read_toml(args.config) if args.config else {}
-        recipe = flags.pop("recipe") or file_values.pop("recipe", "cifar-paper")
+        model = flags.get("model") or file_values.get("model") or TrainConfig.model
+        recipe = flags.pop("recipe") or file_values.pop("recipe", None) or default_recipe(str(model))
         cfg = resolve(recipe, file_values, flags)
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
     resume_dir = _resume_hint(configs, args.resume)

@@ -143,6 +143,13 @@ def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def default_recipe(model: str) -> str:
+    """The recipe the paper trained `model` with: Sec. 4.2's for the CIFAR nets, Sec. 3.4's for the ImageNet ones."""
+    from resnetlab.models.registry import is_cifar
+
+    return "cifar-paper" if is_cifar(model) else "imagenet-paper"
+
+
 def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
     """recipe < config file < command-line flags; iterations given without milestones rescale them."""
     if recipe not in RECIPES:

@@ -102,7 +102,7 @@ def describe(cfg: TrainConfig, warmup: bool) -> str:
         drops = f"divided by 10 after {cfg.plateau_patience} evaluations without improvement"
     warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
             if warmup else "")
-    return f"schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g} {drops}{warm}"
+    return f"recipe {cfg.recipe}; schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g} {drops}{warm}"
 
 
 def _listing(values: list[int]) -> str:
