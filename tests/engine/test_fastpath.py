@@ -218,3 +218,18 @@ def test_compiled_bf16_trains_like_eager_bf16_on_this_cpu(tiny_cifar, tmp_path):
         runs[0].run_dir.release()
     assert torch.isfinite(losses["on"]).all()
     assert torch.allclose(losses["on"], losses["off"], rtol=0.03), losses
+
+
+def test_a_step_that_crashes_on_this_machine_is_a_rejection_not_a_crash(tiny_cifar, tmp_path, monkeypatch, capsys,
+                                                                       fresh_verdicts):
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
+    real = Stack._train_step
+
+    def step(self, x, y):
+        if self.amp_dtype == torch.bfloat16:
+            raise RuntimeError("a compiler that fails here")
+        return real(self, x, y)
+
+    monkeypatch.setattr(Stack, "_train_step", step)
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--iters", "4"]) == 0
+    assert "eager bf16 rejected: it failed: RuntimeError: a compiler that fails here" in capsys.readouterr().out

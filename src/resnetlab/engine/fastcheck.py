@@ -92,18 +92,20 @@ class Probe:
         params = [p for _, p in stack.momenta()]
         before = [p.detach().float().clone() for p in params]
         start = time.perf_counter()
-        losses, _ = stack.step(self.batches, self.lrs)
-        if stack.device.type == "cuda":
-            torch.cuda.synchronize(stack.device)
-        seconds = time.perf_counter() - start
-        step = Step(losses.detach().float().clone(),
-                    [(p.grad if p.grad is not None else torch.zeros_like(p)).float().clone() for p in params],
-                    [p.detach().float() - b for p, b in zip(params, before)])
-        with torch.no_grad():
-            for t, s in zip(tensors, saved):
-                t.copy_(s)
-        for p in params:
-            p.grad = None
+        try:
+            losses, _ = stack.step(self.batches, self.lrs)
+            if stack.device.type == "cuda":
+                torch.cuda.synchronize(stack.device)
+            seconds = time.perf_counter() - start
+            step = Step(losses.detach().float().clone(),
+                        [(p.grad if p.grad is not None else torch.zeros_like(p)).float().clone() for p in params],
+                        [p.detach().float() - b for p, b in zip(params, before)])
+        finally:  # a step that failed half-way (a compiler error) is undone too
+            with torch.no_grad():
+                for t, s in zip(tensors, saved):
+                    t.copy_(s)
+            for p in params:
+                p.grad = None
         return step, seconds
 
     def run_scaled(self) -> tuple[Step, float]:
@@ -163,9 +165,8 @@ def settle(stack: Stack, candidates: list[FastPath], batches: list[tuple[Tensor,
            say: Callable[[str], None] = print) -> tuple[float, list[str]]:
     """Put `stack` on the first of `candidates` that agrees with the eager fp32 step (cached verdicts are
     trusted); returns the seconds spent compiling and what the check found (one line per rejected path, then
-    the accepted one's). Under torchrun every rank
-    checks (no cache: ranks on other machines could hold other verdicts) and a path rejected on any rank is
-    rejected on all, so the ranks step alike."""
+    the accepted one's). Under torchrun every rank checks (no cache: ranks on other machines could hold other
+    verdicts) and a path rejected on any rank is rejected on all, so the ranks step alike."""
     dist = stack.dist
     verdicts = {} if dist.enabled else _load_verdicts()
     probe = Probe(stack, batches, lrs)
