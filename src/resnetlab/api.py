@@ -3,17 +3,23 @@ keyword arguments and returns what the subcommand prints as data.
 
     import resnetlab
     summary = resnetlab.train(model="cifar_resnet20", data="cifar10", out="runs/r20", iters=2000)
-    result = resnetlab.evaluate(checkpoint="runs/r20/last.pt", data="cifar10")
-    top = resnetlab.predict(["cat.jpg"], model="cifar_resnet20", weights="akamaster")
+    result = resnetlab.evaluate(checkpoint="runs/r20/last.pt", data="cifar10", plot="confusion.png")
+    top = resnetlab.predict(["cat.jpg", "photos/"], model="cifar_resnet20", weights="akamaster")
+    loaded = resnetlab.load("runs/r20/last.pt")  # .model, .classes, .transforms()
+    weights = resnetlab.get_weights("resnet50", "IMAGENET1K_V2")  # .meta, .transforms(), .url, .sha256
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+from torch import Tensor
+
 from resnetlab.engine.config import FIELDS, default_recipe, first_problem, resolve
-from resnetlab.engine.inference import load_model, predict as _predict
+from resnetlab.engine.inference import LoadedModel, expand_folders, load_model, predict as _predict
 from resnetlab.engine.trainer import resume_configs, seed_configs, train_runs
 
 
@@ -38,42 +44,75 @@ def resume(run_dir: str, stop_after: int | None = None, **changes: Any) -> dict 
     return summaries if len(configs) > 1 else summaries[0]
 
 
-def evaluate(*, data: str, checkpoint: str | list[str] | None = None, model: str | None = None,
-             weights: str | None = None, **options: Any) -> dict:
-    """Evaluate as `resnetlab evaluate` does (split=, protocol=, device=, plot=, save_predictions=, ...);
-    returns its JSON as a dict: errors, per-class accuracy, confusion matrix."""
-    from resnetlab.cli.evaluate import build_parser, measure
+def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | None = None, model: str | None = None,
+             weights: str | Path | None = None, weights_dir: str | Path | None = None, style: str | None = None,
+             split: str = "auto", protocol: str = "center", batch_size: int = 500, workers: int = 4,
+             device: str = "auto", plot: str | Path | None = None, save_predictions: str | Path | None = None,
+             topk: int = 5, force: bool = False, **unknown: Any) -> dict:
+    """Evaluate as `resnetlab evaluate` does; returns its JSON as a dict: errors, per-class accuracy, confusion
+    matrix. `plot`/`save_predictions` name files to write (None: none)."""
+    from resnetlab.cli.evaluate import Options, measure
+    from resnetlab.data.imagenet import PROTOCOLS
+    from resnetlab.cli.options import DEVICES
 
-    parser = build_parser()
-    known = sorted({a.dest for a in parser._actions} - {"help", "data", "checkpoint", "model", "weights"})
-    for key in options:
-        if key not in known:
-            raise TypeError(f"evaluate: unknown option {key!r} (known: {', '.join(known)})")
-    argv = ["--data", str(data)]
-    for c in [checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint or []:
-        argv += ["--checkpoint", str(c)]
-    argv += ["--model", model] if model else []
-    argv += ["--weights", str(weights)] if weights else []
-    for key, value in options.items():
-        if isinstance(value, bool):  # store_true flags: given when True
-            argv += [f"--{key.replace('_', '-')}"] if value else []
-        else:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
-    return measure(parser.parse_args(argv))
+    known = [f.name for f in fields(Options) if f.name != "checkpoints"]
+    for key in unknown:
+        raise TypeError(f"evaluate: unknown option {key!r} (known: checkpoint, {', '.join(known)})")
+    _choice("evaluate", "split", split, ("auto", "train", "val", "test", "holdout"))
+    _choice("evaluate", "protocol", protocol, PROTOCOLS)
+    _choice("evaluate", "device", device, DEVICES)
+    _choice("evaluate", "style", style, (None, "paper", "torchvision"))
+    for key, value in (("batch_size", batch_size), ("workers", workers), ("topk", topk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "workers" else 1):
+            raise ValueError(f"evaluate: {key} must be a {'' if key == 'workers' else 'positive '}whole number, "
+                             f"not {value!r}")
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint or [])
+    return measure(Options(str(data), tuple(map(str, checkpoints)), model, _text(weights), _text(weights_dir), style,
+                           split, protocol, batch_size, workers, device, _text(plot), _text(save_predictions), topk,
+                           bool(force)))
 
 
-def predict(images: list[str | Path], *, checkpoint: str | None = None, model: str | None = None,
-            weights: str | None = None, topk: int = 5) -> list[dict]:
-    """Classify image files: for each, its top-k classes (by name where the model knows them) and probabilities."""
+def load(checkpoint: str | Path | None = None, *, model: str | None = None, weights: str | Path | None = None,
+         weights_dir: str | Path | None = None, style: str | None = None) -> LoadedModel:
+    """A trained model ready for use: `.model` (in eval mode), `.classes`, `.transforms()` (image -> input).
+
+        loaded = resnetlab.load("runs/r20/last.pt")       # or load(model="cifar_resnet20", weights="akamaster")
+        logits = loaded.model(loaded.transforms()(image)[None])
+    """
+    return load_model(_text(checkpoint), model, _text(weights), weights_dir=_text(weights_dir), style=style)
+
+
+def predict(images: list[str | Path | Image.Image | Tensor] | Tensor, *, checkpoint: str | Path | None = None,
+            model: str | None = None, weights: str | Path | None = None, weights_dir: str | Path | None = None,
+            style: str | None = None, topk: int = 5, batch_size: int = 64) -> list[dict]:
+    """Classify images: each a file, a folder (every image under it), a PIL image or a (3, H, W) tensor
+    (uint8, or float in [0, 1]); a (N, 3, H, W) tensor is N images. For each: its top-k classes (by name
+    where the model knows them) and probabilities, `batch_size` images at a time."""
     if isinstance(images, (str, Path)):
-        raise TypeError(f"predict: give a list of image files, e.g. [{str(images)!r}], not one path")
+        raise TypeError(f"predict: give a list of image files or folders, e.g. [{str(images)!r}], not one path "
+                        "(a list of image files, folders, PIL images or tensors)")
+    if isinstance(images, Tensor) and images.dim() == 4:
+        images = list(images)
+    elif isinstance(images, (Tensor, Image.Image)):
+        images = [images]
     images = list(images)
     if not images:
         raise ValueError("predict: the list of images is empty")
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"predict: topk must be a positive whole number, not {topk!r}")
-    loaded = load_model(str(checkpoint) if checkpoint else None, model, str(weights) if weights else None)
-    return _predict(loaded, [Path(p) for p in images], topk)
+    for key, value in (("topk", topk), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"predict: {key} must be a positive whole number, not {value!r}")
+    images = expand_folders(images)
+    return _predict(load(checkpoint, model=model, weights=weights, weights_dir=weights_dir, style=style), images,
+                    topk, batch_size)
+
+
+def _text(value: str | Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _choice(function: str, key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{function}: {key} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
 
 
 def _check_overrides(function: str, values: dict[str, Any]) -> None:

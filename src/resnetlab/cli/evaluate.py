@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -50,16 +51,16 @@ def build_parser() -> Parser:
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
-def check_outputs(args) -> None:
-    """--plot and --save-predictions: two different new files, none of them an input, outside the dataset."""
-    if args.plot and args.save_predictions and Path(args.plot).resolve() == Path(args.save_predictions).resolve():
-        raise UserError(f"--plot and --save-predictions both name {args.plot}; give two files")
-    inputs = [Path(p) for p in [*(args.checkpoint or []), args.weights] if p]
-    protected = Path(args.data) if Path(args.data).is_dir() else None
-    if args.plot:
-        check_output("--plot", Path(args.plot), inputs, args.force, protected, PLOT_SUFFIXES)
-    if args.save_predictions:
-        check_output("--save-predictions", Path(args.save_predictions), inputs, args.force, protected, (".csv",))
+def check_outputs(o: "Options") -> None:
+    """plot and save_predictions: two different new files, none of them an input, outside the dataset."""
+    if o.plot and o.save_predictions and Path(o.plot).resolve() == Path(o.save_predictions).resolve():
+        raise UserError(f"--plot and --save-predictions both name {o.plot}; give two files")
+    inputs = [Path(p) for p in [*o.checkpoints, o.weights] if p]
+    protected = Path(o.data) if Path(o.data).is_dir() else None
+    if o.plot:
+        check_output("--plot", Path(o.plot), inputs, o.force, protected, PLOT_SUFFIXES)
+    if o.save_predictions:
+        check_output("--save-predictions", Path(o.save_predictions), inputs, o.force, protected, (".csv",))
 
 
 def per_class(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
@@ -106,8 +107,33 @@ def name_of(loads: list) -> str:
     return " + ".join(x.name for x in loads)
 
 
-def measure(args) -> dict:
-    """The evaluation `args` (this parser's namespace) asks for, its files written; the Python API's too."""
+@dataclass(frozen=True)
+class Options:
+    """What an evaluation is asked for: this command's flags as typed values (the Python API passes them)."""
+    data: str
+    checkpoints: tuple[str, ...] = ()
+    model: str | None = None
+    weights: str | None = None
+    weights_dir: str | None = None
+    style: str | None = None
+    split: str = "auto"
+    protocol: str = "center"
+    batch_size: int = 500
+    workers: int = 4
+    device: str = "auto"
+    plot: str | None = None
+    save_predictions: str | None = None
+    topk: int = 5
+    force: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "Options":
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "checkpoints"}
+        return cls(**values, checkpoints=tuple(args.checkpoint or ()))
+
+
+def measure(args: Options) -> dict:
+    """The evaluation `args` asks for, its files written: `resnetlab evaluate` and `resnetlab.evaluate()`."""
     if args.batch_size <= 0 or args.topk <= 0:
         raise UserError("--batch-size and --topk must be positive")
     if args.workers < 0:
@@ -116,7 +142,7 @@ def measure(args) -> dict:
     ds = open_dataset(args.data)
     loads = [load_model(c, args.model, args.weights, num_classes=len(ds.classes), weights_dir=args.weights_dir,
                         style=args.style)
-             for c in args.checkpoint or [None]]
+             for c in args.checkpoints or [None]]
     loaded = loads[0]
     for other in loads:
         if other.classes is not None and other.classes != ds.classes:
@@ -151,7 +177,7 @@ def measure(args) -> dict:
     confusion = measured.pop("confusion")
     predictions = measured.pop("predictions", None)
     result = {"model": name, "data": args.data, "split": split, "protocol": args.protocol,
-              "checkpoints": args.checkpoint or [], **measured}
+              "checkpoints": list(args.checkpoints), **measured}
     result["top1_accuracy"] = 1 - result["top1_error"]
     result["per_class"] = per_class(confusion, ds.classes)
     result["confusion"] = confusion.tolist()
@@ -159,7 +185,7 @@ def measure(args) -> dict:
         plot_confusion(confusion, ds.classes, f"{name} on {split} ({args.protocol})", Path(args.plot))
     if args.save_predictions:
         items = ([str(p) for p in data.paths] if not isinstance(data, ArrayDataset) else
-                 [str(i) for i in range(len(data))])
+                 [f"{data.split}[{i}]" for i in data.index])  # traceable: the split and the index in it
         write_predictions(Path(args.save_predictions), {"predictions": predictions}, ds.classes, items)
     if any(((x.checkpoint or {}).get("best") or {}).get("chosen_on") == split for x in loads):
         # The honest caveat of best.pt: an error on the split that chose the checkpoint is optimistic.
@@ -170,7 +196,7 @@ def measure(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = measure(args)
+    result = measure(Options.from_args(args))
     name, split = result["model"], result["split"]
     if args.json:
         print(json.dumps(strict_json(result), indent=2, allow_nan=False))

@@ -11,12 +11,20 @@ import numpy as np
 class ArrayDataset:
     images: np.ndarray  # uint8, (N, H, W, 3)
     labels: np.ndarray  # int64, (N,)
+    split: str = "train"  # the split of the source these images are from (named by Dataset)
+    origin: np.ndarray | None = None  # their indices in that split; None: all of it, in order
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def index(self) -> np.ndarray:
+        """Each image's index in its split: a prediction can be traced back to the image (the hold-out's
+        images are train[i])."""
+        return np.arange(len(self)) if self.origin is None else self.origin
+
     def subset(self, index: np.ndarray) -> "ArrayDataset":
-        return ArrayDataset(self.images[index], self.labels[index])
+        return ArrayDataset(self.images[index], self.labels[index], self.split, self.index[index])
 
 
 def holdout_split(labels: np.ndarray, size: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -98,7 +98,7 @@ def decode(path: Path) -> torch.Tensor:
             if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
                 raise UserError(f"cannot use image {path}: it is {w}x{h}, longer than {MAX_ASPECT}:1, and resizing its "
                                 "shorter side to the network's input would take gigabytes")
-            array = _rgb8(img)
+            array = rgb8(img)
     except Image.DecompressionBombError as e:
         raise UserError(f"cannot decode image {path}: it is too large to be safe ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -106,7 +106,7 @@ def decode(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _rgb8(img: Image.Image) -> np.ndarray:
+def rgb8(img: Image.Image) -> np.ndarray:
     """8-bit RGB (H, W, 3). Pillow's convert("RGB") clips 16/32-bit grayscale to white, so those are
     scaled to 8 bits here first."""
     if img.mode.startswith("I;16") or img.mode == "I":

@@ -32,6 +32,11 @@ class Dataset:
     skipped: int = 0  # corrupt images passed over with skip_corrupt
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for name, split in self.splits.items():
+            if isinstance(split, ArrayDataset):
+                split.split = name
+
     @property
     def in_memory(self) -> bool:
         return isinstance(self.splits["train"], ArrayDataset)

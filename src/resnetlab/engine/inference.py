@@ -5,14 +5,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
-from torchvision.transforms import v2
 
 from resnetlab.data import Normalization
-from resnetlab.data.folders import decode
+from resnetlab.data.folders import IMAGE_SUFFIXES
+from resnetlab.data.preprocess import Preprocess
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.models import create_model, is_cifar, load_weights, read_checkpoint
@@ -28,6 +30,10 @@ class LoadedModel:
     input: dict  # {"size": crop, "resize": shorter side before the crop}
     checkpoint: dict | None = None
     source: Path | None = None  # the file the weights were read from
+
+    def transforms(self) -> Preprocess:
+        """image (path, PIL, tensor) -> this model's normalized input, as torchvision's weights.transforms()."""
+        return Preprocess(self.input["size"], self.input["resize"], self.normalization)
 
 
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
@@ -146,22 +152,37 @@ def weights_network(path: str) -> str | None:
     return None
 
 
-def preprocess(path: Path, loaded: LoadedModel) -> Tensor:
-    """One image file as the model's normalized input (3, size, size)."""
-    img = decode(path)
-    size, resize = loaded.input["size"], loaded.input["resize"]
-    if img.shape[1:] != (size, size):
-        img = v2.CenterCrop(size)(v2.Resize(resize, antialias=True)(img))
-    return loaded.normalization(img)
+ImageLike = Union[str, Path, Image.Image, Tensor]  # a file, a PIL image, a (3, H, W) tensor (data/preprocess.py)
+
+
+def expand_folders(images: list[ImageLike]) -> list[ImageLike]:
+    """Each folder in `images` replaced by every image file under it (sorted): predict on a folder."""
+    out: list[ImageLike] = []
+    for item in images:
+        if isinstance(item, (str, Path)) and Path(item).is_dir():
+            found = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{item}: the folder holds no images (.jpg, .jpeg or .png)")
+            out += found
+        elif isinstance(item, (str, Path)) and not Path(item).is_file():
+            raise UserError(f"{item}: no such image file or folder")
+        else:
+            out.append(item)
+    return out
 
 
 @torch.no_grad()
-def predict(loaded: LoadedModel, paths: list[Path], topk: int = 5) -> list[dict]:
-    x = torch.stack([preprocess(p, loaded) for p in paths])
-    probs = F.softmax(loaded.model(x), dim=1)
-    k = min(topk, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    names = loaded.classes or [str(i) for i in range(probs.shape[1])]
-    return [{"file": str(p), "top": [{"class": names[i], "index": int(i), "probability": float(v)}
-                                     for v, i in zip(vs.tolist(), idx.tolist())]}
-            for p, vs, idx in zip(paths, values, indices)]
+def predict(loaded: LoadedModel, images: list[ImageLike], topk: int = 5, batch_size: int = 64) -> list[dict]:
+    """Top-k classes of each image, `batch_size` images decoded at a time (memory stays bounded)."""
+    transform = loaded.transforms()
+    names = loaded.classes
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        probs = F.softmax(loaded.model(torch.stack([transform(x) for x in chunk])).float(), dim=1)
+        values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for n, (x, vs, idx) in enumerate(zip(chunk, values.tolist(), indices.tolist())):
+            out.append({"file": str(x) if isinstance(x, (str, Path)) else None, "index": start + n,
+                        "top": [{"class": names[i] if names else str(i), "index": int(i), "probability": float(v)}
+                                for v, i in zip(vs, idx)]})
+    return out

@@ -39,6 +39,22 @@ class Weights:
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[1]
 
+    @property
+    def meta(self) -> dict:
+        """What torchvision's `weights.meta` holds, under its keys where it has one (categories, _metrics)."""
+        return {"categories": list(self.classes), "num_classes": len(self.classes), "source": self.source,
+                "license": self.license, "dataset": self.dataset, "_metrics": {self.dataset: dict(self.metrics)},
+                "input": dict(self.input), "normalization": self.normalization, "options": dict(self.options),
+                "url": self.url, "sha256": self.sha256}
+
+    def transforms(self):
+        """The preprocessing these weights were measured with, as torchvision's `weights.transforms()`:
+        image (path, PIL or tensor) -> normalized (3, size, size)."""
+        from resnetlab.data import Normalization
+        from resnetlab.data.preprocess import Preprocess
+
+        return Preprocess(self.input["size"], self.input["resize"], Normalization.imagenet())
+
 
 def _akamaster(depth: int, file: str, sha256: str, error: float) -> Weights:
     return Weights(f"cifar_resnet{depth}", "akamaster", AKAMASTER + file, sha256,
@@ -108,6 +124,15 @@ def resolve_name(model: str, name: str) -> str:
             if (model, candidate) in REGISTRY:
                 return candidate
     return ALIASES.get(name, name)
+
+
+def get_weights(model: str, name: str = "DEFAULT") -> Weights:
+    """The named weights of a network (`resnetlab.get_weights("resnet50", "IMAGENET1K_V2")`), as torchvision's
+    `get_weight`: `.meta`, `.transforms()`, `.url`, `.sha256`; nothing is downloaded."""
+    from resnetlab.models.registry import check_name
+
+    check_name(model)
+    return lookup(model, name)
 
 
 def lookup(model: str, name: str) -> Weights:
