@@ -216,3 +216,19 @@ def test_plateau_rule_divides_the_lr_after_patience_evaluations_without_improvem
     assert state.best_val_error == 0.4 and learning_rate(cfg, state, False) == pytest.approx(0.01)
     assert after_evaluation(cfg, state, 0.42) is False and learning_rate(cfg, state, False) == pytest.approx(0.01)
     assert after_evaluation(cfg, state, 0.43) is False and learning_rate(cfg, state, False) == pytest.approx(0.001)
+
+
+def test_the_learning_rate_follows_the_batch_unless_given(tiny_cifar, tmp_path, capsys):
+    """Issue 19, item 12: kept at 0.1, a batch of 6 on the ImageNet recipe diverged by iteration 3."""
+    from resnetlab.cli.main import main
+    from resnetlab.engine.config import resolve
+
+    cfg = resolve("cifar-paper", {}, {"batch_size": 32})
+    assert (cfg.lr, cfg.warmup_lr) == (pytest.approx(0.025), pytest.approx(0.0025))
+    assert resolve("imagenet-paper", {}, {"model": "resnet18", "batch_size": 6}).lr == pytest.approx(0.1 * 6 / 256)
+    assert resolve("cifar-paper", {}, {"batch_size": 32, "lr": 0.1}).lr == 0.1  # given: taken as it is
+    assert resolve("cifar-paper", {"lr": 0.2}, {"batch_size": 32}).lr == 0.2
+    assert resolve("cifar-paper", {}, {}).lr == 0.1
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(tmp_path / "r"),
+                 "--iters", "1", "--batch-size", "64", "--workers", "0", "--val", "none"]) == 0
+    assert "lr 0.05 (0.1 x 64/128: the recipe's lr scaled with the batch; --lr sets it)" in capsys.readouterr().out

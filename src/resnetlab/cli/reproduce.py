@@ -50,7 +50,8 @@ def build_parser() -> Parser:
     i.add_argument("--shortcuts", default="A", help="ResNet-34 shortcut options for Table 3: A, or A,B,C (default A)")
     i.add_argument("--iters", type=int, default=imagenet.PAPER_ITERS, help="iterations per run (the paper: up to 600000)")
     i.add_argument("--batch-size", type=int, default=256, help="global batch (the paper: 256)")
-    i.add_argument("--lr", type=float, default=0.1, help="initial learning rate (the paper: 0.1 for batch 256)")
+    i.add_argument("--lr", type=float, help="initial learning rate (default: the paper's 0.1 for batch 256, scaled "
+                   "linearly with --batch-size)")
     i.add_argument("--eval-every", type=int, help="centre-crop validation interval (default iters/20)")
     i.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
     add_device(i)
@@ -63,7 +64,7 @@ def run_imagenet(args) -> int:
         raise UserError(f"--shortcuts takes A, B and/or C, comma-separated, not {args.shortcuts!r}")
     if args.iters < 1 or args.batch_size < 1 or args.workers < 0 or (args.eval_every is not None and args.eval_every < 1):
         raise UserError("--iters, --batch-size and --eval-every must be positive, --workers not negative")
-    if not 0 < args.lr <= 10:
+    if args.lr is not None and not 0 < args.lr <= 10:
         raise UserError(f"--lr must be in (0, 10], not {args.lr}")
     imagenet.check_data(args.data)
     out = Path(args.out)

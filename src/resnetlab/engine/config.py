@@ -160,9 +160,20 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
     explicit = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
     if "iters" in explicit and "milestones" not in explicit:
         values["milestones"] = scaled_milestones(recipe, values["iters"])
+    if "batch_size" in explicit:
+        # The linear scaling rule (Goyal et al. 2017; timm's --lr-base-size): the recipe's learning rates were
+        # set for its batch, and kept at 0.1 a batch of 6 diverges at once; --lr/--warmup-lr set them outright.
+        for name in ("lr", "warmup_lr"):
+            if name not in explicit and isinstance(values["batch_size"], int) and values["batch_size"] > 0:
+                values[name] = base_value(recipe, name) * values["batch_size"] / base_value(recipe, "batch_size")
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def base_value(recipe: str, name: str) -> Any:
+    """The recipe's own value of a field."""
+    return RECIPES.get(recipe, {}).get(name, getattr(TrainConfig, name))
 
 
 def scaled_milestones(recipe: str, iters: int) -> list[int]:

@@ -102,7 +102,13 @@ def describe(cfg: TrainConfig, warmup: bool) -> str:
         drops = f"divided by 10 after {cfg.plateau_patience} evaluations without improvement"
     warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
             if warmup else "")
-    return f"recipe {cfg.recipe}; schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g} {drops}{warm}"
+    from resnetlab.engine.config import base_value
+
+    base_lr, base_batch = base_value(cfg.recipe, "lr"), base_value(cfg.recipe, "batch_size")
+    scaled = (f" ({base_lr:g} x {cfg.batch_size}/{base_batch}: the recipe's lr scaled with the batch; --lr sets it)"
+              if cfg.batch_size != base_batch and math.isclose(cfg.lr, base_lr * cfg.batch_size / base_batch) else "")
+    return (f"recipe {cfg.recipe}; schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g}{scaled} "
+            f"{drops}{warm}")
 
 
 def _listing(values: list[int]) -> str:

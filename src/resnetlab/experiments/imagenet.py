@@ -50,7 +50,7 @@ def plan(shortcuts: list[str]) -> list[Net]:
     return nets + [Net("resnet34", s) for s in shortcuts if s != "A"]
 
 
-def run_all(nets: list[Net], out: Path, data: str, iters: int, batch_size: int, lr: float, device: str,
+def run_all(nets: list[Net], out: Path, data: str, iters: int, batch_size: int, lr: float | None, device: str,
             eval_every: int | None, workers: int, log=print) -> dict[Net, dict]:
     summaries = {}
     for i, net in enumerate(nets, 1):
@@ -147,12 +147,13 @@ def report(nets: list[Net], out: Path, args, rows: list[dict], table2: str, tabl
            commit: str) -> str:
     from resnetlab.experiments.cifar import degradation_sentence
 
-    shortened = args.iters < PAPER_ITERS or args.batch_size != 256 or args.lr != 0.1
-    budget = (f"SHORTENED: {args.iters:,} iterations of batch {args.batch_size} at lr {args.lr:g} per run instead of "
+    lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # the recipe's, scaled with the batch
+    shortened = args.iters < PAPER_ITERS or args.batch_size != 256 or lr != 0.1
+    budget = (f"SHORTENED: {args.iters:,} iterations of batch {args.batch_size} at lr {lr:g} per run instead of "
               f"the paper's up to {PAPER_ITERS:,} of batch 256 at lr 0.1" if shortened else
               f"the paper's budget ({PAPER_ITERS:,} iterations of batch 256 at lr 0.1)")
     command = " ".join(["resnetlab reproduce imagenet", "--data", args.data, "--out", args.out, "--iters",
-                        str(args.iters), "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}", "--shortcuts",
+                        str(args.iters), "--batch-size", str(args.batch_size), "--lr", f"{lr:g}", "--shortcuts",
                         args.shortcuts])
     t3 = f"## Table 3 (ResNet-34, shortcut options)\n\n{table3}\n" if table3 else ""
     return f"""# ImageNet: plain vs residual networks (Table 2, Table 3, Fig. 4)
