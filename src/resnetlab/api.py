@@ -51,9 +51,9 @@ def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | No
              topk: int = 5, force: bool = False, **unknown: Any) -> dict:
     """Evaluate as `resnetlab evaluate` does; returns its JSON as a dict: errors, per-class accuracy, confusion
     matrix. `plot`/`save_predictions` name files to write (None: none)."""
-    from resnetlab.cli.evaluate import Options, measure
+    from resnetlab.experiments.evaluation import Options, measure
     from resnetlab.data.imagenet import PROTOCOLS
-    from resnetlab.cli.options import DEVICES
+    from resnetlab.engine.devices import DEVICES
 
     known = [f.name for f in fields(Options) if f.name != "checkpoints"]
     for key in unknown:

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from resnetlab.cli.main import main
-from resnetlab.data import download, folders, open_dataset
-from resnetlab.errors import UserError
+from resnetlab.data import folders, open_dataset
 from tests.cifar_files import rows, write_cifar10_python
 from tests.clitools import TINY, refused
 

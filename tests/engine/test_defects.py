@@ -1,9 +1,7 @@
 """One test per defect of the correctness review (issue 9): each failed before its fix."""
 
 import json
-import math
 
-import pytest
 import torch
 
 from resnetlab.cli.main import main
@@ -86,7 +84,7 @@ def test_reproduce_extends_an_unfinished_run_to_a_longer_schedule(tiny_cifar, tm
     from resnetlab.engine.trainer import load_run_config
 
     asked = resolve("cifar-paper", {}, {"model": "cifar_resnet8", "data": str(tiny_cifar), "iters": 16,
-                                        "batch_size": 32, "out": str(out)})
+                                        "batch_size": 32, "lr": 0.1, "out": str(out)})
     assert reconcile(load_run_config(out), asked, 2, out).milestones == [8, 12]
 
 

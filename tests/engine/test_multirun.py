@@ -6,11 +6,11 @@ import torch
 from resnetlab.cli.main import main
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.models import create_model
-from resnetlab.models.runs import pack, stack, unpack
+from resnetlab.multiseed import pack, stack, unpack
 
 # fp32: the equality of runs together and alone is a claim about the stacking, made at full precision
 # (--amp auto would pick bf16 on a CPU with native bf16).
-TINY = ["--model", "cifar_resnet8", "--batch-size", "32", "--log-every", "2", "--eval-every", "4", "--amp", "off"]
+TINY = ["--model", "cifar_resnet8", "--batch-size", "32", "--lr", "0.1", "--log-every", "2", "--eval-every", "4", "--amp", "off"]
 
 
 @pytest.mark.parametrize("name", ["cifar_resnet8", "cifar_plain14"])
@@ -21,7 +21,7 @@ def test_grouped_net_computes_each_net_on_its_own_channels(name):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(generator=torch.Generator().manual_seed(i))
                 m.running_var.uniform_(0.5, 2)
-    grouped = stack(nets, name)
+    grouped = stack(nets)
     assert grouped.state_dict().keys() == nets[0].state_dict().keys()  # the single net's names
     torch.testing.assert_close(pack([n.state_dict() for n in nets]), grouped.state_dict(), rtol=0, atol=0)
     back = unpack(grouped.state_dict(), nets[0].state_dict(), 3)

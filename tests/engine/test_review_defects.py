@@ -180,9 +180,8 @@ def test_reproduce_never_writes_into_a_folder_it_did_not_make(tiny_cifar, tmp_pa
 
 
 def test_json_output_of_a_nan_model_is_json_and_csv_cells_are_inert(tiny_cifar, tmp_path, capsys):
-    import csv
 
-    from resnetlab.cli.options import inert_cell
+    from resnetlab.engine.outputs import inert_cell
 
     run = tmp_path / "run"
     assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(run), "--iters", "2"]) == 0

@@ -8,7 +8,6 @@ import torch
 import torchvision
 from PIL import Image
 
-from resnetlab.cli.main import main
 from resnetlab.data.download import file_digest
 from resnetlab.engine.inference import load_model
 from resnetlab.errors import UserError

@@ -30,7 +30,8 @@ from resnetlab.cli.options import add_device
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
 from resnetlab.engine import fastpath
 from resnetlab.engine.config import CHOICES, resolve
-from resnetlab.engine.trainer import prepare, resolve_device, seed_configs
+from resnetlab.engine.devices import resolve_device
+from resnetlab.engine.trainer import prepare, seed_configs
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from resnetlab.cli.main import Parser
-from resnetlab.cli.options import add_model_source, check_output
+from resnetlab.cli.options import add_model_source
+from resnetlab.engine.outputs import check_output
 from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.inference import LoadedModel, load_model
 from resnetlab.errors import UserError

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-from pathlib import Path
 
-from resnetlab.errors import UserError
-
-DEVICES = ("auto", "cpu", "cuda")
+from resnetlab.engine.devices import DEVICES
 
 
 def add_model_source(p: argparse.ArgumentParser, weights_help: str = "foreign weights: a torchvision state dict "
@@ -35,35 +31,6 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available, else the CPU")
 
 
-def _is(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def check_output(flag: str, out: Path, inputs: list[Path], force: bool, protected: Path | None = None,
-                 suffixes: tuple[str, ...] = ()) -> Path:
-    """The one rule for a file a command writes: never an input (whatever the path says: links and other
-    spellings are resolved) nor anything inside `protected` (the dataset), not a folder, an existing file only
-    with --force, in a folder that exists and is writable, and with one of `suffixes` when given."""
-    if any(_is(out, Path(i)) for i in inputs if i):
-        raise UserError(f"{flag} {out} is a file this command reads; choose another name")
-    if protected is not None and protected.is_dir() and out.resolve().is_relative_to(protected.resolve()):
-        raise UserError(f"{flag} {out} lies inside the dataset folder {protected}; write it elsewhere")
-    if out.is_dir():
-        raise UserError(f"{flag} {out} is a folder; give a file name")
-    if suffixes and out.suffix.lower() not in suffixes:
-        raise UserError(f"{flag} {out}: name it {' or '.join(suffixes)}")
-    if out.exists() and not force:
-        raise UserError(f"{flag} {out} exists; add --force to replace it")
-    if not out.parent.is_dir():
-        raise UserError(f"{flag} {out}: the folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"{flag} {out}: cannot write in {out.parent}")
-    return out
-
-
 def strict_json(obj):
     """`obj` with NaN and infinities as null, so that --json output is JSON (Python's json writes bare NaN)."""
     if isinstance(obj, float):
@@ -73,8 +40,3 @@ def strict_json(obj):
     if isinstance(obj, (list, tuple)):
         return [strict_json(v) for v in obj]
     return obj
-
-
-def inert_cell(text: str) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (cells starting with = + - @ are, in Excel and others)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -13,7 +13,7 @@ import torch
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_device
 from resnetlab.engine.checkpoint import atomic_write
-from resnetlab.engine.trainer import resolve_device
+from resnetlab.engine.devices import resolve_device
 from resnetlab.errors import UserError
 from resnetlab.engine import distributed, fastpath
 from resnetlab.experiments import cifar, imagenet
@@ -86,7 +86,8 @@ def run_imagenet(args) -> int:
         atomic_write(out / "table3.md", lambda tmp: tmp.write_text(table3))
     imagenet.figure4(nets, out, out / "figure4.png")
     device = next(iter(summaries.values()))["device"]
-    text = imagenet.report(nets, out, args, rows, table2, table3, device, git_commit())
+    budget = imagenet.Budget(args.data, args.out, args.iters, args.batch_size, args.lr, args.shortcuts)
+    text = imagenet.report(nets, out, budget, rows, table2, table3, device, git_commit())
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"rows": rows}, indent=2)))
     print(f"wrote {out / 'report.md'}, table2.md{', table3.md' if table3 else ''}, figure4.png")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
-from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, default_recipe, read_toml, resolve, validate
+from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, default_recipe, read_toml, resolve
 from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
                                       train_runs)
 from resnetlab.errors import UserError

@@ -13,7 +13,8 @@ from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
 from resnetlab.data.sources import select_split, validation_name
 from resnetlab.engine.config import TrainConfig, resolve
 from resnetlab.engine.inference import load_model
-from resnetlab.engine.trainer import resolve_device, train, train_runs
+from resnetlab.engine.devices import resolve_device
+from resnetlab.engine.trainer import train, train_runs
 from resnetlab.experiments.responses import response_layers, response_stds
 from resnetlab.experiments.runs import existing_run, pyplot, read_metrics, save_figure
 from resnetlab.models import count_parameters, create_model

@@ -14,7 +14,8 @@ from resnetlab.engine.checkpoint import write_json
 from resnetlab.engine.config import resolve
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.inference import load_model
-from resnetlab.engine.trainer import resolve_device, train_runs
+from resnetlab.engine.devices import resolve_device
+from resnetlab.engine.trainer import train_runs
 from resnetlab.errors import UserError
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, pyplot, read_metrics, runs_table, save_figure
 from resnetlab.models import count_parameters, create_model
@@ -143,26 +144,37 @@ def check_data(data: str) -> None:
                         "train/ and val/ class folders (the paper reports ImageNet val)")
 
 
-def report(nets: list[Net], out: Path, args, rows: list[dict], table2: str, table3: str, device: str,
+@dataclass(frozen=True)
+class Budget:
+    """What `reproduce imagenet` was asked for, as the report states it."""
+    data: str
+    out: str
+    iters: int
+    batch_size: int
+    lr: float | None  # None: the recipe's 0.1 scaled with the batch
+    shortcuts: str
+
+
+def report(nets: list[Net], out: Path, budget: Budget, rows: list[dict], table2: str, table3: str, device: str,
            commit: str) -> str:
     from resnetlab.experiments.cifar import degradation_sentence
 
-    lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # the recipe's, scaled with the batch
-    shortened = args.iters < PAPER_ITERS or args.batch_size != 256 or lr != 0.1
-    budget = (f"SHORTENED: {args.iters:,} iterations of batch {args.batch_size} at lr {lr:g} per run instead of "
+    lr = budget.lr if budget.lr is not None else 0.1 * budget.batch_size / 256  # the recipe's, scaled with the batch
+    shortened = budget.iters < PAPER_ITERS or budget.batch_size != 256 or lr != 0.1
+    described = (f"SHORTENED: {budget.iters:,} iterations of batch {budget.batch_size} at lr {lr:g} per run instead of "
               f"the paper's up to {PAPER_ITERS:,} of batch 256 at lr 0.1" if shortened else
               f"the paper's budget ({PAPER_ITERS:,} iterations of batch 256 at lr 0.1)")
-    command = " ".join(["resnetlab reproduce imagenet", "--data", args.data, "--out", args.out, "--iters",
-                        str(args.iters), "--batch-size", str(args.batch_size), "--lr", f"{lr:g}", "--shortcuts",
-                        args.shortcuts])
+    command = " ".join(["resnetlab reproduce imagenet", "--data", budget.data, "--out", budget.out, "--iters",
+                        str(budget.iters), "--batch-size", str(budget.batch_size), "--lr", f"{lr:g}", "--shortcuts",
+                        budget.shortcuts])
     t3 = f"## Table 3 (ResNet-34, shortcut options)\n\n{table3}\n" if table3 else ""
     return f"""# ImageNet: plain vs residual networks (Table 2, Table 3, Fig. 4)
 
-**Budget: {budget}.**
+**Budget: {described}.**
 
 ## How this was made
 - command: `{command}`
-- resnetlab commit {commit}, device {device}; data `{args.data}`, errors on its val/ split
+- resnetlab commit {commit}, device {device}; data `{budget.data}`, errors on its val/ split
 - recipe `imagenet-paper` (Sec. 3.4): SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 after 3
   evaluations without improvement, scale augmentation 256-480, 224 crop, flip, PCA lighting; 10-crop testing.
   Every error is the run's final-iteration model: no checkpoint was chosen on val.
@@ -170,7 +182,7 @@ def report(nets: list[Net], out: Path, args, rows: list[dict], table2: str, tabl
 ## How each run trained
 {RUNS_TABLE_NOTE}
 
-{runs_table({net.name: out / "runs" / net.name for net in nets}, args.batch_size)}
+{runs_table({net.name: out / "runs" / net.name for net in nets}, budget.batch_size)}
 ## Table 2
 Errors in % on val; the paper's column is its 10-crop top-1 error on ImageNet val.
 

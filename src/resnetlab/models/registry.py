@@ -28,7 +28,6 @@ def _imagenet(
     shortcut: Shortcut | None = None,
     style: Style = "paper",
     zero_init_residual: bool = False,
-    runs: int = 1,
 ) -> ResNet:
     if style not in ("paper", "torchvision"):
         raise UserError(f"style must be 'paper' or 'torchvision', not {style!r}")
@@ -39,19 +38,19 @@ def _imagenet(
         shortcut = "A" if block is BasicBlock and style == "paper" else "B"
     return ResNet(
         block, layers, imagenet=True, num_classes=num_classes, shortcut=shortcut, residual=residual,
-        style=style, zero_init_residual=zero_init_residual, runs=runs,
+        style=style, zero_init_residual=zero_init_residual,
     )
 
 
 def cifar_net(depth: int, *, residual: bool = True, num_classes: int = 10, shortcut: Shortcut = "A",
-              zero_init_residual: bool = False, style: Style = "paper", runs: int = 1) -> ResNet:
+              zero_init_residual: bool = False, style: Style = "paper") -> ResNet:
     """Sec. 4.2: depth 6n+2, three stages of n basic blocks on 16, 32, 64 filters."""
     if depth < 8 or (depth - 2) % 6:
         raise UserError(f"a CIFAR net has depth 6n+2 with n >= 1 (8, 14, 20, 32, ...), not {depth}")
     n = (depth - 2) // 6
     return ResNet(
         BasicBlock, [n, n, n], imagenet=False, num_classes=num_classes, shortcut=shortcut,
-        residual=residual, style=style, zero_init_residual=zero_init_residual, runs=runs,
+        residual=residual, style=style, zero_init_residual=zero_init_residual,
     )
 
 
@@ -110,7 +109,7 @@ def check_name(name: str) -> None:
 # first 1x1 to the 3x3 conv), so a strict load cannot tell which network a state dict was trained as.
 STYLE_AMBIGUOUS = ("resnet50", "resnet101", "resnet152")
 
-MODEL_OPTIONS = ("num_classes", "shortcut", "style", "zero_init_residual", "runs")
+MODEL_OPTIONS = ("num_classes", "shortcut", "style", "zero_init_residual")
 
 
 def check_options(name: Any, options: dict[str, Any]) -> None:
@@ -124,16 +123,15 @@ def check_options(name: Any, options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise TypeError(f"create_model: unknown option {unknown[0]!r} (known: {', '.join(MODEL_OPTIONS)})")
-    for key in ("num_classes", "runs"):
-        value = options.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"create_model: {key} must be a positive whole number, not {value!r}")
+    value = options.get("num_classes", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"create_model: num_classes must be a positive whole number, not {value!r}")
 
 
 def create_model(name: str, weights: str | None = None, weights_dir: str | None = None, **options: Any) -> ResNet:
-    """Build a network by name; options: num_classes, shortcut, style, zero_init_residual, and runs=K for K
-    independent copies as one network (models/runs.py). `weights` names published weights (models/pretrained.py:
-    "akamaster" for the CIFAR ResNets, "torchvision" for ResNet-18..152), loaded and checked by sha256."""
+    """Build a network by name; options: num_classes, shortcut, style, zero_init_residual. `weights` names
+    published weights (models/pretrained.py: "akamaster" for the CIFAR ResNets, "torchvision" for
+    ResNet-18..152), loaded and checked by sha256."""
     check_options(name, options)
     if weights is not None:
         from resnetlab.models import pretrained

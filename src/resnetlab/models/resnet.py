@@ -7,7 +7,6 @@ load as they are.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -20,20 +19,12 @@ Shortcut = Literal["A", "B", "C"]
 Style = Literal["paper", "torchvision"]
 
 
-# Every layer takes `runs`: K independent copies of the network as one network K times wider, whose
-# convolutions are grouped so that group k sees only run k's channels (see models/runs.py).
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, runs: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes * runs, out_planes * runs, 3, stride=stride, padding=1, bias=False, groups=runs)
-
-
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1, runs: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes * runs, out_planes * runs, 1, stride=stride, bias=False, groups=runs)
-
-
-def batch_norm(planes: int, runs: int = 1) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(planes * runs)  # per channel: K runs' channels never mix
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -43,27 +34,25 @@ class ZeroPadShortcut(nn.Module):
     reproduction whose weights we load; the paper only says "padded with zeros".
     """
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int, runs: int = 1) -> None:
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
-        self.stride, self.runs = stride, runs
+        self.stride = stride
         self.pad_before = (out_planes - in_planes) // 2
         self.pad_after = out_planes - in_planes - self.pad_before
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        n, c, h, w = x.shape
-        x = x.reshape(n, self.runs, c // self.runs, h, w)  # each run's channels padded on their own
-        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after)).reshape(n, -1, h, w)
+        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
 
 
-def make_shortcut(in_planes: int, out_planes: int, stride: int, option: Shortcut, runs: int = 1) -> nn.Module | None:
+def make_shortcut(in_planes: int, out_planes: int, stride: int, option: Shortcut) -> nn.Module | None:
     """The shortcut of one block: None means identity."""
     reshapes = stride != 1 or in_planes != out_planes
     if option == "C" or (option == "B" and reshapes):
-        return nn.Sequential(conv1x1(in_planes, out_planes, stride, runs), batch_norm(out_planes, runs))
+        return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
     if option == "A" and reshapes:
-        return ZeroPadShortcut(in_planes, out_planes, stride, runs)
+        return ZeroPadShortcut(in_planes, out_planes, stride)
     if option not in ("A", "B", "C"):
         raise ValueError(f"shortcut must be 'A', 'B' or 'C', not {option!r}")
     return None
@@ -75,17 +64,16 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int, shortcut: Shortcut, residual: bool, style: Style,
-        runs: int = 1,
+        self, in_planes: int, planes: int, stride: int, shortcut: Shortcut, residual: bool, style: Style
     ) -> None:
         super().__init__()
         self.residual = residual
-        self.conv1 = conv3x3(in_planes, planes, stride, runs)
-        self.bn1 = batch_norm(planes, runs)
-        self.conv2 = conv3x3(planes, planes, 1, runs)
-        self.bn2 = batch_norm(planes, runs)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, 1)
+        self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(in_planes, planes, stride, shortcut, runs) if residual else None
+        self.downsample = make_shortcut(in_planes, planes, stride, shortcut) if residual else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -108,21 +96,20 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int, shortcut: Shortcut, residual: bool, style: Style,
-        runs: int = 1,
+        self, in_planes: int, planes: int, stride: int, shortcut: Shortcut, residual: bool, style: Style
     ) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         stride_1x1, stride_3x3 = (stride, 1) if style == "paper" else (1, stride)
         self.residual = residual
-        self.conv1 = conv1x1(in_planes, planes, stride_1x1, runs)
-        self.bn1 = batch_norm(planes, runs)
-        self.conv2 = conv3x3(planes, planes, stride_3x3, runs)
-        self.bn2 = batch_norm(planes, runs)
-        self.conv3 = conv1x1(planes, out_planes, 1, runs)
-        self.bn3 = batch_norm(out_planes, runs)
+        self.conv1 = conv1x1(in_planes, planes, stride_1x1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride_3x3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes, 1)
+        self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut, runs) if residual else None
+        self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut) if residual else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -137,25 +124,6 @@ class Bottleneck(nn.Module):
 
 
 Block = type[BasicBlock] | type[Bottleneck]
-
-
-class RunsLinear(nn.Module):
-    """K independent fc layers, input (B, K * C) -> (B, K, classes); parameters named as one nn.Linear's,
-    with a leading run dimension."""
-
-    def __init__(self, runs: int, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.runs, self.in_features, self.out_features = runs, in_features, out_features
-        self.weight = nn.Parameter(torch.zeros(runs, out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(runs, out_features))
-        for k in range(runs):
-            reference = nn.Linear(in_features, out_features)  # nn.Linear's own initialization, per run
-            with torch.no_grad():
-                self.weight[k].copy_(reference.weight)
-                self.bias[k].copy_(reference.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.einsum("bkc,kjc->bkj", x.view(len(x), self.runs, -1), self.weight) + self.bias
 
 
 class ResNet(nn.Module):
@@ -177,11 +145,8 @@ class ResNet(nn.Module):
         residual: bool = True,
         style: Style = "paper",
         zero_init_residual: bool = False,
-        runs: int = 1,
     ) -> None:
         super().__init__()
-        if runs < 1:
-            raise ValueError(f"runs must be at least 1, not {runs}")
         widths = [64, 128, 256, 512] if imagenet else [16, 32, 64]
         if len(layers) != len(widths):
             raise ValueError(f"expected {len(widths)} stage depths, got {layers}")
@@ -189,13 +154,13 @@ class ResNet(nn.Module):
             # Zeroing the last BN of a block with no shortcut zeroes the block's output: a dead network.
             raise UserError("zero_init_residual needs shortcuts: on a plain net it would zero every block's "
                             "output; use it with a ResNet, or leave it off")
-        self.residual, self.runs = residual, runs
+        self.residual = residual
         self.in_planes = widths[0]
         if imagenet:
-            self.conv1 = nn.Conv2d(3 * runs, 64 * runs, 7, stride=2, padding=3, bias=False, groups=runs)
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         else:
-            self.conv1 = conv3x3(3, 16, 1, runs)
-        self.bn1 = batch_norm(widths[0], runs)
+            self.conv1 = conv3x3(3, 16)
+        self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else nn.Identity()
         self.stages = len(widths)
@@ -203,18 +168,16 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(depth):
-                blocks.append(block(self.in_planes, width, stride if j == 0 else 1, shortcut, residual, style, runs))
+                blocks.append(block(self.in_planes, width, stride if j == 0 else 1, shortcut, residual, style))
                 self.in_planes = width * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.in_planes, num_classes) if runs == 1 else RunsLinear(runs, self.in_planes, num_classes)
+        self.fc = nn.Linear(self.in_planes, num_classes)
 
         # He et al. 2015 ("Delving deep into rectifiers"): Gaussian, std sqrt(2 / fan).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                # fan_out of one run's conv: a grouped conv's weight has every run's output channels
-                fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0) / math.sqrt(fan_out))  # = kaiming_normal_
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")  # N(0, 2 / fan_out)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
