@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,3 +233,44 @@ def test_the_learning_rate_follows_the_batch_unless_given(tiny_cifar, tmp_path, 
     assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(tmp_path / "r"),
                  "--iters", "1", "--batch-size", "64", "--workers", "0", "--val", "none"]) == 0
     assert "lr 0.05 (0.1 x 64/128: the recipe's lr scaled with the batch; --lr sets it)" in capsys.readouterr().out
+
+
+def test_every_setting_is_read_and_belongs_to_a_group():
+    """Issue 20, item 6: no dead field (sync_bn was one), each in one TOML table."""
+    import ast
+
+    from resnetlab.engine.config import FIELDS, GROUPS
+
+    package = Path(__file__).resolve().parents[2] / "src" / "resnetlab"
+    read = {node.attr for path in package.rglob("*.py") if path.name != "config.py"
+            for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Attribute)}
+    assert sorted(set(FIELDS) - read) == []
+    grouped = [f for fields in GROUPS.values() for f in fields]
+    assert len(grouped) == len(set(grouped)) and set(FIELDS) - set(grouped) == {"model", "data", "recipe", "out"}
+
+
+def test_config_files_take_tables_and_a_runs_config_json(tiny_cifar, tmp_path, capsys):
+    from resnetlab.cli.main import main
+    from resnetlab.engine.config import from_dict, read_toml
+
+    (tmp_path / "t.toml").write_text('model = "cifar_resnet8"\n[optimizer]\nlr = 0.05\niters = 4\n[system]\nlog_every = 2\n')
+    assert read_toml(tmp_path / "t.toml") == {"model": "cifar_resnet8", "lr": 0.05, "iters": 4, "log_every": 2}
+    (tmp_path / "bad.toml").write_text("[model]\nlr = 0.05\n")
+    with pytest.raises(Exception, match=r"'lr' is not a setting of \[model\]"):
+        read_toml(tmp_path / "bad.toml")
+    (tmp_path / "odd.toml").write_text("[training]\nlr = 0.05\n")
+    with pytest.raises(Exception, match=r"unknown table \[training\]"):
+        read_toml(tmp_path / "odd.toml")
+    first = tmp_path / "first"
+    assert main(["train", "--config", str(tmp_path / "t.toml"), "--data", str(tiny_cifar), "--out", str(first),
+                 "--workers", "0", "--val", "none"]) == 0
+    second = tmp_path / "second"  # the first run's settings given back, with another folder
+    assert main(["train", "--config", str(first / "config.json"), "--out", str(second)]) == 0
+    a, b = (json.loads((d / "config.json").read_text()) for d in (first, second))
+    assert {k: v for k, v in a.items() if k != "out"} == {k: v for k, v in b.items() if k != "out"}
+    # What earlier versions stored still reads: a dead key dropped, a retired value mapped.
+    old = {**{k: v for k, v in a.items() if k != "fast_path"}, "sync_bn": False, "channels_last": "auto"}
+    assert from_dict(old, "old config.json").channels_last == "on"
+    for argv, message in ((["--sync-bn"], "unrecognized arguments"), (["--channels-last", "auto"], "invalid choice")):
+        assert main(["train", "--data", str(tiny_cifar), "--out", str(tmp_path / "x"), *argv]) == 2
+        assert message in capsys.readouterr().err

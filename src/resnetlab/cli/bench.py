@@ -169,7 +169,7 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
     add_device(p)
     p.add_argument("--amp", default="auto", choices=CHOICES["amp"], help="resnetlab's precision")
-    p.add_argument("--channels-last", default="auto", choices=CHOICES["channels_last"])
+    p.add_argument("--channels-last", default="on", choices=CHOICES["channels_last"])
     p.add_argument("--fast", default="auto", choices=CHOICES["fast"],
                    help="resnetlab's fast path, as `train --fast` chooses it for a run of the paper's length")
     p.add_argument("--compile", default="default", choices=CHOICES["compile"],

@@ -51,7 +51,8 @@ def build_parser() -> Parser:
     p = Parser(prog="resnetlab train", description=__doc__.strip().splitlines()[0],
                epilog="example: resnetlab train --model cifar_resnet20 --data ../shared/data/cifar10-jpeg "
                       "--out runs/r20   (resume: resnetlab train --resume runs/r20)")
-    p.add_argument("--config", help="TOML file of recipe overrides (keys as the flags, with underscores)")
+    p.add_argument("--config", help="TOML file of recipe overrides (keys as the flags, with underscores; flat or in "
+                   "tables [optimizer], [model], [data], [system]), or a run's config.json")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (optionally with a new --iters)")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N more iterations, checkpointed")
     p.add_argument("--seeds", type=int, default=1, metavar="K",
