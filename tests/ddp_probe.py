@@ -18,6 +18,7 @@ import sys
 import torch
 
 from resnetlab.cli.main import main
+from resnetlab.engine.metrics import MetricWindow
 from resnetlab.engine.run import Run
 
 
@@ -45,28 +46,28 @@ def run() -> int:
     args = [a for a in args if a not in ("--skew-errors", "--skew-evals")]
     rank = int(os.environ.get("RANK", "0"))
     record: dict = {"rank": rank, "log_points": []}
-    begin, book, log_point, finish = Run.begin, Run.book, Run.log_point, Run.finish
+    begin, add, close_window, finish = Run.begin, MetricWindow.add, Run.close_window, Run.finish
 
     def probed_begin(self, path):
         record["begin"] = {"step": self.state.step, "digest": digest(self.model)}
         return begin(self, path)
 
-    def probed_book(self, loss, errors, batch, data_seconds=0.0):
+    def probed_add(self, loss, errors, batch, data_seconds=0.0):
         if skew:
             errors = torch.full_like(errors, batch if rank == 1 else 0)
-        return book(self, loss, errors, batch, data_seconds)
+        return add(self, loss, errors, batch, data_seconds)
 
-    def probed_log_point(self, lr, batch, end, stop, sync):
-        out = log_point(self, lr, batch, end, stop, sync)
-        if out is not None:
-            record["log_points"].append([self.state.step, lr, self.state.warm_done])
+    def probed_close_window(self, lr, batch, stop):
+        out = close_window(self, lr, batch, stop)
+        record["log_points"].append([self.state.step, lr, self.state.warm_done])
         return out
 
     def probed_finish(self):
         record["end"] = {"step": self.state.step, "digest": digest(self.model)}
         return finish(self)
 
-    Run.begin, Run.book, Run.log_point, Run.finish = probed_begin, probed_book, probed_log_point, probed_finish
+    Run.begin, Run.close_window, Run.finish = probed_begin, probed_close_window, probed_finish
+    MetricWindow.add = probed_add
     rc = main(["train", *args])
     with open(f"{report}.rank{rank}", "w") as f:
         json.dump(record, f)

@@ -5,9 +5,8 @@ checkpoints. The loop (engine/trainer.py) trains one or several runs; a Run keep
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -16,6 +15,7 @@ from resnetlab.engine.batches import Data
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.metrics import MetricWindow
 from resnetlab.engine.rundir import RunDir
 from resnetlab.engine.schedule import RunState
 from resnetlab.errors import UserError
@@ -140,7 +140,8 @@ class Run:
         if best is not None:
             self.run_dir.save("best.pt", {**payload, "best": best})
 
-    def log(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
+        """One record of metrics.jsonl (and TensorBoard)."""
         if not self.dist.is_main:
             return
         self.run_dir.log(record)
@@ -164,12 +165,7 @@ class Run:
             print(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}", flush=True)
             if change:
                 print(change, flush=True)
-        self.loss_sum = torch.tensor(state.window_loss, device=self.device)
-        self.err_sum = torch.tensor(state.window_errors, device=self.device, dtype=torch.long)
-        self.window = state.window_steps
-        state.window_loss, state.window_errors, state.window_steps = 0.0, 0, 0
-        self.seen, self.window_start, self.data_seconds = 0, time.perf_counter(), 0.0
-        self.in_log_point = False
+        self.window = MetricWindow(self.device, self.dist, state)
         self.model.train()
 
     def _record(self, path: fastpath.FastPath) -> str | None:
@@ -187,66 +183,24 @@ class Run:
         return (f"note: this run ran {last['mode']} {last['precision']} on {last['device']} until iteration "
                 f"{state.step:,}; it continues {path.name} on {used['device']}")
 
-    def restart_clock(self) -> None:
-        """Time the window from now: what came before (compiling the step) is not training speed."""
-        self.seen, self.window_start, self.data_seconds = 0, time.perf_counter(), 0.0
-
-    def book(self, loss: torch.Tensor, errors: torch.Tensor, batch: int, data_seconds: float = 0.0) -> None:
-        """Add one finished step to the metric window: device tensors, no host synchronization.
-        `data_seconds`: how long the loop waited for this step's batch."""
-        self.loss_sum += loss
-        self.err_sum += errors
-        self.window += 1
-        self.seen += batch
-        self.data_seconds += data_seconds
-
-    def log_point(self, lr: float, batch: int, end: int, stop: bool,
-                  sync: Callable[[], None] | None) -> tuple[dict[str, Any], bool] | None:
-        """At a log point: reduce the window over ranks, check it, switch the warm-up, evaluate, log and
-        checkpoint. Returns (record, whether every rank asked to stop), or None between log points."""
+    def close_window(self, lr: float, batch: int, stop: bool) -> tuple[dict[str, Any], bool]:
+        """The training figures since the last log point, checked (divergence) and acted on (the warm-up
+        switch): the record to log, and whether any rank asked to stop."""
         cfg, state = self.cfg, self.state
-        at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.iters
-        at_save = at_eval or state.step == end or (cfg.save_every and state.step % cfg.save_every == 0)
-        if state.step % cfg.log_every and not at_save:
-            return None
-        self.in_log_point = True
-        # The only place the host waits for the device between evaluations. The sums are reduced over
-        # ranks so that every rank sees the same training error, and so takes the same warm-up decision.
-        flag = torch.tensor(float(stop), device=self.device, dtype=torch.float64)
-        totals = distributed.all_sum(self.dist, torch.stack([self.loss_sum.double(), self.err_sum.double(), flag]))
-        loss_total, err_total, stops = totals.tolist()
-        mean_loss = loss_total / (self.window * self.dist.world_size)
-        train_error = err_total / (self.window * batch * self.dist.world_size)
-        elapsed = time.perf_counter() - self.window_start
-        state.train_seconds += elapsed
-        self._check_divergence(mean_loss, lr)
-        if self.warmup and not state.warm_done and schedule.warmup_over(cfg, train_error):
+        figures = self.window.close(batch, stop)
+        state.train_seconds += figures.seconds
+        self._check_divergence(figures.loss, lr)
+        if self.warmup and not state.warm_done and schedule.warmup_over(cfg, figures.error):
             state.warm_done = True
         elif self.warmup and not state.warm_done and not schedule.warming_up(cfg, state, self.warmup):
             state.warm_done = True
             if self.dist.is_main:
                 print(f"note: the warm-up at lr {cfg.warmup_lr:g} ended at the first lr milestone (iteration "
                       f"{cfg.milestones[0]:,}) without the training error falling below {cfg.warmup_until_error:.0%} "
-                      f"(it is {train_error:.1%})", flush=True)
-        # The share of the window spent waiting for data: near 1, the loader starves the device.
-        record = {"iteration": state.step, "lr": lr, "train_loss": mean_loss, "train_error": train_error,
-                  "images_per_s": self.seen * self.dist.world_size / max(elapsed, 1e-9),
-                  "data_wait": min(1.0, self.data_seconds / max(elapsed, 1e-9))}
-        if (at_eval or at_save) and sync is not None:
-            sync()
-        best = None
-        if at_eval:
-            evaluation, best = self._evaluate()
-            record.update(evaluation)
-        if at_eval or state.step % cfg.log_every == 0:
-            self.log(record)
-        self.loss_sum.zero_()
-        self.err_sum.zero_()
-        self.window, self.seen, self.window_start, self.data_seconds = 0, 0, time.perf_counter(), 0.0
-        if at_save:
-            self.save(best)
-        self.in_log_point = False
-        return record, stops > 0
+                      f"(it is {figures.error:.1%})", flush=True)
+        record = {"iteration": state.step, "lr": lr, "train_loss": figures.loss, "train_error": figures.error,
+                  "images_per_s": figures.images_per_s, "data_wait": figures.data_wait}
+        return record, figures.stop
 
     def _check_divergence(self, mean_loss: float, lr: float) -> None:
         state = self.state
@@ -262,7 +216,7 @@ class Run:
         raise TrainingDiverged(f"the training loss {what} by iteration {state.step} (lr {lr:g}); {kept}. "
                                "A lower --lr, or a look at the data, may help")
 
-    def _evaluate(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def evaluate(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The validation metrics, and best.pt's record when this evaluation is the best so far."""
         if self.data.val is None:
             return {}, None
@@ -272,12 +226,10 @@ class Run:
         figures = torch.tensor([result["loss"], result["top1_error"], result["top5_error"]], dtype=torch.float64,
                                device=self.device)
         loss, top1, top5 = distributed.from_main(self.dist, figures).tolist()
-        result = {**result, "loss": loss, "top1_error": top1, "top5_error": top5}
-        improved = schedule.after_evaluation(self.cfg, self.state, result["top1_error"])
-        best = ({"chosen_on": self.data.split["val"], "iteration": self.state.step, "error": result["top1_error"]}
+        improved = schedule.after_evaluation(self.cfg, self.state, top1)
+        best = ({"chosen_on": self.data.split["val"], "iteration": self.state.step, "error": top1}
                 if improved else None)
-        return {"val_loss": result["loss"], "val_error": result["top1_error"],
-                "val_top5_error": result["top5_error"]}, best
+        return {"val_loss": loss, "val_error": top1, "val_top5_error": top5}, best
 
     def line(self, r: dict[str, Any]) -> str:
         split = SPLIT_NAMES.get(self.data.split["val"], self.data.split["val"])
@@ -288,12 +240,8 @@ class Run:
     def interrupted(self, saveable: bool) -> bool:
         """Stopped between steps: keep the state after the last finished step, with the metric window it had
         gathered. Stopped inside a log point or a step: keep the last checkpoint. Returns whether it saved."""
-        window_loss = self.loss_sum.item()
-        saveable = saveable and not self.in_log_point and math.isfinite(window_loss)
+        saveable = saveable and self.window.store(self.state)
         if saveable:
-            state = self.state
-            state.window_loss, state.window_errors = window_loss, int(self.err_sum.item())
-            state.window_steps = self.window
             self.save()
         return saveable
 

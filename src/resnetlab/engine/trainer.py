@@ -121,20 +121,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
 
 def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[dict[str, Any]]:
     """Train `runs` from their common step to the end (or `stop_after` steps on); returns their summaries."""
-    lead, dist = runs[0], stack.dist
-    starts = {run.state.step for run in runs}
-    if len(starts) != 1:
-        raise UserError(f"runs trained together must be at the same iteration, not {sorted(starts)}")
-    step = starts.pop()
-    end = lead.cfg.iters if stop_after is None else min(lead.cfg.iters, step + stop_after)
+    step, cfg = common_step(runs), runs[0].cfg
+    end = cfg.iters if stop_after is None else min(cfg.iters, step + stop_after)
     for run in runs:
         run.begin(stack.path)
     stack.net.train()
-    name = lead.cfg.model if len(runs) == 1 else f"{len(runs)} x {lead.cfg.model}"
-    bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
-               disable=None if dist.is_main else True)
-    estimated = lead.device.type != "cpu" or not dist.is_main
-    consistent = True  # False while a step is half done: nothing to save then
+    progress = Progress(runs, stack.dist, step)
+    half_done = False  # inside a step or a log point: nothing consistent to save if stopped there
     with StopSignals() as signals:
         try:
             while step < end:
@@ -142,54 +135,121 @@ def loop(runs: list[Run], stack: Stack, stop_after: int | None = None) -> list[d
                 waiting = time.perf_counter()
                 batches = [run.data.train.batch(step) for run in runs]
                 waited = time.perf_counter() - waiting
-                consistent = False
-                compiling = stack.path.compiled and not stack.compiled_once
-                if compiling:
-                    bar.write("compiling the training step (torch.compile: about a minute on an idle 2-core CPU, up to 8 "
-                              "on a busy one)...")
-                    started = time.perf_counter()
-                losses, errors = stack.step(batches, lrs)
-                if compiling:
-                    stack.compiled_once = True
-                    seconds = time.perf_counter() - started
-                    bar.write(f"compiled in {seconds:.0f} s; not counted in images/s")
-                    for run in runs:
-                        run.state.compile_seconds += seconds
-                        run.restart_clock()
+                half_done = True
+                losses, errors = first_or_next_step(stack, runs, batches, lrs, progress)
                 step += 1
-                for run in runs:
-                    run.state.step = step
-                consistent = True
-                bar.update(1)
-                stop = signals.requested is not None
-                agreed = False
                 for k, run in enumerate(runs):
-                    run.book(losses[k], errors[k], len(batches[k][1]), waited)
-                    logged = run.log_point(lrs[k], len(batches[k][1]), end, stop, stack.sync)
-                    if logged is None:
-                        continue
-                    record, agreed = logged
-                    if k == 0:
-                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", err=f"{record['train_error']:.1%}",
-                                        lr=f"{record['lr']:g}", img_s=f"{record['images_per_s']:,.0f}",
-                                        data=f"{record['data_wait']:.0%}")
-                    if "val_error" in record:
-                        bar.write(("" if len(runs) == 1 else f"[seed {run.cfg.seed}] ") + run.line(record))
-                    if not estimated and step < lead.cfg.iters:
-                        estimated = True
-                        bar.write(_estimate(lead, step, record["images_per_s"] * len(runs)))
-                if agreed or (stop and not dist.enabled):  # under torchrun the ranks agree at a log point
+                    run.state.step = step
+                    run.window.add(losses[k], errors[k], len(batches[k][1]), waited)
+                progress.update()
+                stop = signals.requested is not None
+                agreed = at_log_point(cfg, step, end) and log_point(runs, stack, lrs, len(batches[0][1]), end, stop,
+                                                                     progress)
+                half_done = False
+                if agreed or (stop and not stack.dist.enabled):  # under torchrun the ranks agree at a log point
                     raise _StopRequested
         except (KeyboardInterrupt, _StopRequested):
-            bar.close()
-            saveable = consistent and not any(run.in_log_point for run in runs)
-            if saveable:
+            progress.close()
+            if not half_done:
                 stack.sync()
-            saved = [run.interrupted(saveable) for run in runs]
+            saved = [run.interrupted(not half_done) for run in runs]
             raise RunInterrupted(signals.requested or "SIGINT", step, all(saved)) from None
-    bar.close()
+    progress.close()
     stack.sync()
     return [run.finish() for run in runs]
+
+
+def at_log_point(cfg: TrainConfig, step: int, end: int) -> bool:
+    return step % cfg.log_every == 0 or at_save(cfg, step, end)
+
+
+def at_eval(cfg: TrainConfig, step: int) -> bool:
+    return step % cfg.eval_every == 0 or step == cfg.iters
+
+
+def at_save(cfg: TrainConfig, step: int, end: int) -> bool:
+    return at_eval(cfg, step) or step == end or bool(cfg.save_every and step % cfg.save_every == 0)
+
+
+def log_point(runs: list[Run], stack: Stack, lrs: list[float], batch: int, end: int, stop: bool,
+              progress: "Progress") -> bool:
+    """Close each run's metric window, evaluate, log and checkpoint, as the step asks; returns whether every
+    rank asked to stop."""
+    cfg, step = runs[0].cfg, runs[0].state.step
+    closed = [run.close_window(lr, batch, stop) for run, lr in zip(runs, lrs)]
+    records = [record for record, _ in closed]
+    bests: list[dict[str, Any] | None] = [None] * len(runs)
+    if at_save(cfg, step, end):
+        stack.sync()  # the runs' own models and optimizers hold the trained state
+    if at_eval(cfg, step):
+        for k, run in enumerate(runs):
+            figures, bests[k] = run.evaluate()
+            records[k].update(figures)
+    for run, record in zip(runs, records):
+        if at_eval(cfg, step) or step % cfg.log_every == 0:
+            run.write(record)
+        run.window.restart_clock()  # evaluating is not training time
+    if at_save(cfg, step, end):
+        for run, best in zip(runs, bests):
+            run.save(best)
+    progress.show(records)
+    return closed[0][1]
+
+
+def first_or_next_step(stack: Stack, runs: list[Run], batches: list, lrs: list[float], progress: "Progress"):
+    """One step of every run; the first of a compiled step compiles it, and is timed apart."""
+    if not stack.path.compiled or stack.compiled_once:
+        return stack.step(batches, lrs)
+    progress.write("compiling the training step (torch.compile: about a minute on an idle 2-core CPU, up to 8 "
+                   "on a busy one)...")
+    started = time.perf_counter()
+    out = stack.step(batches, lrs)
+    stack.compiled_once = True
+    seconds = time.perf_counter() - started
+    progress.write(f"compiled in {seconds:.0f} s; not counted in images/s")
+    for run in runs:
+        run.state.compile_seconds += seconds
+        run.window.restart_clock()
+    return out
+
+
+def common_step(runs: list[Run]) -> int:
+    starts = {run.state.step for run in runs}
+    if len(starts) != 1:
+        raise UserError(f"runs trained together must be at the same iteration, not {sorted(starts)}")
+    return starts.pop()
+
+
+class Progress:
+    """The progress bar, the lines of each evaluation, and the time estimate, on the main process only."""
+
+    def __init__(self, runs: list[Run], dist: distributed.DistInfo, step: int) -> None:
+        self.runs, lead = runs, runs[0]
+        name = lead.cfg.model if len(runs) == 1 else f"{len(runs)} x {lead.cfg.model}"
+        self.bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
+                        disable=None if dist.is_main else True)
+        self.estimated = lead.device.type != "cpu" or not dist.is_main  # said once, on the CPU
+
+    def update(self) -> None:
+        self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def show(self, records: list[dict[str, Any]]) -> None:
+        first = records[0]
+        self.bar.set_postfix(loss=f"{first['train_loss']:.3f}", err=f"{first['train_error']:.1%}",
+                             lr=f"{first['lr']:g}", img_s=f"{first['images_per_s']:,.0f}", data=f"{first['data_wait']:.0%}")
+        for run, record in zip(self.runs, records):
+            if "val_error" in record:
+                self.write(("" if len(self.runs) == 1 else f"[seed {run.cfg.seed}] ") + run.line(record))
+        lead, step = self.runs[0], first["iteration"]
+        if not self.estimated and step < lead.cfg.iters:
+            self.estimated = True
+            self.write(_estimate(lead, step, sum(r["images_per_s"] for r in records)))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _estimate(run: Run, step: int, images_per_s: float) -> str:
