@@ -84,3 +84,26 @@ def test_models_lists_the_named_weights_with_their_metadata(capsys):
     tv = rows[("resnet50", "torchvision")]
     assert tv["classes"] == 1000 and tv["params"] == 25557032 and tv["url"].endswith("resnet50-0676ba61.pth")
     assert abs(tv["macs"] / 1e9 - 4.09) < 0.05  # torchvision's v1.5
+
+
+def test_an_entry_known_by_its_8_hex_prefix_is_pinned_by_its_whole_sha256_on_first_use(monkeypatch, tmp_path):
+    """Issue 18: 32 bits can be forged. A file matching the published prefix is pinned whole the first time;
+    another file with the same prefix is refused afterwards."""
+    import hashlib
+    import json
+
+    from resnetlab.models.pretrained import check_digest
+
+    real, forged = b"the publisher's weights", b"a forgery with the same prefix"
+    prefix = hashlib.sha256(real).hexdigest()[:8]
+    w = pretrained.Weights("cifar_resnet32", "test", f"https://example.org/resnet32-{prefix}.th", prefix, "s", "l", "d", {})
+    path = tmp_path / w.filename
+    path.write_bytes(real)
+    check_digest(w, path)
+    pins = json.loads((tmp_path / "sha256-pins.json").read_text())
+    assert pins == {w.filename: hashlib.sha256(real).hexdigest()}
+    check_digest(w, path)  # the same file again: fine
+    path.write_bytes(forged)
+    monkeypatch.setattr("resnetlab.data.download.file_digest", lambda p, a="md5": prefix + "0" * 56)
+    with pytest.raises(UserError, match="not the file first verified here"):
+        check_digest(w, path)

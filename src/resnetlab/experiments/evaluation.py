@@ -5,7 +5,7 @@ testing protocols, and writes the plot and per-image predictions asked for."""
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

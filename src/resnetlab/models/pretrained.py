@@ -8,11 +8,13 @@ is reachable, and checks its sha256 every time. Offline, the error says which fi
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnetlab.errors import UserError
+from resnetlab.files import atomic_write
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -165,7 +167,7 @@ def local_file(w: Weights, folder: str | Path | None = None) -> Path:
 
 def fetch(w: Weights, folder: str | Path | None = None) -> Path:
     """The checked local file of `w`, downloaded once when missing."""
-    from resnetlab.data.download import digest_matches, download
+    from resnetlab.data.download import download
 
     where = weights_dir(folder)
     path = local_file(w, folder)
@@ -177,7 +179,39 @@ def fetch(w: Weights, folder: str | Path | None = None) -> Path:
         except OSError as e:  # a folder that cannot be made or written (under a file, read-only)
             raise UserError(f"cannot put {w.filename} in the weights folder {where} ({e.strerror or e}); name a "
                             "writable folder with --weights-dir or $RESNETLAB_WEIGHTS") from None
-    elif not digest_matches(path, w.sha256, "sha256"):
+    check_digest(w, path)
+    return path
+
+
+PINS = "sha256-pins.json"
+
+
+def check_digest(w: Weights, path: Path) -> None:
+    """The file's sha256 against the registry's; where only the 8-hex prefix of a publisher's file name is known
+    (32 bits: a forgery is within reach), also against the whole digest pinned the first time the file was
+    verified here (trust on first use, in the weights folder's sha256-pins.json)."""
+    from resnetlab.data.download import file_digest
+
+    digest = file_digest(path, "sha256")
+    if not digest.startswith(w.sha256.lower()):
         raise UserError(f"{path} does not have the sha256 of {w.model}'s {w.name} weights ({w.sha256}...): "
                         "it is damaged or another file; delete it and run again")
-    return path
+    if len(w.sha256) >= 64:
+        return
+    pins_file = path.parent / PINS
+    try:
+        pins = json.loads(pins_file.read_text()) if pins_file.is_file() else {}
+        pins = pins if isinstance(pins, dict) else {}
+    except (OSError, ValueError):
+        pins = {}
+    pinned = pins.get(w.filename)
+    if pinned is not None and pinned != digest:
+        raise UserError(f"{path} is not the file first verified here (its sha256 {digest[:16]}... differs from the "
+                        f"{pinned[:16]}... pinned in {pins_file}, though both begin with the published {w.sha256}): "
+                        "delete it and run again, or remove its pin if you replaced it on purpose")
+    if pinned is None:
+        try:
+            text = json.dumps({**pins, w.filename: digest}, indent=1, sort_keys=True)
+            atomic_write(pins_file, lambda tmp: tmp.write_text(text))
+        except (OSError, UserError):
+            pass  # a read-only folder: checked by its prefix, as published
