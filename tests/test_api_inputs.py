@@ -58,6 +58,8 @@ def test_load_and_predict_take_files_folders_pil_images_and_tensors(tmp_path):
         resnetlab.predict([torch.randn(3, 32, 32)], **common)
     with pytest.raises(TypeError, match="PIL image"):
         resnetlab.predict([3], **common)
+    with pytest.raises(ValueError, match="longer than 20:1"):  # 2 x 60000: gigabytes once resized
+        resnetlab.predict([Image.new("RGB", (60000, 2))], **common)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(resnetlab.UserError, match="holds no images"):

@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from resnetlab.data.device_loader import Normalization
-from resnetlab.data.folders import rgb8, decode
+from resnetlab.data.folders import MAX_ASPECT, decode, rgb8
 
 
 class Preprocess:
@@ -43,11 +43,13 @@ def pixels(image: str | Path | Image.Image | Tensor) -> Tensor:
     if isinstance(image, (str, Path)):
         return decode(Path(image))  # bounded: refuses decompression bombs and absurd aspect ratios
     if isinstance(image, Image.Image):
+        check_aspect(*image.size)
         return torch.from_numpy(np.array(rgb8(image))).permute(2, 0, 1)
     if not isinstance(image, Tensor):
         raise TypeError(f"an image is a file path, a PIL image or a (3, H, W) tensor, not {type(image).__name__}")
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"an image tensor is (3, H, W) or (1, H, W), not {tuple(image.shape)}")
+    check_aspect(image.shape[2], image.shape[1])
     if image.dtype != torch.uint8:
         if not image.is_floating_point():
             raise ValueError(f"an image tensor is uint8 (0-255) or float in [0, 1], not {image.dtype}")
@@ -57,3 +59,11 @@ def pixels(image: str | Path | Image.Image | Tensor) -> Tensor:
                              "give the image before normalization (the model's preprocessing normalizes it)")
         image = image * 255
     return image.expand(3, -1, -1).cpu()
+
+
+def check_aspect(width: int, height: int) -> None:
+    """The bound decode() puts on files, for images given in memory: resizing the shorter side of a very
+    elongated image to the input size would take gigabytes."""
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise ValueError(f"an image of {width}x{height} is longer than {MAX_ASPECT}:1; resizing its shorter side to "
+                         "the network's input would take gigabytes")
