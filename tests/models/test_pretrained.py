@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from resnetlab.cli.main import main
 from resnetlab.errors import UserError
@@ -107,3 +108,43 @@ def test_an_entry_known_by_its_8_hex_prefix_is_pinned_by_its_whole_sha256_on_fir
     monkeypatch.setattr("resnetlab.data.download.file_digest", lambda p, a="md5": prefix + "0" * 56)
     with pytest.raises(UserError, match="not the file first verified here"):
         check_digest(w, path)
+
+
+def test_resnetlabs_own_weights_ship_in_the_package_with_their_normalization(tiny_cifar, tmp_path, monkeypatch, capsys):
+    """Issue 17, item 3: a run's weights exported (no optimizer), shipped in the package, named `resnetlab`,
+    loaded by create_model, --weights resnetlab and torch.hub, with the run's own per-pixel mean."""
+    import hashlib
+
+    import resnetlab
+    from resnetlab.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(run), "--iters", "4",
+                 "--batch-size", "32", "--workers", "0", "--amp", "off"]) == 0
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    out = bundled / "cifar_resnet8-resnetlab.pt"
+    assert main(["export", "--checkpoint", str(run / "last.pt"), "--format", "weights", "--out", str(out)]) == 0
+    assert "sha256" in capsys.readouterr().out and out.stat().st_size < (run / "last.pt").stat().st_size
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    monkeypatch.setattr(pretrained, "BUNDLED", bundled)
+    monkeypatch.setitem(pretrained.REGISTRY, ("cifar_resnet8", "resnetlab"),
+                        pretrained._resnetlab("cifar_resnet8", out.name, digest, 0.5, "4 iterations"))
+    trained = resnetlab.load(run / "last.pt")
+    x = torch.randn(3, 3, 32, 32)
+    net = resnetlab.create_model("cifar_resnet8", weights="resnetlab").eval()
+    torch.testing.assert_close(net(x), trained.model(x), rtol=0, atol=0)
+    shipped = resnetlab.load(model="cifar_resnet8", weights="resnetlab")
+    assert shipped.normalization.kind == "pixel-mean" and shipped.classes == trained.classes
+    assert torch.equal(shipped.normalization.mean, trained.normalization.mean)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    w = resnetlab.get_weights("cifar_resnet8", "resnetlab")
+    assert torch.equal(w.transforms()(image), trained.transforms()(image))
+    top = resnetlab.predict([image], model="cifar_resnet8", weights="resnetlab", topk=1)
+    assert top[0]["top"][0]["class"] in trained.classes
+    out.write_bytes(out.read_bytes()[:-1] + b"x")  # damaged: refused by its whole sha256
+    with pytest.raises(UserError, match="does not have the sha256"):
+        resnetlab.create_model("cifar_resnet8", weights="resnetlab")
+    out.unlink()
+    with pytest.raises(UserError, match="should ship with resnetlab"):
+        resnetlab.create_model("cifar_resnet8", weights="resnetlab")

@@ -25,11 +25,13 @@ from torch import nn
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_model_source
 from resnetlab.engine.outputs import check_output
-from resnetlab.engine.checkpoint import atomic_write
+from resnetlab.data.download import file_digest
+from resnetlab.engine.checkpoint import atomic_write, save_checkpoint
 from resnetlab.engine.inference import LoadedModel, load_model
 from resnetlab.errors import UserError
 
-FORMATS = {"pt2": "torch.export program", "onnx": "ONNX", "torchscript": "TorchScript (deprecated)"}
+FORMATS = {"pt2": "torch.export program", "onnx": "ONNX", "torchscript": "TorchScript (deprecated)",
+           "weights": "resnetlab weights (a checkpoint without optimizer state)"}
 TOLERANCE = 1e-4  # largest |export - PyTorch| accepted on random input
 
 
@@ -38,8 +40,10 @@ def build_parser() -> Parser:
                epilog="example: resnetlab export --checkpoint runs/r20/best.pt --format pt2 --out r20.pt2")
     add_model_source(p)
     p.add_argument("--format", choices=list(FORMATS),
-                   help="pt2 (torch.export, load with torch.export.load), onnx, or torchscript (deprecated); "
-                        "default: from --out's suffix (.pt2 or .onnx)")
+                   help="pt2 (torch.export, load with torch.export.load), onnx, torchscript (deprecated), or "
+                        "weights (the model, its classes, input and normalization, without optimizer state: usable "
+                        "as --checkpoint, and what resnetlab ships as named weights); default: from --out's suffix "
+                        "(.pt2 or .onnx)")
     p.add_argument("--out", required=True, help="output file (.pt2, .onnx or .pt)")
     p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never the input)")
@@ -146,6 +150,28 @@ def export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, st
     return lambda x: module(x).detach().numpy()
 
 
+def export_weights(loaded: LoadedModel, out: Path) -> int:
+    """The model alone, in resnetlab's checkpoint format (fp32, contiguous), checked by loading it back;
+    returns the file's size."""
+    state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.detach().clone()
+             for k, v in loaded.model.state_dict().items()}
+    ckpt = loaded.checkpoint or {}
+    payload = {"model": state, "model_name": loaded.name,
+               "model_options": ckpt.get("model_options", {"num_classes": len(loaded.classes or []) or
+                                                           loaded.model.fc.out_features}),
+               "classes": loaded.classes, "normalization": loaded.normalization.to_dict(), "input": loaded.input,
+               # What the weights were trained with, for the registry's metadata; no optimizer, RNG or schedule.
+               "trained": {"config": ckpt.get("config"), "iteration": (ckpt.get("state") or {}).get("step"),
+                           "fast_paths": (ckpt.get("state") or {}).get("fast_paths")}}
+    save_checkpoint(out, payload)
+    back = load_model(str(out))
+    x = torch.randn(2, 3, loaded.input["size"], loaded.input["size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.equal(back.model(x), loaded.model.eval()(x)):
+            raise UserError(f"{out} does not give the model's outputs when loaded back")
+    return out.stat().st_size
+
+
 def worst_difference(net: nn.Module, examples: list[torch.Tensor], run: Callable[[torch.Tensor], np.ndarray]) -> float:
     """Largest |export - PyTorch| over `examples`."""
     worst = 0.0
@@ -164,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     fmt = args.format or {".pt2": "pt2", ".onnx": "onnx"}.get(out.suffix)
     if fmt is None:
         raise UserError(f"--out {out}: name it .pt2 or .onnx, or give --format")
-    exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}[fmt]
+    exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}.get(fmt)
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir, style=args.style)
     check_output("--out", out, [loaded.source], args.force)  # named weights: the file they resolved to
+    if fmt == "weights":
+        size = export_weights(loaded, out)
+        print(f"wrote {out} ({FORMATS[fmt]}, {loaded.name}, {size / 1e6:.1f} MB, sha256 {file_digest(out, 'sha256')})")
+        return 0
     preprocessing = not args.no_preprocessing
     net, meta = exported_network(loaded, preprocessing), metadata(loaded, preprocessing)
     try:

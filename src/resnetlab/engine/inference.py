@@ -63,6 +63,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     if looks_like_name and ((model, pretrained.resolve_name(model, weights)) in pretrained.REGISTRY
                             or not Path(weights).is_file()):
         w = pretrained.lookup(model, weights)
+        if w.bundled:  # resnetlab's own weights: a checkpoint carrying its classes, input and normalization
+            return load_model(str(pretrained.fetch(w)), style=style)
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
         return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), dict(w.input),
                            source=pretrained.local_file(w, weights_dir))

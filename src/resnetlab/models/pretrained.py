@@ -36,10 +36,14 @@ class Weights:
     # The input the error above was measured with: the centre crop of the image resized to `resize` (shorter
     # side), as the publisher's own transforms do it (torchvision's V2 entries resize to 232, not 256).
     input: dict = field(default_factory=lambda: {"size": 32, "resize": 32})
+    # Shipped inside the package (resnetlab's own weights, src/resnetlab/weights/): never downloaded, checked
+    # by their whole sha256. They are resnetlab checkpoints without optimizer state, carrying their own
+    # normalization (the paper's per-pixel mean): `normalization` is then "checkpoint".
+    bundled: bool = False
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[1]
+        return self.url.rsplit("/", 1)[-1]
 
     @property
     def meta(self) -> dict:
@@ -55,13 +59,31 @@ class Weights:
         from resnetlab.data import Normalization
         from resnetlab.data.preprocess import Preprocess
 
-        return Preprocess(self.input["size"], self.input["resize"], Normalization.imagenet())
+        return Preprocess(self.input["size"], self.input["resize"], self.input_normalization())
+
+    def input_normalization(self):
+        """The normalization the network expects: ImageNet's constants, or the one stored in a bundled file."""
+        from resnetlab.data import Normalization
+        from resnetlab.models.weights import read_checkpoint
+
+        if self.normalization != "checkpoint":
+            return Normalization.imagenet()
+        return Normalization.from_dict(read_checkpoint(fetch(self))["normalization"])
 
 
 def _akamaster(depth: int, file: str, sha256: str, error: float) -> Weights:
     return Weights(f"cifar_resnet{depth}", "akamaster", AKAMASTER + file, sha256,
                    "akamaster/pytorch_resnet_cifar10 (Y. Idelbayev)", "BSD-2-Clause",
                    "CIFAR-10 test set (original images), as published", {"top1_error": error})
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "weights"
+OWN_DATA = "the 5k hold-out of the shared CIFAR-10 JPEG training images (not the test set), final iteration"
+
+
+def _resnetlab(model: str, file: str, sha256: str, error: float, budget: str) -> Weights:
+    return Weights(model, "resnetlab", file, sha256, f"resnetlab, trained by its own command ({budget})", "MIT",
+                   OWN_DATA, {"top1_error": error}, normalization="checkpoint", bundled=True)
 
 
 def _torchvision_input(entry) -> dict:
@@ -160,6 +182,8 @@ def local_file(w: Weights, folder: str | Path | None = None) -> Path:
     downloads go: a file fetched by torchvision is not fetched again), else where it will be downloaded to."""
     import torch
 
+    if w.bundled:
+        return BUNDLED / w.filename
     own = weights_dir(folder) / w.filename
     hub = Path(torch.hub.get_dir()) / "checkpoints" / w.filename
     return own if own.is_file() or not hub.is_file() else hub
@@ -169,8 +193,14 @@ def fetch(w: Weights, folder: str | Path | None = None) -> Path:
     """The checked local file of `w`, downloaded once when missing."""
     from resnetlab.data.download import download
 
-    where = weights_dir(folder)
     path = local_file(w, folder)
+    if w.bundled:
+        if not path.is_file():
+            raise UserError(f"{w.model}'s {w.name} weights should ship with resnetlab at {path}, and this installation "
+                            "lacks them; reinstall resnetlab")
+        check_digest(w, path)
+        return path
+    where = weights_dir(folder)
     if where.exists() and not where.is_dir():
         raise UserError(f"the weights folder {where} is a file; name a folder with --weights-dir or $RESNETLAB_WEIGHTS")
     if not path.is_file():
