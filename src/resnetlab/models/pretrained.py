@@ -56,7 +56,6 @@ class Weights:
     def transforms(self):
         """The preprocessing these weights were measured with, as torchvision's `weights.transforms()`:
         image (path, PIL or tensor) -> normalized (3, size, size)."""
-        from resnetlab.data import Normalization
         from resnetlab.data.preprocess import Preprocess
 
         return Preprocess(self.input["size"], self.input["resize"], self.input_normalization())
