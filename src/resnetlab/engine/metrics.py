@@ -8,6 +8,7 @@ a resumed run logs exactly what an uninterrupted one does.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -70,8 +71,6 @@ class MetricWindow:
     def store(self, state: RunState) -> bool:
         """Keep the open window in `state` for a checkpoint (stopped between log points); False when its loss
         is not finite (nothing worth saving)."""
-        import math
-
         loss = self.loss_sum.item()
         if not math.isfinite(loss):
             return False

@@ -176,20 +176,21 @@ def log_point(runs: list[Run], stack: Stack, lrs: list[float], batch: int, end: 
     """Close each run's metric window, evaluate, log and checkpoint, as the step asks; returns whether every
     rank asked to stop."""
     cfg, step = runs[0].cfg, runs[0].state.step
+    evaluating, saving = at_eval(cfg, step), at_save(cfg, step, end)
     closed = [run.close_window(lr, batch, stop) for run, lr in zip(runs, lrs)]
     records = [record for record, _ in closed]
     bests: list[dict[str, Any] | None] = [None] * len(runs)
-    if at_save(cfg, step, end):
+    if saving:
         stack.sync()  # the runs' own models and optimizers hold the trained state
-    if at_eval(cfg, step):
+    if evaluating:
         for k, run in enumerate(runs):
             figures, bests[k] = run.evaluate()
             records[k].update(figures)
     for run, record in zip(runs, records):
-        if at_eval(cfg, step) or step % cfg.log_every == 0:
+        if evaluating or step % cfg.log_every == 0:
             run.write(record)
         run.window.restart_clock()  # evaluating is not training time
-    if at_save(cfg, step, end):
+    if saving:
         for run, best in zip(runs, bests):
             run.save(best)
     progress.show(records)
