@@ -137,6 +137,8 @@ def test_resnetlabs_own_weights_ship_in_the_package_with_their_normalization(tin
     shipped = resnetlab.load(model="cifar_resnet8", weights="resnetlab")
     assert shipped.normalization.kind == "pixel-mean" and shipped.classes == trained.classes
     assert torch.equal(shipped.normalization.mean, trained.normalization.mean)
+    as_file = resnetlab.load(model="cifar_resnet8", weights=str(out))  # the shipped file named by its path
+    assert as_file.normalization.kind == "pixel-mean" and as_file.classes == trained.classes
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     w = resnetlab.get_weights("cifar_resnet8", "resnetlab")
     assert torch.equal(w.transforms()(image), trained.transforms()(image))

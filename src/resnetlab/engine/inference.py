@@ -66,7 +66,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         if w.bundled:  # resnetlab's own weights: a checkpoint carrying its classes, input and normalization
             return load_model(str(pretrained.fetch(w)), style=style)
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
-        return LoadedModel(net.eval(), model, list(w.classes), Normalization.imagenet(), dict(w.input),
+        return LoadedModel(net.eval(), model, list(w.classes), w.input_normalization(), dict(w.input),
                            source=pretrained.local_file(w, weights_dir))
     if not Path(weights).is_file():
         raise UserError(f"--weights {weights}: no such file")
@@ -88,7 +88,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     net = create_model(model, **options)
     load_weights(net, weights)
     if known is not None:
-        return LoadedModel(net.eval(), model, list(known.classes), Normalization.imagenet(), dict(known.input),
+        return LoadedModel(net.eval(), model, list(known.classes), known.input_normalization(), dict(known.input),
                            source=Path(weights))
     trained_as = weights_network(weights)
     if trained_as and trained_as != model:
