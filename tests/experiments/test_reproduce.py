@@ -87,10 +87,12 @@ def test_report_sentences_follow_the_numbers():
 
     text = cifar_exp.degradation_sentence([row("plain", 20, 0.10, 0.12), row("plain", 56, 0.20, 0.22),
                                            row("resnet", 20, 0.09, 0.11), row("resnet", 56, 0.05, 0.08)])
-    assert "The degradation problem shows" in text and "the deeper ResNet is better" in text
+    assert "The degradation problem shows" in text and "the deeper ResNet is better in both errors" in text
     assert "At depth 56 the residual net trains to lower error than the plain one (5.00% vs 20.00%)" in text
     text = cifar_exp.degradation_sentence([row("plain", 20, 0.30, 0.3), row("plain", 56, 0.20, 0.2),
                                            row("resnet", 20, 0.09, 0.1), row("resnet", 56, 0.15, 0.2)])
     assert "does not show" in text and "has not overtaken" in text
+    text = cifar_exp.degradation_sentence([row("resnet", 20, 0.09, 0.10), row("resnet", 56, 0.05, 0.12)])
+    assert "better in training error, as in the paper, but not in validation error" in text
     assert "smaller, as in the paper" in cifar_exp.response_sentence({"plain-20": [2.0, 1.0], "resnet-20": [1.0, 1.0]})
     assert "not smaller" in cifar_exp.response_sentence({"plain-20": [1.0], "resnet-20": [1.5]})
