@@ -70,16 +70,18 @@ def run_imagenet(args) -> int:
     out = Path(args.out)
     nets = imagenet.plan(shortcuts)
     dist = distributed.setup(resolve_device(args.device).type)
+    clean = False
     try:
         if dist.is_main:
             claim_folder(out, "imagenet")
         summaries = imagenet.run_all(nets, out, args.data, args.iters, args.batch_size, args.lr, args.device,
                                      args.eval_every, args.workers)
-        if not dist.is_main:
-            return 0  # rank 0 tests and writes; the others are done
-        tested = {net: imagenet.ten_crop(net, out, args.data, args.device, args.workers) for net in nets}
+        clean = True
     finally:
-        distributed.teardown(dist)
+        distributed.teardown(dist, clean)
+    if not dist.is_main:
+        return 0  # rank 0 tests and writes, in a process of its own; the others are done
+    tested = {net: imagenet.ten_crop(net, out, args.data, args.device, args.workers) for net in nets}
     table2, table3, rows = imagenet.tables(nets, out, tested)
     atomic_write(out / "table2.md", lambda tmp: tmp.write_text(table2))
     if table3:

@@ -73,6 +73,12 @@ def from_main(info: DistInfo, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, clean: bool = True) -> None:
+    """Leave the process group. On a clean exit the ranks first wait for each other: a rank that destroyed
+    the group and exited while rank 0 was still saving was seen to abort in gloo's shutdown ("terminate
+    called without an active exception", exit -6), failing the whole torchrun job. After an error there is
+    no waiting: the other ranks may never arrive."""
     if info.enabled and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()

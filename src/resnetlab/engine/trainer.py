@@ -106,13 +106,16 @@ def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int
     """Train the runs of `configs` together (one run: the common case); teardown=False keeps a torchrun
     process group for a caller that trains several runs in one job."""
     runs, stack = prepare(configs, resume)
+    clean = False
     try:
-        return loop(runs, stack, stop_after)
+        summaries = loop(runs, stack, stop_after)
+        clean = True
+        return summaries
     finally:
         for run in runs:
             run.run_dir.release()
         if teardown:
-            distributed.teardown(stack.dist)
+            distributed.teardown(stack.dist, clean)
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
