@@ -73,6 +73,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     known = pretrained.identify(weights)
     if known is not None and known.model != model:
         known = None  # another network's file (a ResNet's into the plain net of its depth): warned about below
+    if known is not None and known.bundled:  # resnetlab's own file: a checkpoint, read as the name branch reads it
+        return load_model(str(weights), style=style)
     options: dict = {"num_classes": num_classes} if num_classes else {}
     if known is not None:
         if style and style != known.options.get("style", "paper"):
