@@ -1,0 +1,56 @@
+"""The weights resnetlab ships (issue 17, item 3): the 64k-iteration CIFAR ResNet-20 of results/cifar10-64k and
+the 16k ResNet-56 of results/cifar10-16k, in the package as `resnetlab` weights, loadable by name, by the CLI and
+by torch.hub, and as good as their reports say."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnetlab
+from resnetlab.cli.main import main
+from resnetlab.engine.inference import load_model
+from resnetlab.models import pretrained
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = {"cifar_resnet20": ("cifar10-64k", 64000), "cifar_resnet56": ("cifar10-16k", 16000)}
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_the_shipped_weights_are_their_runs_final_weights(model):
+    results, iterations = SHIPPED[model]
+    run_dir = REPO / "results" / results / "runs" / f"{model}-seed0"
+    w = pretrained.get_weights(model, "resnetlab")
+    path = pretrained.fetch(w)  # checked by its whole sha256
+    assert w.bundled and len(w.sha256) == 64
+    assert "optimizer" not in torch.load(path, weights_only=True)  # weights only: a third of last.pt's size
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] and summary["iterations"] == iterations
+    assert w.metrics["top1_error"] == pytest.approx(summary["final_val_error"], abs=5e-5)
+    assert w.meta["categories"] == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    run = load_model(str(run_dir / "last.pt"))  # the final iteration, not a checkpoint picked on the hold-out
+    x = torch.randn(4, 3, 32, 32)
+    by_name = resnetlab.create_model(model, weights="resnetlab").eval()
+    by_hub = torch.hub.load(str(REPO), model, source="local", trust_repo=True, weights="resnetlab").eval()
+    with torch.no_grad():
+        expected = run.model.eval()(x)
+        torch.testing.assert_close(by_name(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(by_hub(x), expected, rtol=0, atol=0)
+    shipped = resnetlab.load(model=model, weights="resnetlab")
+    assert shipped.normalization.kind == "pixel-mean" and torch.equal(shipped.normalization.mean, run.normalization.mean)
+
+
+@pytest.mark.slow
+def test_the_shipped_resnet20_gives_its_reported_holdout_error(shared_cifar, capsys):
+    """`evaluate --weights resnetlab` on the 5k hold-out it was validated on: the error the registry states
+    (measured in bf16 during training; evaluate runs fp32, so the last digits may differ)."""
+    w = pretrained.get_weights("cifar_resnet20", "resnetlab")
+    assert main(["evaluate", "--model", "cifar_resnet20", "--weights", "resnetlab", "--data", str(shared_cifar),
+                 "--split", "holdout", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["count"] == 5000
+    assert 1 - r["top1_accuracy"] == pytest.approx(w.metrics["top1_error"], abs=0.003)
+    image = next((shared_cifar / "train" / "airplane").iterdir())
+    assert main(["predict", "--model", "cifar_resnet20", "--weights", "resnetlab", str(image), "--json", "--topk", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["class"] in w.meta["categories"]
