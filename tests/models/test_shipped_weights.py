@@ -24,7 +24,7 @@ def test_the_shipped_weights_are_their_runs_final_weights(model):
     w = pretrained.get_weights(model, "resnetlab")
     path = pretrained.fetch(w)  # checked by its whole sha256
     assert w.bundled and len(w.sha256) == 64
-    assert "optimizer" not in torch.load(path, weights_only=True)  # weights only: a third of last.pt's size
+    assert "optimizer" not in torch.load(path, weights_only=True)  # weights only, no optimizer state
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["finished"] and summary["iterations"] == iterations
     assert w.metrics["top1_error"] == pytest.approx(summary["final_val_error"], abs=5e-5)
