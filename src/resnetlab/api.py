@@ -20,7 +20,9 @@ from torch import Tensor
 
 from resnetlab.engine.config import FIELDS, default_recipe, first_problem, resolve
 from resnetlab.engine.inference import LoadedModel, expand_folders, load_model, predict as _predict
-from resnetlab.engine.trainer import resume_configs, seed_configs, train_runs
+from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged, resume_configs, seed_configs, train_runs
+
+__all__ = ["RunInterrupted", "TrainingDiverged", "evaluate", "load", "predict", "resume", "train"]
 
 
 def train(*, model: str, data: str, out: str, recipe: str | None = None, seeds: int = 1,

@@ -16,7 +16,7 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call write(tmp_path), fsync, rename over `path`, fsync the folder: readers see the old file or the new
     one, and after a power loss the new one is there once this returns.
 
-    The temporary file is created exclusively under an unpredictable name in the target folder (a link planted
+    The file gets the mode a plain open() would give it (0666 less the umask). The temporary file is created exclusively under an unpredictable name in the target folder (a link planted
     there cannot redirect the write), ending in `path`'s own suffix (exporters name side files after it), and
     the rename replaces a link at `path` rather than following it. A failed write (a full disk, a vanished
     folder) leaves `path` as it was and says so in one line.
@@ -25,7 +25,10 @@ def atomic_write(path: Path, write: Any) -> None:
     tmp = None
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the file from colleagues
+        finally:
+            os.close(fd)
         tmp = Path(name)
         write(tmp)
         with open(tmp, "rb") as f:
@@ -42,6 +45,13 @@ def atomic_write(path: Path, write: Any) -> None:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask (POSIX offers no way to read it but setting it; set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_folder(folder: Path) -> None:

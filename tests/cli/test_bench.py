@@ -38,3 +38,35 @@ def test_pack_images_round_trip(tmp_path):
     mod.unpack(tmp_path / "p.npz", tmp_path / "dst")
     for name in ["a/0.jpg", "a/1.jpg", "b/0.png"]:
         assert (tmp_path / "dst" / name).read_bytes() == (src / name).read_bytes()
+
+
+def test_roofline_counts_flops_measures_the_peak_and_keeps_a_table_per_cpu_class(tmp_path, capsys):
+    """The fraction is the measured step's GFLOP/s over the measured peak of its precision, the FLOPs are
+    counted (a deeper net has more per step), and --save keeps one record and one table row per CPU class."""
+    from resnetlab.bench import report
+    from resnetlab.engine.devices import cpu_isa
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "roofline-AVX2.jsonl").write_text('not json\n{"isa": "AVX2", "device_name": "Old EPYC (CPU, AVX2)", '
+                                                '"threads": 2, "torch": "2.x", "date": "d", "peaks": {"fp32": '
+                                                '{"matmul": 110.0, "conv": 90.0, "peak": 110.0}}, "steps": []}\n')
+    assert main(["bench", "--what", "roofline", "--model", "cifar_resnet8,cifar_resnet14", "--no-trainer",
+                 "--min-seconds", "0.2", "--device", "cpu", "--save", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "of the" in out and "peak" in out
+    (record,) = [json.loads(line) for line in report.record_path(folder, cpu_isa()).read_text().splitlines()]
+    assert record["isa"] == cpu_isa() and cpu_isa() in record["device_name"]
+    by_model = {}
+    for row in record["steps"]:
+        peak = record["peaks"][row["precision"]]["peak"]
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / peak)
+        assert row["gflops"] == pytest.approx(row["gflop_per_step"] * row["images_per_s"] / 128)
+        by_model[row["model"]] = row["gflop_per_step"]
+    # FLOPs counted, not assumed: in units of one full 3x3 layer (every stage's cost the same, a stride-2 one
+    # half), ResNet-14's residual path holds 11 against ResNet-8's 5, the stem and classifier a little more
+    assert 2.1 < by_model["cifar_resnet14"] / by_model["cifar_resnet8"] < 2.3
+    shares = next(r["time_shares"] for r in record["steps"] if "time_shares" in r)
+    assert sum(shares.values()) == pytest.approx(1.0) and shares["convolution"] > 0
+    table = (folder / "roofline.md").read_text()
+    assert "## AVX2: Old EPYC" in table and f"## {cpu_isa()}:" in table and "cifar_resnet14" in table

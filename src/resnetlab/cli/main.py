@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "predict": "classify image files with a checkpoint",
     "export": "export a checkpoint to ONNX or TorchScript",
     "reproduce": "reproduce the paper's Table 1; Table 6, Fig. 6, 7 (CIFAR); Table 2, 3, Fig. 4 (ImageNet)",
-    "bench": "training throughput of resnetlab against a standard PyTorch loop",
+    "bench": "training speed against a standard PyTorch loop, or against this machine's measured peak",
 }
 
 
@@ -43,24 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resnetlab: error: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"resnetlab.cli.{name}")
+    from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged  # here: `resnetlab --help` needs no torch
+
     try:
         return module.main(rest)
     except UserError as e:
         print(f"resnetlab {name}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:  # the training loop's own stop, raised through any subcommand that trains
+        print(f"resnetlab {name}: {e}; run the same command again to resume", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"resnetlab {name}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # the training loop's own stops, raised through any subcommand that trains
-        from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged
-
-        if isinstance(e, RunInterrupted):
-            print(f"resnetlab {name}: {e}; run the same command again to resume", file=sys.stderr)
-            return e.exit_code
-        if isinstance(e, TrainingDiverged):
-            print(f"resnetlab {name}: training diverged: {e}", file=sys.stderr)
-            return 3
-        raise
+    except TrainingDiverged as e:
+        print(f"resnetlab {name}: training diverged: {e}", file=sys.stderr)
+        return 3
 
 
 def one_line(e: UserError) -> str:

@@ -99,6 +99,8 @@ def decode(path: Path) -> torch.Tensor:
                 raise UserError(f"cannot use image {path}: it is {w}x{h}, longer than {MAX_ASPECT}:1, and resizing its "
                                 "shorter side to the network's input would take gigabytes")
             array = rgb8(img)
+    except UserError:
+        raise
     except Image.DecompressionBombError as e:
         raise UserError(f"cannot decode image {path}: it is too large to be safe ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -88,15 +87,10 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
                         "v1.5: on the 3x3) have the same tensors, so the file cannot say which it was trained as; "
                         "give --style paper or --style torchvision")
     net = create_model(model, **options)
-    load_weights(net, weights)
+    load_weights(net, weights, style=options.get("style"))
     if known is not None:
         return LoadedModel(net.eval(), model, list(known.classes), known.input_normalization(), dict(known.input),
                            source=Path(weights))
-    trained_as = weights_network(weights)
-    if trained_as and trained_as != model:
-        # Option-A nets have no shortcut parameters: a ResNet's tensors fit the plain net of its depth.
-        warnings.warn(f"--weights {weights} were trained as {trained_as} but are loaded into {model}: the tensors "
-                      "have the same names and shapes, the networks differ", stacklevel=2)
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
     return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size, source=Path(weights))
 
@@ -141,19 +135,6 @@ def _checked_contents(ckpt: dict, path: str) -> tuple[nn.Module, Normalization]:
     if not ok:
         raise damaged("its normalization entry is not a kind with a (3, H, W) mean and a positive std")
     return net, normalization
-
-
-def weights_network(path: str) -> str | None:
-    """The network a weights file was trained as, where the file says: resnetlab checkpoints name it,
-    akamaster's CIFAR files (keys `linear.*`) are always ResNets."""
-    obj = read_checkpoint(path)
-    if isinstance(obj.get("model_name"), str):
-        return obj["model_name"]
-    state = obj.get("state_dict", obj)
-    if isinstance(state, dict) and any(str(k).replace("module.", "").startswith("linear.") for k in state):
-        n = sum(1 for k in state if str(k).endswith("conv1.weight")) - 1  # blocks; the stem has one too
-        return f"cifar_resnet{2 * n + 2}" if n > 0 else None
-    return None
 
 
 ImageLike = Union[str, Path, Image.Image, Tensor]  # a file, a PIL image, a (3, H, W) tensor (data/preprocess.py)

@@ -31,8 +31,9 @@ __all__ = ["RunInterrupted", "SPLIT_NAMES", "TrainingDiverged", "load_run_config
            "seed_configs", "train", "train_runs"]
 
 
-class RunInterrupted(Exception):
-    """SIGINT/SIGTERM (or Ctrl-C): the loop stopped; `saved` says whether last.pt holds its last step."""
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM (or Ctrl-C): the loop stopped; `saved` says whether last.pt holds its last step.
+    A KeyboardInterrupt, so that a library caller's `except Exception` does not swallow the user's Ctrl-C."""
 
     def __init__(self, signame: str, step: int, saved: bool) -> None:
         self.signame, self.step, self.saved = signame, step, saved

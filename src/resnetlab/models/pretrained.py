@@ -45,13 +45,30 @@ class Weights:
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[-1]
 
+    def __hash__(self) -> int:  # by identity of the entry: its dict fields would make the default fail
+        return hash((self.model, self.name))
+
+    def __repr__(self) -> str:
+        return f"get_weights({self.model!r}, {self.name!r})"
+
     @property
     def meta(self) -> dict:
-        """What torchvision's `weights.meta` holds, under its keys where it has one (categories, _metrics)."""
+        """What torchvision's `weights.meta` holds, under its keys and in its units where it has one
+        (categories, num_params-free `_metrics` as {"ImageNet-1K": {"acc@1": percent, ...}}), beside resnetlab's
+        own fields: the error as a fraction in "metrics", the normalization with its numbers ("mean"/"std" to
+        subtract from and divide x/255 by, a (3, 1, 1) or, for the paper's per-pixel mean, (3, 32, 32) list)."""
+        accuracy = {f"acc@{k[3]}": round(100 * (1 - v), 3) for k, v in self.metrics.items() if k in ("top1_error", "top5_error")}
+        norm = self.input_normalization()
         return {"categories": list(self.classes), "num_classes": len(self.classes), "source": self.source,
-                "license": self.license, "dataset": self.dataset, "_metrics": {self.dataset: dict(self.metrics)},
-                "input": dict(self.input), "normalization": self.normalization, "options": dict(self.options),
+                "license": self.license, "dataset": self.dataset, "_metrics": {self.benchmark: accuracy},
+                "metrics": dict(self.metrics), "input": dict(self.input), "options": dict(self.options),
+                "normalization": {"kind": norm.kind, "mean": norm.mean.tolist(), "std": norm.std.tolist()},
                 "url": self.url, "sha256": self.sha256}
+
+    @property
+    def benchmark(self) -> str:
+        """The dataset name torchvision's `_metrics` would file the accuracy under."""
+        return "ImageNet-1K" if len(self.classes) == 1000 else "CIFAR-10"
 
     def transforms(self):
         """The preprocessing these weights were measured with, as torchvision's `weights.transforms()`:
@@ -124,10 +141,10 @@ REGISTRY: dict[tuple[str, str], Weights] = {(w.model, w.name): w for w in [
     # results/cifar10-64k and results/cifar10-16k, final iteration; ResNet-56 ships too because its quarter-length
     # run ends below the full-length ResNet-20 (12.82% against 13.20% hold-out error).
     _resnetlab("cifar_resnet20", "cifar_resnet20-resnetlab-64k.pt",
-               "10b36ee2a591b1ca0a84b932c2b291eae0df77565dbe82f86c53cf1192d8e148", 0.1320,
+               "6cdcb59061e474dc599810e476c0135c7b103c94f0a5538b26e8b8db9aad73f5", 0.1320,
                "the paper's full CIFAR recipe: 64k iterations of batch 128, lr 0.1 ÷10 at 32k and 48k, compiled bf16"),
     _resnetlab("cifar_resnet56", "cifar_resnet56-resnetlab-16k.pt",
-               "a7aaf9fa281775d3ae03dac29f6217033ae1262882021a681115e613b62a8f5b", 0.1282,
+               "79da7e7747febf96dea1488e75961589fb65ab4eb4bfeb0a9b79b09bacea50e9", 0.1282,
                "a quarter of the paper's CIFAR schedule: 16k iterations of batch 128, lr 0.1 ÷10 at 8k and 12k, "
                "compiled bf16"),
     *_torchvision(),
@@ -150,7 +167,11 @@ ALIASES = {"IMAGENET1K_V1": "torchvision", "IMAGENET1K_V2": "torchvision-v2"}
 
 
 def resolve_name(model: str, name: str) -> str:
-    """The registry name `name` stands for (an alias, or itself)."""
+    """The registry name `name` stands for (an alias, torchvision's "ResNet50_Weights.IMAGENET1K_V2", or itself)."""
+    if isinstance(name, Weights):
+        return name.name
+    if "_Weights." in name:
+        name = name.split("_Weights.", 1)[1]
     if name == "DEFAULT":
         for candidate in ("torchvision-v2", "torchvision", "akamaster", "resnetlab"):
             if (model, candidate) in REGISTRY:
@@ -159,15 +180,26 @@ def resolve_name(model: str, name: str) -> str:
 
 
 def get_weights(model: str, name: str = "DEFAULT") -> Weights:
-    """The named weights of a network (`resnetlab.get_weights("resnet50", "IMAGENET1K_V2")`), as torchvision's
-    `get_weight`: `.meta`, `.transforms()`, `.url`, `.sha256`; nothing is downloaded."""
+    """The named weights of a network (`resnetlab.get_weights("resnet50", "IMAGENET1K_V2")`, or torchvision's
+    spelling `get_weights("ResNet50_Weights.IMAGENET1K_V2")`), as torchvision's `get_weight`: `.meta`,
+    `.transforms()`, `.url`, `.sha256`; nothing is downloaded."""
     from resnetlab.models.registry import check_name
 
+    if isinstance(model, str) and "_Weights." in model:
+        model, name = model.split("_Weights.", 1)
+        model = model.lower()
     check_name(model)
     return lookup(model, name)
 
 
-def lookup(model: str, name: str) -> Weights:
+def lookup(model: str, name: "str | Weights") -> Weights:
+    """The registry entry of `model`'s weights `name` (a name, an alias, or a Weights object of this network)."""
+    if isinstance(name, Weights):
+        if name.model != model:
+            raise UserError(f"weights {name!r} are {name.model}'s, not {model}'s")
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"weights must be a name such as 'DEFAULT' or a Weights object, not {type(name).__name__}")
     name = resolve_name(model, name)
     if (model, name) in REGISTRY:
         return REGISTRY[(model, name)]

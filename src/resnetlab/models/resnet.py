@@ -154,7 +154,7 @@ class ResNet(nn.Module):
             # Zeroing the last BN of a block with no shortcut zeroes the block's output: a dead network.
             raise UserError("zero_init_residual needs shortcuts: on a plain net it would zero every block's "
                             "output; use it with a ResNet, or leave it off")
-        self.residual = residual
+        self.residual, self.style, self.bottleneck = residual, style, block is Bottleneck
         self.in_planes = widths[0]
         if imagenet:
             self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)

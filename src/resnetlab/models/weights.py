@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.errors import UserError
+from resnetlab.models import pretrained
 
 
 def _check_declared_size(path: Path) -> None:
@@ -72,9 +74,17 @@ def extract_state_dict(obj: dict) -> dict[str, Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a checkpoint into `model` strictly; a mismatch names the first offending key and shapes."""
-    state = extract_state_dict(read_checkpoint(path))
+def load_weights(model: nn.Module, path: str | Path, style: str | None = None) -> nn.Module:
+    """Load a checkpoint into `model` strictly; a mismatch names the first offending key and shapes.
+
+    Tensors that fit can still belong to another network: a torchvision ResNet-50 file fits the paper-style
+    ResNet-50 (only a stride differs) and an akamaster ResNet file the plain net of its depth (option A has no
+    shortcut tensors). So the file's network is checked where it can be known (a resnetlab checkpoint names it,
+    a published file is known by its sha256, akamaster's format is always a ResNet), and for a bottleneck net
+    whose file cannot say, `style` ("paper" or "torchvision") must say what it was trained as."""
+    obj = read_checkpoint(path)
+    _check_trained_as(model, obj, path, style)
+    state = extract_state_dict(obj)
     own = model.state_dict()
     for k, v in own.items():
         if k not in state and k.endswith("num_batches_tracked"):
@@ -91,3 +101,43 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise UserError(f"checkpoint {path} does not fit this network: unexpected key {extra[0]!r}")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def trained_as(obj: dict, path: str | Path) -> tuple[str | None, str | None]:
+    """(the network, its style) a weights file was trained as, where the file can say: a resnetlab checkpoint
+    names both, a published file is known by its sha256, akamaster's CIFAR files (keys `linear.*`) are ResNets."""
+    if isinstance(obj.get("model_name"), str):
+        options = obj.get("model_options") if isinstance(obj.get("model_options"), dict) else {}
+        return obj["model_name"], options.get("style", "paper")
+    known = pretrained.identify(path)
+    if known is not None:
+        return known.model, known.options.get("style", "paper")
+    state = obj.get("state_dict", obj)
+    if isinstance(state, dict) and any(str(k).replace("module.", "").startswith("linear.") for k in state):
+        n = sum(1 for k in state if str(k).endswith("conv1.weight")) - 1  # blocks; the stem has one too
+        return (f"cifar_resnet{2 * n + 2}" if n > 0 else None), "paper"
+    return None, None
+
+
+def _check_trained_as(model: nn.Module, obj: dict, path: str | Path, style: str | None) -> None:
+    network, file_style = trained_as(obj, path)
+    residual = getattr(model, "residual", None)
+    if network is not None and residual is not None and ("plain" not in network) != residual:
+        # Option-A nets have no shortcut tensors: a ResNet's fit the plain net of its depth. Said, not refused:
+        # starting a plain net from a ResNet's weights is a legitimate experiment.
+        other = network.replace("resnet", "plain") if residual is False else network.replace("plain", "resnet")
+        warnings.warn(f"{path} were trained as {network} but are loaded into {other}: the tensors have the same "
+                      "names and shapes, the networks differ", UserWarning, stacklevel=3)
+    own_style = getattr(model, "style", None)
+    if own_style is None or not getattr(model, "bottleneck", False):
+        return  # only the bottleneck nets' two styles share their tensors
+    if style is not None and file_style is not None and style != file_style:
+        raise UserError(f"{path} was trained as style {file_style!r}, not {style!r}")
+    style = style or file_style
+    if style is None:
+        raise UserError(f"{path}: the paper-style and torchvision-style (v1.5) bottleneck nets have the same tensors, "
+                        f"so the file cannot say which it was trained as; pass style='paper' or style='torchvision' "
+                        f"(this network is {own_style!r})")
+    if style != own_style:
+        raise UserError(f"{path} was trained as style {style!r} but this network is style {own_style!r}: build it "
+                        f"with create_model(..., style={style!r})")
