@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from resnetlab.engine import fastcheck
+from resnetlab.engine import fastcheck, probe as checks
 from resnetlab.engine.config import resolve
 from resnetlab.engine.devices import cpu_isa
 from resnetlab.engine.fastpath import FastPath
@@ -109,36 +109,40 @@ def eager_stack(model: str, data: str, out: str, channels_last: str = "on", **ex
     return stack, [runs[0].data.train.batch(0)], [runs[0].lr], runs
 
 
-def probe(stack, batches, lrs, path: FastPath):
+def probe(stack, batches, lrs, path: FastPath, defect=None):
+    """The probe's steps on `path`, with `defect` (a context manager factory) injected after the path is set."""
     stack.use(path)
-    step, _ = fastcheck.Probe(stack, batches, lrs).run()
+    with defect(stack) if defect else contextlib.nullcontext():
+        step, _ = checks.Probe(stack, batches, lrs).run()
     stack.use(fastcheck.EAGER_FP32)
     return step
 
 
-def measure(model: str, data: str, compiled: bool) -> list[tuple[str, dict]]:
+def measure(model: str, data: str, compiled: bool) -> list[str]:
+    """One table row per candidate: its distances from the reference and the verdict at each precision."""
     rows = []
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         stack, batches, lrs, runs = eager_stack(model, data, a)
         reference = probe(stack, batches, lrs, fastcheck.EAGER_FP32)
+        twin = probe(stack, checks.perturbed(batches), lrs, fastcheck.EAGER_FP32)
+        rows.append(("twin: input perturbed by 2^-8", twin))
         other, other_batches, _, other_runs = eager_stack(model, data, b, channels_last="off")
         rows.append(("fp32 contiguous (rounding only)", probe(other, other_batches, lrs, fastcheck.EAGER_FP32)))
         rows.append(("eager bf16", probe(stack, batches, lrs, EAGER_BF16)))
         if compiled:
             rows.append(("compiled bf16", probe(stack, batches, lrs, COMPILED_BF16)))
         for name, defect in DEFECTS.items():
-            with defect(stack):
-                rows.append((f"defect: {name}", probe(stack, batches, lrs, fastcheck.EAGER_FP32)))
+            rows.append((f"defect: {name}", probe(stack, batches, lrs, fastcheck.EAGER_FP32, defect)))
         for r in runs + other_runs:
             r.run_dir.release()
-    return [(name, fastcheck.distances(step, reference)) for name, step in rows]
-
-
-def verdict(d: dict, precision: str) -> str:
-    tol = fastcheck.TOLERANCE[precision]
-    ok = (d["loss"] <= tol["loss"] and d["cosine"] >= tol["cosine"] and d["classifier"] <= tol["classifier"]
-          and d["bn"] <= tol["bn"] and d["sgd"] <= fastcheck.SGD_RULE_TOLERANCE)
-    return "pass" if ok else "REJECT"
+    lines = []
+    for name, step in rows:
+        d = checks.distances(step, reference)
+        verdicts = ["pass" if checks.compare(step, reference, p, twin)[0] is None else "REJECT" for p in ("fp32", "bf16")]
+        chaotic = ", ".join(p for p in ("fp32", "bf16") if checks.violations(checks.distances(twin, reference), p))
+        lines.append(f"| {model} | {name} | {d['loss']:.2e} | {d['cosine']:.3f} | {d['classifier']:.3g} | "
+                     f"{d['bn']:.3g} | {d['bn_moved']:.2f} | {d['sgd']:.1e} | {chaotic or '—'} | {' | '.join(verdicts)} |")
+    return lines
 
 
 def main() -> int:
@@ -150,12 +154,10 @@ def main() -> int:
     p.add_argument("--out", help="append the markdown table to this file")
     args = p.parse_args()
     lines = [f"## {cpu_isa()}, torch {torch.__version__}, {torch.get_num_threads()} threads", "",
-             "| network | candidate | loss off | median grad cosine | classifier | BN stats | SGD rule | fp32 | bf16 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| network | candidate | loss off | grad cosine (10th pct) | classifier | BN stats away | BN moved | "
+             "SGD rule | chaotic at | verdict fp32 | verdict bf16 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.nets.split(","):
-        for name, d in measure(model, args.data, args.compiled):
-            line = (f"| {model} | {name} | {d['loss']:.2e} | {d['cosine']:.3f} | {d['classifier']:.3g} | "
-                    f"{d['bn']:.3g} | {d['sgd']:.1e} | {verdict(d, 'fp32')} | {verdict(d, 'bf16')} |")
+        for line in measure(model, args.data, args.compiled):
             lines.append(line)
             print(line, flush=True)
     if args.out:

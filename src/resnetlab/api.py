@@ -11,41 +11,71 @@ keyword arguments and returns what the subcommand prints as data.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 from torch import Tensor
 
 from resnetlab.engine.config import FIELDS, default_recipe, first_problem, resolve
 from resnetlab.engine.inference import LoadedModel, expand_folders, load_model, predict as _predict
+from resnetlab.errors import UserError
+from resnetlab.models.pretrained import Weights
 from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged, resume_configs, seed_configs, train_runs
 
 __all__ = ["RunInterrupted", "TrainingDiverged", "evaluate", "load", "predict", "resume", "train"]
 
 
+def api_errors(function: Callable) -> Callable:
+    """UserErrors raised below the API name the keyword argument, not the command-line flag ("data=", not
+    "--data"): the same message a command prints, in the caller's own terms. Still a UserError (a ValueError)."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except UserError as e:
+            text = re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_") + "=", str(e))
+            raise UserError(f"{function.__name__}: {text}") from None
+
+    return wrapper
+
+
+@api_errors
 def train(*, model: str, data: str, out: str, recipe: str | None = None, seeds: int = 1,
-          stop_after: int | None = None, **overrides: Any) -> dict | list[dict]:
+          stop_after: int | None = None, quiet: bool = False, **overrides: Any) -> dict | list[dict]:
     """Train as `resnetlab train` does (recipe < overrides, e.g. iters=2000, lr=0.05); returns the run's
-    summary (one per seed with seeds > 1)."""
+    summary (one per seed with seeds > 1). Its lines go to the logger "resnetlab" (printed unless quiet=True or
+    the logger has handlers of its own); Ctrl-C raises RunInterrupted, a KeyboardInterrupt, after saving."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"train: seeds must be a positive whole number, not {seeds!r}")
+    _check_stop_after("train", stop_after)
     _check_overrides("train", overrides)
     cfg = resolve(recipe or default_recipe(model), {}, {"model": model, "data": str(data), "out": str(out), **overrides})
-    summaries = train_runs(seed_configs(cfg, seeds) if seeds > 1 else [cfg], stop_after=stop_after)
+    summaries = train_runs(seed_configs(cfg, seeds) if seeds > 1 else [cfg], stop_after=stop_after, quiet=bool(quiet))
     return summaries if seeds > 1 else summaries[0]
 
 
-def resume(run_dir: str, stop_after: int | None = None, **changes: Any) -> dict | list[dict]:
+@api_errors
+def resume(run_dir: str, stop_after: int | None = None, quiet: bool = False, **changes: Any) -> dict | list[dict]:
     """Continue the run in `run_dir` exactly, as `resnetlab train --resume` does (changes: iters=, ...);
     a folder of seeds trained together returns one summary per seed."""
+    _check_stop_after("resume", stop_after)
     _check_overrides("resume", changes)
     configs = resume_configs(Path(run_dir), changes)
-    summaries = train_runs(configs, resume=True, stop_after=stop_after)
+    summaries = train_runs(configs, resume=True, stop_after=stop_after, quiet=bool(quiet))
     return summaries if len(configs) > 1 else summaries[0]
 
 
+def _check_stop_after(function: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{function}: stop_after must be a positive whole number of iterations (or None), "
+                         f"not {value!r}")
+
+
+@api_errors
 def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | None = None, model: str | None = None,
              weights: str | Path | None = None, weights_dir: str | Path | None = None, style: str | None = None,
              split: str = "auto", protocol: str = "center", batch_size: int = 500, workers: int = 4,
@@ -74,6 +104,7 @@ def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | No
                            bool(force)))
 
 
+@api_errors
 def load(checkpoint: str | Path | None = None, *, model: str | None = None, weights: str | Path | None = None,
          weights_dir: str | Path | None = None, style: str | None = None) -> LoadedModel:
     """A trained model ready for use: `.model` (in eval mode), `.classes`, `.transforms()` (image -> input).
@@ -81,9 +112,14 @@ def load(checkpoint: str | Path | None = None, *, model: str | None = None, weig
         loaded = resnetlab.load("runs/r20/last.pt")       # or load(model="cifar_resnet20", weights="akamaster")
         logits = loaded.model(loaded.transforms()(image)[None])
     """
+    if isinstance(weights, Weights):  # get_weights(...)'s object: its network and name
+        if model is not None and model != weights.model:
+            raise UserError(f"weights {weights!r} are {weights.model}'s, not {model}'s")
+        model, weights = weights.model, weights.name
     return load_model(_text(checkpoint), model, _text(weights), weights_dir=_text(weights_dir), style=style)
 
 
+@api_errors
 def predict(images: list[str | Path | Image.Image | Tensor] | Tensor, *, checkpoint: str | Path | None = None,
             model: str | None = None, weights: str | Path | None = None, weights_dir: str | Path | None = None,
             style: str | None = None, topk: int = 5, batch_size: int = 64) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,26 @@ def fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_small_text(path: Path, what: str, limit: int = 16 << 20) -> str:
+    """The text of a regular file of at most `limit` bytes (UTF-8). A FIFO, a device (/dev/zero) or a folder
+    planted where a config, a run's books or a cache is expected is refused unread: reading it would block
+    forever or exhaust memory. OSError/UnicodeDecodeError/UserError name `what`."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path}: no such file") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{what} {path}: not a regular file (a folder, a FIFO or a device); give a file")
+    if info.st_size > limit:
+        raise UserError(f"{what} {path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{what} {path}: more than {limit:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path}: not a UTF-8 text file") from None

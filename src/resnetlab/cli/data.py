@@ -27,7 +27,7 @@ def describe(path: str, skip_corrupt: bool = False) -> dict:
     train = ds.splits["train"]
     if isinstance(train, ArrayDataset):
         size = list(train.images.shape[1:3])
-        mean, std = channel_stats(train.images)
+        mean, std = channel_stats(train.images) if len(train) else (None, None)  # no NaN in the JSON
     else:
         size, mean, std = list(image_size(train.paths[0])), None, None
     return {

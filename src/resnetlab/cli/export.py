@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     fmt = args.format or {".pt2": "pt2", ".onnx": "onnx"}.get(out.suffix)
     if fmt is None:
         raise UserError(f"--out {out}: name it .pt2 or .onnx, or give --format")
+    clash = {".onnx": "onnx", ".pt2": "pt2"}.get(out.suffix.lower())
+    if clash is not None and clash != fmt:
+        raise UserError(f"--out {out} is named like a {FORMATS[clash]} file but --format {fmt} writes a "
+                        f"{FORMATS[fmt]}; name it to match")
     exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}.get(fmt)
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir, style=args.style)
     check_output("--out", out, [loaded.source], args.force)  # named weights: the file they resolved to

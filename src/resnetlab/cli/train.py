@@ -58,6 +58,8 @@ def build_parser() -> Parser:
     p.add_argument("--seeds", type=int, default=1, metavar="K",
                    help="train K seeds (--seed .. --seed+K-1) together in one process, as grouped convolutions, "
                         "each in RUN_DIR/seed<N> with its own metrics and checkpoints (CIFAR nets)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing while training but errors and the final line (no progress bar)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kw = {"help": HELP.get(f.name, ""), "default": None, "dest": f.name}
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
     resume_dir = _resume_hint(configs, args.resume)
     try:
-        summaries = train_runs(configs, resume=bool(args.resume), stop_after=args.stop_after)
+        summaries = train_runs(configs, resume=bool(args.resume), stop_after=args.stop_after, quiet=args.quiet)
     except TrainingDiverged as e:
         print(f"resnetlab train: training diverged: {e}")
         return 3

@@ -71,8 +71,14 @@ def _labels(values: object, count: int, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _names(values: list) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+def _names(values: object, path: Path) -> list[str]:
+    """The class names of a CIFAR meta file: a list of byte or text strings."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise UserError(f"{path}: the class names are not a list of names")
+    try:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: a class name is not UTF-8 text") from None
 
 
 def _require(path: Path) -> Path:
@@ -88,7 +94,11 @@ def read_python(folder: Path, fmt: str) -> tuple[dict[str, ArrayDataset], list[s
     else:
         parts = {"train": ["train"], "test": ["test"]}
         meta, names_key, labels_key = "meta", "fine_label_names", "fine_labels"
-    classes = _names(read_pickle(_require(folder / meta))[names_key])
+    meta_path = _require(folder / meta)
+    entries = read_pickle(meta_path)
+    if names_key not in entries:
+        raise UserError(f"{meta_path} has no '{names_key}' entry: not a CIFAR meta file")
+    classes = _names(entries[names_key], meta_path)
     splits = {}
     for split, files in parts.items():
         images, labels = [], []

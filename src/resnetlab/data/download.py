@@ -68,8 +68,19 @@ def download(url: str, dest: Path, digest: str, algorithm: str = "md5", hint: st
     return dest
 
 
-def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a tarball into `target`, refusing it whole if any entry is a link, a device or escapes it.
+# The files of the official CIFAR tarballs (python and binary versions): extraction takes these and no other
+# entry, and none larger than MEMBER_MAX_BYTES (CIFAR-100's `train`, the largest, is 155 MB).
+CIFAR_MEMBERS = frozenset({*(f"data_batch_{i}{ext}" for i in range(1, 6) for ext in ("", ".bin")), "test_batch",
+                           "test_batch.bin", "batches.meta", "batches.meta.txt", "readme.html", "train", "test",
+                           "meta", "file.txt~", "train.bin", "test.bin", "coarse_label_names.txt",
+                           "fine_label_names.txt"})
+MEMBER_MAX_BYTES = 256 << 20
+
+
+def safe_extract(archive: Path, target: Path, wanted: frozenset[str] | None = None) -> None:
+    """Extract a tarball into `target`, refusing it whole if any entry is a link, a device or escapes it; with
+    `wanted`, only the files of those names (others, however large, are never written) and none over
+    MEMBER_MAX_BYTES.
 
     The entries go into a temporary folder beside `target`, renamed into place only when all are out:
     an extraction killed half-way leaves no partial folder that a later run would take for complete.
@@ -86,6 +97,12 @@ def safe_extract(archive: Path, target: Path) -> None:
                     raise UserError(f"{archive}: refusing entry {m.name!r}: only plain files and folders are extracted")
                 if dest != staging and staging not in dest.parents:
                     raise UserError(f"{archive}: refusing entry {m.name!r}: it would be written outside {target}")
+            if wanted is not None:
+                members = [m for m in members if m.isdir() or Path(m.name).name in wanted]
+                big = [m for m in members if m.size > MEMBER_MAX_BYTES]
+                if big:
+                    raise UserError(f"{archive}: refusing entry {big[0].name!r}: {big[0].size:,} bytes, more than "
+                                    f"any file of the dataset")
             staging.mkdir(parents=True)
             for m in members:
                 tar.extract(m, staging, set_attrs=False)
@@ -114,5 +131,5 @@ def fetch(name: str, root: Path | None = None) -> Path:
         download(url, archive, md5, hint=", or pass --data with the extracted folder")
     elif md5sum(archive) != md5:
         raise UserError(f"{archive} does not have the published MD5 {md5}: delete it and run again")
-    safe_extract(archive, root / f"{name}-extracted")
+    safe_extract(archive, root / f"{name}-extracted", CIFAR_MEMBERS)
     return root / f"{name}-extracted" / folder

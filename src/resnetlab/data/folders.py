@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.errors import UserError
+from resnetlab.files import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 CACHE_VERSION = 2  # 2: decoded by Pillow
@@ -39,7 +40,7 @@ class FolderIndex:
     def fingerprint(self) -> str:
         h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
         for rel, size, mtime in self.stats:
-            h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+            h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))  # any byte name
         return h.hexdigest()[:20]
 
 
@@ -85,6 +86,9 @@ def _is_dir(entry: os.DirEntry) -> bool:
 # No photograph is this elongated; a tiny file that is (a 2x60000 PNG is 699 bytes) would become billions of
 # pixels once its shorter side is resized to 224-640.
 MAX_ASPECT = 20
+# A 171 kB PNG can declare 16000x11000 pixels: 528 MB as RGB and gigabytes while resized. Photographs to
+# classify are far smaller (a 50-megapixel camera's frame is under this).
+MAX_PIXELS = 64_000_000
 
 
 def decode(path: Path) -> torch.Tensor:
@@ -98,6 +102,10 @@ def decode(path: Path) -> torch.Tensor:
             if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
                 raise UserError(f"cannot use image {path}: it is {w}x{h}, longer than {MAX_ASPECT}:1, and resizing its "
                                 "shorter side to the network's input would take gigabytes")
+            if w * h > MAX_PIXELS:
+                raise UserError(f"cannot use image {path}: it is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than "
+                                f"{MAX_PIXELS / 1e6:.0f} (decoding it would take {3 * w * h / 2**30:.1f} GiB); "
+                                "downscale it first")
             array = rgb8(img)
     except UserError:
         raise
@@ -127,6 +135,22 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(img.shape[1]), int(img.shape[2])
 
 
+def _savez(path: Path, data: ArrayDataset, skipped: int) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
+
+
+def _first_size(index: FolderIndex, skip_corrupt: bool) -> tuple[int, int]:
+    """The size of the first image that decodes (with --skip-corrupt, corrupt ones before it are passed over)."""
+    for path in index.paths:
+        try:
+            return image_size(path)
+        except UserError:
+            if not skip_corrupt:
+                raise
+    raise UserError(f"no image in {index.root} could be decoded")
+
+
 def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool = False) -> tuple[ArrayDataset, int]:
     """Decode every image of a small-image folder into one uint8 array, once; returns (data, skipped).
 
@@ -141,7 +165,7 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a truncated or damaged cache file: decode again and replace it
 
-    expected = image_size(index.paths[0])
+    expected = _first_size(index, skip_corrupt)
 
     def one(i: int) -> np.ndarray | None:
         try:
@@ -166,16 +190,12 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
         raise UserError(f"no image in {index.root} could be decoded")
     data = ArrayDataset(np.stack([decoded[i] for i in keep]), index.labels[keep])
     if cache:
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
-            os.replace(tmp, cache)
-        except OSError as e:  # the cache only saves time: go on without it, and say why once
-            if tmp.parent.is_dir():
-                tmp.unlink(missing_ok=True)
-            print(f"note: cannot keep the decoded images in {cache.parent} ({e.strerror or e}); they will be decoded "
+            # atomic_write's temporary name is unpredictable and its rename replaces a link planted at the cache
+            atomic_write(cache, lambda tmp: _savez(tmp, data, skipped))
+        except (OSError, UserError) as e:  # the cache only saves time: go on without it, and say why once
+            print(f"note: cannot keep the decoded images in {cache.parent} ({getattr(e, 'strerror', None) or e}); they will be decoded "
                   "again next time (set $RESNETLAB_CACHE to a writable folder)", file=sys.stderr)
     return data, skipped
 

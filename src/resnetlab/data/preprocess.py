@@ -43,22 +43,28 @@ def pixels(image: str | Path | Image.Image | Tensor) -> Tensor:
     if isinstance(image, (str, Path)):
         return decode(Path(image))  # bounded: refuses decompression bombs and absurd aspect ratios
     if isinstance(image, Image.Image):
+        if min(image.size) < 1:
+            raise ValueError(f"an image of {image.size[0]}x{image.size[1]} pixels has nothing to classify")
         check_aspect(*image.size)
         return torch.from_numpy(np.array(rgb8(image))).permute(2, 0, 1)
     if not isinstance(image, Tensor):
         raise TypeError(f"an image is a file path, a PIL image or a (3, H, W) tensor, not {type(image).__name__}")
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"an image tensor is (3, H, W) or (1, H, W), not {tuple(image.shape)}")
+    if min(image.shape[1:]) < 1:
+        raise ValueError(f"an image tensor of shape {tuple(image.shape)} has no pixels")
     check_aspect(image.shape[2], image.shape[1])
     if image.dtype != torch.uint8:
         if not image.is_floating_point():
             raise ValueError(f"an image tensor is uint8 (0-255) or float in [0, 1], not {image.dtype}")
         image = image.detach().float()
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError("an image tensor holds NaN or infinite values; give pixels in [0, 1]")
         if image.numel() and (image.min() < 0 or image.max() > 1):  # e.g. an already normalized tensor
             raise ValueError(f"a float image tensor has values in [0, 1], not [{image.min():.3g}, {image.max():.3g}]; "
                              "give the image before normalization (the model's preprocessing normalizes it)")
         image = image * 255
-    return image.expand(3, -1, -1).cpu()
+    return image.expand(3, -1, -1).cpu().contiguous()  # a copy: normalization works in place
 
 
 def check_aspect(width: int, height: int) -> None:

@@ -8,7 +8,7 @@ from resnetlab.data import DeviceLoader, Normalization, open_dataset
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import StreamLoader, eval_loader
 from resnetlab.data.sources import split_for_training, validation_name
-from resnetlab.engine import distributed
+from resnetlab.engine import distributed, messages
 from resnetlab.engine.config import TrainConfig
 from resnetlab.errors import UserError
 
@@ -31,7 +31,7 @@ class Data:
         self.classes = ds.classes
         train, val, self.split = split_for_training(ds, validation_name(ds, cfg.val, cfg.holdout), cfg.holdout)
         if self.split.get("holdout_rule") and dist.is_main:
-            print(f"note: {self.split['holdout_rule']}")
+            messages.say(f"note: {self.split['holdout_rule']}")
         if cfg.batch_size % dist.world_size:
             raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world_size} processes")
         if cfg.batch_size > len(train):
@@ -55,8 +55,8 @@ class Data:
             self.normalization = Normalization.imagenet()
             self.input = {"size": 224, "resize": 256}
             if dist.is_main:
-                print(f"image folders: {decoder()} decodes in {cfg.workers} DataLoader worker(s) per process; "
-                      "the progress line's `data` share says when they cannot keep up", flush=True)
+                messages.say(f"image folders: {decoder()} decodes in {cfg.workers} DataLoader worker(s) per process; "
+                             "the progress line's `data` share says when they cannot keep up")
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
                                       rank=dist.rank, world_size=dist.world_size, channels_last=channels_last)
             self.val = eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers) if val is not None else None

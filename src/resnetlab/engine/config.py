@@ -16,6 +16,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from resnetlab.errors import UserError
+from resnetlab.files import read_small_text
 from resnetlab.models.registry import check_name
 
 
@@ -110,8 +111,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise UserError(f"--config {path}: a folder, not a TOML file")
     try:
-        text = path.read_text(encoding="utf-8")
-        values = upgraded(json.loads(text)) if path.suffix.lower() == ".json" else flatten(tomllib.loads(text), path)
+        text = read_small_text(path, "--config", limit=1 << 20)
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise UserError(f"--config {path}: holds a JSON {type(raw).__name__}, not an object of settings")
+            values = upgraded(raw)
+        else:
+            values = flatten(tomllib.loads(text), path)
     except json.JSONDecodeError as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
     except FileNotFoundError:
@@ -122,6 +129,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--config {path}: cannot read it ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"--config {path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise UserError(f"--config {path}: nested too deeply to be a config") from None
     problem = first_problem(values)
     if problem:
         known = f" (known: {', '.join(FIELDS)})" if problem.startswith("unknown key") else ""
@@ -256,4 +265,18 @@ def validate(cfg: TrainConfig) -> None:
     check_name(cfg.model)
     if sorted(cfg.milestones) != cfg.milestones or any(m <= 0 for m in cfg.milestones):
         raise UserError(f"--milestones must be increasing positive iterations, not {cfg.milestones}")
+    _check_out_outside_data(cfg)
 
+
+def _check_out_outside_data(cfg: TrainConfig) -> None:
+    """A run folder inside the dataset would become a class folder of it (and of the run's own resume)."""
+    data, out = Path(cfg.data), Path(cfg.out)
+    if not cfg.out or not data.is_dir():
+        return
+    try:
+        inside = out.resolve().is_relative_to(data.resolve())
+    except (OSError, RuntimeError):
+        return
+    if inside:
+        raise UserError(f"--out {cfg.out} lies inside the dataset --data {cfg.data}: its files would be read as "
+                        "data (a class folder); choose a folder outside it")

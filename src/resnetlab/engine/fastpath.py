@@ -126,7 +126,8 @@ def choose(cfg: TrainConfig, device: torch.device, runs: int = 1, recorded: str 
     amp, amp_why = precision(cfg, device, runs)
     if cfg.amp == "auto" and recorded is not None and recorded != PRECISION_NAMES.get(amp, "fp32"):
         kept = {name: dtype for dtype, name in PRECISION_NAMES.items()}.get(recorded)
-        if kept in native_precisions(device):
+        if kept in native_precisions(device) and not (kept == torch.float16 and runs > 1):
+            # fp16's loss scale is one per optimizer: K runs stacked into one step cannot each keep their own
             amp, amp_why = kept, f"{recorded} (the precision this run trained in so far)"
     mode, compile_why = compilation(cfg, device)
     return FastPath(mode, amp, f"{compile_why}; {amp_why}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from resnetlab.engine import distributed, fastpath, schedule
+from resnetlab.engine import distributed, fastpath, messages, schedule
 from resnetlab.engine.batches import Data
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig
@@ -112,22 +112,31 @@ class Run:
             self.scaler_state = dict(ckpt["scaler"])
             self.state = RunState(**ckpt["state"])
             torch.set_rng_state(ckpt["rng"]["torch"])
-        except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path} is damaged or does not fit this run ({type(e).__name__}); "
+            restore_cuda_rng(ckpt["rng"].get("cuda"))
+            step = self.state.step
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"its iteration is {step!r}")
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{path} is damaged or does not fit this run ({type(e).__name__}"
+                            f"{': ' + str(e) if isinstance(e, ValueError) and 'iteration' in str(e) else ''}); "
                             "restore it from a copy, or start the run again in a new --out") from None
-        restore_cuda_rng(ckpt["rng"]["cuda"])
 
     def _check_same_data(self, ckpt: dict[str, Any]) -> None:
         """A resumed run reads the data it trained on, wherever that now lies: same classes, same split sizes,
         same hold-out (by its digest)."""
         new = {k: v for k, v in self.data.split.items() if k != "val_indices"}
         old = ckpt.get("split") or {}
-        differing = [k for k in ("val", "train_images", "val_images", "holdout", "val_sha1") if k in old and old[k] != new.get(k)]
+        keys = ("val", "train_images", "val_images", "holdout", "val_sha1", "data_sha1")
+        differing = [k for k in keys if k in old and old[k] != new.get(k)]
         if ckpt.get("classes") not in (None, self.data.classes):
             differing.insert(0, "classes")
         if differing:
             key = differing[0]
             was, now = (ckpt["classes"], self.data.classes) if key == "classes" else (old[key], new.get(key))
+            if key == "data_sha1":
+                raise UserError(f"--data {self.cfg.data} has the classes and split sizes this run trained on but other "
+                                f"images (their digest differs); give the dataset it trained on with --resume "
+                                f"{self.run_dir.path} --data DATA")
             raise UserError(f"--data {self.cfg.data} is not the dataset this run trained on ({key}: {was} then, "
                             f"{now} here); give its folder with --resume {self.run_dir.path} --data DATA")
 
@@ -139,6 +148,13 @@ class Run:
         self.run_dir.save("last.pt", payload)
         if best is not None:
             self.run_dir.save("best.pt", {**payload, "best": best})
+
+    def save_between_log_points(self) -> None:
+        """last.pt with the open metric window in it (resumed, the window reopens: the same figures are logged);
+        a window whose loss is not finite is not saved (the next log point stops the run)."""
+        if self.window.store(self.state):
+            self.save()
+        self.state.window_loss, self.state.window_errors, self.state.window_steps = 0.0, 0, 0
 
     def write(self, record: dict[str, Any]) -> None:
         """One record of metrics.jsonl (and TensorBoard)."""
@@ -162,9 +178,9 @@ class Run:
             self.run_dir.write_json("config.json", {**cfg.to_dict(), "fast_path": {**state.fast_paths[-1], "why": path.why}})
             self.run_dir.write_json("split.json", self.data.split)
             verb = f"resuming {cfg.out} at iteration {state.step:,}" if state.step else f"training {cfg.out}"
-            print(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}", flush=True)
+            messages.say(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}")
             if change:
-                print(change, flush=True)
+                messages.say(change)
         self.window = MetricWindow(self.device, self.dist, state)
         self.model.train()
 
@@ -195,9 +211,9 @@ class Run:
         elif self.warmup and not state.warm_done and not schedule.warming_up(cfg, state, self.warmup):
             state.warm_done = True
             if self.dist.is_main:
-                print(f"note: the warm-up at lr {cfg.warmup_lr:g} ended at the first lr milestone (iteration "
-                      f"{cfg.milestones[0]:,}) without the training error falling below {cfg.warmup_until_error:.0%} "
-                      f"(it is {figures.error:.1%})", flush=True)
+                messages.say(f"note: the warm-up at lr {cfg.warmup_lr:g} ended at the first lr milestone (iteration "
+                             f"{cfg.milestones[0]:,}) without the training error falling below "
+                             f"{cfg.warmup_until_error:.0%} (it is {figures.error:.1%})")
         record = {"iteration": state.step, "lr": lr, "train_loss": figures.loss, "train_error": figures.error,
                   "images_per_s": figures.images_per_s, "data_wait": figures.data_wait}
         return record, figures.stop

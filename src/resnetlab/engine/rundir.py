@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,18 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks
     fcntl = None  # type: ignore[assignment]
 
 LOCK = ".lock"
+MARKER = ".resnetlab-run"  # written first into a folder a run takes: what follows in it is resnetlab's
 # What a run writes; a non-empty folder holding none of these is someone else's and is refused.
-RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", LOCK, "tensorboard")
+RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", LOCK, "tensorboard",
+             MARKER)
+# What a start that never reached its first checkpoint leaves: a fresh start may clear these, and nothing else.
+UNFINISHED_START = (MARKER, LOCK, "config.json", "split.json", "metrics.jsonl", "tensorboard")
+
+
+def _open_new_or_own(path: Path, flags: int) -> int:
+    """Open (creating it with the umask's mode) a file of the run folder, never through a symbolic link: a link
+    planted at a run's lock or metrics would make the run write into its target (OSError ELOOP instead)."""
+    return os.open(path, flags | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
 
 
 class RunDir:
@@ -45,10 +56,17 @@ class RunDir:
             return
         if (p / "last.pt").exists():
             raise UserError(f"{p} already holds a run: resume it with --resume {p}, or choose another --out")
-        entries = [e.name for e in os.scandir(p)]
-        if entries and not any(name in RUN_FILES for name in entries):
-            raise UserError(f"--out {p}: the folder holds other files ({', '.join(sorted(entries)[:3])}) and is not "
+        entries = sorted(e.name for e in os.scandir(p))
+        if not entries:
+            return
+        if not any(name in RUN_FILES for name in entries):
+            raise UserError(f"--out {p}: the folder holds other files ({', '.join(entries[:3])}) and is not "
                             "a resnetlab run; choose a new or empty folder")
+        foreign = [name for name in entries if name not in UNFINISHED_START]
+        if MARKER not in entries or foreign:
+            what = ", ".join(foreign[:3]) if foreign else "files resnetlab did not mark as its own"
+            raise UserError(f"--out {p}: the folder holds {what}, and a new run would replace them; choose a new "
+                            "or empty folder (or --resume a run whose last.pt is there)")
 
     def take(self, resume: bool, step: int = 0) -> None:
         """Create and lock the folder; a fresh run clears what an unfinished earlier start left behind,
@@ -57,12 +75,18 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            # Can we write here? A new file under an unpredictable name (never a link planted in advance).
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=self.path)
+            os.close(fd)
+            os.unlink(probe)
+            if not resume:
+                os.close(_open_new_or_own(self.path / MARKER, os.O_WRONLY))
         except OSError as e:
             raise UserError(f"--out {self.path}: cannot write there ({e.strerror})") from None
         if resume:
+            if (self.path / "metrics.jsonl").is_symlink():
+                raise UserError(f"{self.path / 'metrics.jsonl'} is a link; a run's metrics are never written through "
+                                "one: replace it with the file itself")
             self.truncate_metrics(step)
         else:
             for name in ("metrics.jsonl", "summary.json", "best.pt"):
@@ -71,7 +95,12 @@ class RunDir:
     def _lock(self) -> None:
         if fcntl is None:
             return
-        f = open(self.path / LOCK, "a+")
+        try:
+            fd = _open_new_or_own(self.path / LOCK, os.O_RDWR)
+        except OSError as e:
+            raise UserError(f"{self.path / LOCK}: cannot open the run's lock ({e.strerror}); a link planted there is "
+                            "never followed: remove it") from None
+        f = os.fdopen(fd, "r+")
         try:
             # A POSIX record lock belongs to this process: DataLoader workers forked from it do not inherit
             # it (as they would an flock), so it ends with the run, or with the process when killed.
@@ -107,7 +136,7 @@ class RunDir:
         save_checkpoint(self.path / name, payload)
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
+        with os.fdopen(_open_new_or_own(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND), "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -115,11 +144,13 @@ class RunDir:
         if not path.is_file():
             return []
         records = []
-        for line in path.read_text().splitlines():
+        for line in path.read_bytes().decode("utf-8", "replace").splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue  # a line cut short by a crash mid-write
+            if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+                records.append(record)  # anything else is not a line this run wrote
         return records
 
     def truncate_metrics(self, step: int) -> None:
@@ -129,5 +160,5 @@ class RunDir:
             return
         kept = [r for r in self.metrics() if r.get("iteration", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
-        if text != path.read_text():
+        if text != path.read_bytes().decode("utf-8", "replace"):
             atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
-from resnetlab.engine import distributed, fastcheck, fastpath
+from resnetlab.engine import distributed, fastcheck, fastpath, messages
 from resnetlab.engine.devices import resolve_device
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, from_dict, validate
@@ -26,6 +26,7 @@ from resnetlab.engine.run import SPLIT_NAMES, Run, TrainingDiverged
 from resnetlab.engine.stack import Stack
 from resnetlab.multiseed import check_together
 from resnetlab.errors import UserError
+from resnetlab.files import read_small_text
 
 __all__ = ["RunInterrupted", "SPLIT_NAMES", "TrainingDiverged", "load_run_config", "prepare", "resume_configs",
            "seed_configs", "train", "train_runs"]
@@ -88,7 +89,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     recorded = lead.state.fast_paths[-1]["precision"] if lead.state.fast_paths else None
     path = fastpath.choose(first, device, len(runs), recorded)
     stack = Stack(runs, path)
-    say = print if dist.is_main else (lambda line: None)
+    say = messages.say if dist.is_main else (lambda line: None)
     batches = [run.data.train.batch(lead.state.step) for run in runs]
     seconds, found = fastcheck.settle(stack, fastpath.fallbacks(first, path), batches, [run.lr for run in runs], say)
     for run in runs:
@@ -103,9 +104,14 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
 
 
 def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int | None = None,
-               teardown: bool = True) -> list[dict[str, Any]]:
+               teardown: bool = True, quiet: bool = False) -> list[dict[str, Any]]:
     """Train the runs of `configs` together (one run: the common case); teardown=False keeps a torchrun
-    process group for a caller that trains several runs in one job."""
+    process group for a caller that trains several runs in one job; quiet: no lines, no bar (errors only)."""
+    with messages.printed(quiet):
+        return _train_runs(configs, resume, stop_after, teardown)
+
+
+def _train_runs(configs: list[TrainConfig], resume: bool, stop_after: int | None, teardown: bool) -> list[dict[str, Any]]:
     runs, stack = prepare(configs, resume)
     clean = False
     try:
@@ -178,9 +184,15 @@ def at_save(cfg: TrainConfig, step: int, end: int) -> bool:
 def log_point(runs: list[Run], stack: Stack, lrs: list[float], batch: int, end: int, stop: bool,
               progress: "Progress") -> bool:
     """Close each run's metric window, evaluate, log and checkpoint, as the step asks; returns whether every
-    rank asked to stop."""
+    rank asked to stop. A checkpoint between log points (--save-every) leaves the window open and stores it in
+    the checkpoint, so the next logged figures cover the same steps as without it."""
     cfg, step = runs[0].cfg, runs[0].state.step
     evaluating, saving = at_eval(cfg, step), at_save(cfg, step, end)
+    if not (evaluating or step % cfg.log_every == 0):
+        stack.sync()
+        for run in runs:
+            run.save_between_log_points()
+        return bool(distributed.all_sum(stack.dist, torch.tensor([float(stop)], device=stack.device)).item() > 0)
     closed = [run.close_window(lr, batch, stop) for run, lr in zip(runs, lrs)]
     records = [record for record, _ in closed]
     bests: list[dict[str, Any] | None] = [None] * len(runs)
@@ -191,8 +203,7 @@ def log_point(runs: list[Run], stack: Stack, lrs: list[float], batch: int, end: 
             figures, bests[k] = run.evaluate()
             records[k].update(figures)
     for run, record in zip(runs, records):
-        if evaluating or step % cfg.log_every == 0:
-            run.write(record)
+        run.write(record)
         run.window.restart_clock()  # evaluating is not training time
     if saving:
         for run, best in zip(runs, bests):
@@ -232,14 +243,14 @@ class Progress:
         self.runs, lead = runs, runs[0]
         name = lead.cfg.model if len(runs) == 1 else f"{len(runs)} x {lead.cfg.model}"
         self.bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
-                        disable=None if dist.is_main else True)
+                        disable=None if dist.is_main and not messages.quiet() else True)
         self.estimated = lead.device.type != "cpu" or not dist.is_main  # said once, on the CPU
 
     def update(self) -> None:
         self.bar.update(1)
 
     def write(self, line: str) -> None:
-        self.bar.write(line)
+        messages.say(line)
 
     def show(self, records: list[dict[str, Any]]) -> None:
         first = records[0]
@@ -286,11 +297,13 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     if not (run_dir / "last.pt").is_file():
         raise UserError(f"--resume {run_dir}: no last.pt there, nothing to resume")
     path = run_dir / "config.json"
-    if path.is_file():
+    if path.exists() or path.is_symlink():
         try:
-            values = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{path} is damaged (not JSON); delete it to resume from the copy inside last.pt") from None
+            values = json.loads(read_small_text(path, "the run's config", limit=1 << 20))
+        except (json.JSONDecodeError, RecursionError):
+            values = None
+        if not isinstance(values, dict):
+            raise UserError(f"{path} is damaged (not a JSON object); delete it to resume from the copy inside last.pt")
         return from_dict(values, str(path))
     return from_dict(load_checkpoint(run_dir / "last.pt", training=True)["config"], str(run_dir / "last.pt"))
 

@@ -52,8 +52,9 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], title: str, path
     fig, ax = plt.subplots(figsize=(max(5, n * 0.5), max(4.5, n * 0.45)))
     image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     if n <= 50:  # names beyond that are unreadable
-        ax.set_xticks(range(n), classes, rotation=90)
-        ax.set_yticks(range(n), classes)
+        names = [c.replace("$", r"\$") for c in classes]  # a `$` would start matplotlib's mathtext
+        ax.set_xticks(range(n), names, rotation=90)
+        ax.set_yticks(range(n), names)
         for i in range(n):
             for j in range(n):
                 if confusion[i, j]:

@@ -10,11 +10,12 @@ import subprocess
 from pathlib import Path
 
 from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.rundir import RUN_FILES
+from resnetlab.engine.rundir import RUN_FILES, RunDir
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.schedule import extended
 from resnetlab.engine.trainer import load_run_config
 from resnetlab.errors import UserError
+from resnetlab.files import atomic_write
 
 
 def existing_run(cfg: TrainConfig) -> tuple[TrainConfig, int, dict | None]:
@@ -75,13 +76,14 @@ def claim_folder(out: Path, experiment: str) -> None:
                             "by resnetlab reproduce; choose a new or empty folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / MARKER).write_text(f"resnetlab reproduce {experiment}\n")
+        atomic_write(out / MARKER, lambda tmp: tmp.write_text(f"resnetlab reproduce {experiment}\n"))
     except OSError as e:
         raise UserError(f"--out {out}: cannot create or write it ({e.strerror or e})") from None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """The run's metrics records (a damaged or foreign line skipped, as a resume skips it)."""
+    return RunDir(run_dir).metrics()
 
 
 def pyplot():
@@ -93,10 +95,15 @@ def pyplot():
 
 
 def save_figure(plt, fig, title: str, path: Path) -> None:
+    """Through atomic_write: a new file renamed into place, so a link planted at `path` is replaced, never
+    written through."""
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fmt = Path(path).suffix[1:].lower() or "png"
+    try:
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+    finally:
+        plt.close(fig)
 
 
 def git_commit() -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnetlab.errors import UserError
-from resnetlab.files import atomic_write
+from resnetlab.files import atomic_write, read_small_text
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -179,6 +179,12 @@ def resolve_name(model: str, name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def is_weights_name(name: str) -> bool:
+    """Whether `name` names published weights of some network (then it is never read as a file of that name:
+    `./resnetlab` is how to give such a file)."""
+    return name == "DEFAULT" or name in ALIASES or "_Weights." in name or any(w.name == name for w in REGISTRY.values())
+
+
 def get_weights(model: str, name: str = "DEFAULT") -> Weights:
     """The named weights of a network (`resnetlab.get_weights("resnet50", "IMAGENET1K_V2")`, or torchvision's
     spelling `get_weights("ResNet50_Weights.IMAGENET1K_V2")`), as torchvision's `get_weight`: `.meta`,
@@ -204,8 +210,9 @@ def lookup(model: str, name: "str | Weights") -> Weights:
     if (model, name) in REGISTRY:
         return REGISTRY[(model, name)]
     known = sorted(w.name for (m, _), w in REGISTRY.items() if m == model)
+    here = f"; a file of that name is here: give ./{name} to load it" if Path(name).is_file() else ""
     raise UserError(f"no weights named {name!r} for {model}" + (f" (known: {', '.join(known)})" if known else
-                    "; `resnetlab models --weights` lists every named weights"))
+                    "; `resnetlab models --weights` lists every named weights") + here)
 
 
 def identify(path: str | Path) -> Weights | None:
@@ -270,9 +277,9 @@ def check_digest(w: Weights, path: Path) -> None:
         return
     pins_file = path.parent / PINS
     try:
-        pins = json.loads(pins_file.read_text()) if pins_file.is_file() else {}
-        pins = pins if isinstance(pins, dict) else {}
-    except (OSError, ValueError):
+        pins = json.loads(read_small_text(pins_file, "weight pins", limit=1 << 20)) if pins_file.is_file() else {}
+        pins = {k: v for k, v in pins.items() if isinstance(v, str)} if isinstance(pins, dict) else {}
+    except (OSError, ValueError, RecursionError):  # UserError is a ValueError: an unreadable pins file is none
         pins = {}
     pinned = pins.get(w.filename)
     if pinned is not None and pinned != digest:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import warnings
 from typing import Any, Callable
+
+import torch
+from torch import nn
 
 from resnetlab.errors import UserError
 from resnetlab.models.resnet import BasicBlock, Bottleneck, ResNet, Shortcut, Style
@@ -128,6 +132,27 @@ def check_options(name: Any, options: dict[str, Any]) -> None:
         raise ValueError(f"create_model: num_classes must be a positive whole number, not {value!r}")
 
 
+def warn_on_foreign_input(model: nn.Module, w) -> None:
+    """Once, at the first forward: warn when the input does not look normalized as `w` needs (resnetlab's own
+    weights subtract their per-pixel mean from x/255 and divide by nothing, so their input has mean ~0 and std
+    ~0.25; ImageNet's Normalize gives std ~1, raw x/255 mean ~0.47). 82% error, silently, is the alternative."""
+    def check(module: nn.Module, args: tuple) -> None:
+        handle.remove()
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            return
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return
+        mean, std = float(x.detach().float().mean()), float(x.detach().float().std()) if x.numel() > 1 else 0.0
+        if abs(mean) > 0.2 or std > 0.6:
+            warnings.warn(f"{w.model} weights {w.name!r} expect x/255 less their per-pixel mean (input mean ~0, std "
+                          f"~0.25); this input has mean {mean:.2f}, std {std:.2f}. Use get_weights({w.model!r}, "
+                          f"{w.name!r}).transforms() (torch.hub: the 'transforms' entry), not ImageNet's Normalize",
+                          UserWarning, stacklevel=2)
+
+    handle = model.register_forward_pre_hook(check)
+
+
 def create_model(name: str, weights: str | None = None, weights_dir: str | None = None, **options: Any) -> ResNet:
     """Build a network by name; options: num_classes, shortcut, style, zero_init_residual. `weights` names
     published weights (models/pretrained.py: "akamaster" for the CIFAR ResNets, "torchvision" for
@@ -145,7 +170,10 @@ def create_model(name: str, weights: str | None = None, weights_dir: str | None 
             raise UserError(f"{name} weights {weights!r} were trained with {key}={w.options[key]!r}; "
                             f"{key}={options[key]!r} would build another network (drop the option)")
         model = create_model(name, **{**w.options, "num_classes": len(w.classes), **options})
-        return load_weights(model, pretrained.fetch(w, weights_dir))
+        load_weights(model, pretrained.fetch(w, weights_dir))
+        if w.normalization == "checkpoint":
+            warn_on_foreign_input(model, w)
+        return model
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
     check_name(name)
