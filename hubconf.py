@@ -29,3 +29,12 @@ def _entry(name: str):
 
 for _name in _list_models():
     globals()[_name] = _entry(_name)
+
+
+def transforms(model: str, weights: str = "DEFAULT"):
+    """The preprocessing `model`'s weights were measured with (image -> normalized tensor), as torchvision's
+    `weights.transforms()`: torch.hub.load(repo, "transforms", "cifar_resnet20", weights="resnetlab").
+    resnetlab's own weights subtract their per-pixel mean (in `.meta["normalization"]`), not ImageNet's."""
+    from resnetlab.models.pretrained import get_weights
+
+    return get_weights(model, weights).transforms()

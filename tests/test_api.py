@@ -34,7 +34,8 @@ def test_every_network_is_a_torch_hub_entry_point_with_named_weights(tmp_path, m
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
     names = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")]  # as torch.hub.list
-    assert sorted(names) == sorted(resnetlab.list_models())
+    # every network, and `transforms` (the preprocessing of named weights, issue 28)
+    assert sorted(names) == sorted([*resnetlab.list_models(), "transforms"])
     net = torch.hub.load(str(REPO), "cifar_plain20", source="local", trust_repo=True)
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in resnetlab.create_model("cifar_plain20").parameters())
     r20 = AKAMASTER / "resnet20-12fca82f.th"

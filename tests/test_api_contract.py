@@ -59,3 +59,12 @@ def test_written_files_honour_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_export_is_a_library_function(tiny_cifar, tmp_path):
+    resnetlab.train(model="cifar_resnet8", data=str(tiny_cifar), out=str(tmp_path / "r"), iters=2, batch_size=32,
+                    quiet=True)
+    r = resnetlab.export(tmp_path / "m.pt2", checkpoint=tmp_path / "r" / "last.pt")
+    assert r["format"] == "pt2" and r["max_difference"] < 1e-4 and (tmp_path / "m.pt2").is_file()
+    with pytest.raises(ValueError, match="force"):
+        resnetlab.export(tmp_path / "m.pt2", checkpoint=tmp_path / "r" / "last.pt")

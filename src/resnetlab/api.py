@@ -22,11 +22,12 @@ from torch import Tensor
 
 from resnetlab.engine.config import FIELDS, default_recipe, first_problem, resolve
 from resnetlab.engine.inference import LoadedModel, expand_folders, load_model, predict as _predict
+from resnetlab.deploy import export as _export
 from resnetlab.errors import UserError
 from resnetlab.models.pretrained import Weights
 from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged, resume_configs, seed_configs, train_runs
 
-__all__ = ["RunInterrupted", "TrainingDiverged", "evaluate", "load", "predict", "resume", "train"]
+__all__ = ["RunInterrupted", "TrainingDiverged", "evaluate", "export", "load", "predict", "resume", "train"]
 
 
 def api_errors(function: Callable) -> Callable:
@@ -142,6 +143,19 @@ def predict(images: list[str | Path | Image.Image | Tensor] | Tensor, *, checkpo
     images = expand_folders(images)
     return _predict(load(checkpoint, model=model, weights=weights, weights_dir=weights_dir, style=style), images,
                     topk, batch_size)
+
+
+@api_errors
+def export(out: str | Path, *, checkpoint: str | Path | None = None, model: str | None = None,
+           weights: str | Path | None = None, weights_dir: str | Path | None = None, style: str | None = None,
+           format: str | None = None, preprocessing: bool = True, check: bool = True, force: bool = False) -> dict:
+    """Export as `resnetlab export` does: out .pt2 (torch.export), .onnx, or format="weights"/"torchscript";
+    loaded back and compared with PyTorch unless check=False. Returns what was written."""
+    if isinstance(weights, Weights):
+        model, weights = model or weights.model, weights.name
+    return _export(out, checkpoint=_text(checkpoint), model=model, weights=_text(weights),
+                   weights_dir=_text(weights_dir), style=style, format=format, preprocessing=bool(preprocessing),
+                   check=bool(check), force=bool(force))
 
 
 def _text(value: str | Path | None) -> str | None:

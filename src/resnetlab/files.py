@@ -89,4 +89,4 @@ def read_small_text(path: Path, what: str, limit: int = 16 << 20) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{what} {path}: not a UTF-8 text file") from None
+        raise UserError(f"{what} {path}: not a text file (UTF-8 expected)") from None

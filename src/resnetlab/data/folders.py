@@ -140,7 +140,7 @@ def _savez(path: Path, data: ArrayDataset, skipped: int) -> None:
         np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
 
 
-def _first_size(index: FolderIndex, skip_corrupt: bool) -> tuple[int, int]:
+def first_size(index: FolderIndex, skip_corrupt: bool) -> tuple[int, int]:
     """The size of the first image that decodes (with --skip-corrupt, corrupt ones before it are passed over)."""
     for path in index.paths:
         try:
@@ -165,7 +165,7 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a truncated or damaged cache file: decode again and replace it
 
-    expected = _first_size(index, skip_corrupt)
+    expected = first_size(index, skip_corrupt)
 
     def one(i: int) -> np.ndarray | None:
         try:

@@ -95,7 +95,7 @@ def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: 
         if split != "train":
             indexes[split] = folders.scan(d, classes=_matching_classes(d, train.classes))
     ignored = sum(ix.ignored for ix in indexes.values())
-    h, w = folders.image_size(train.paths[0])
+    h, w = folders.first_size(train, skip_corrupt)
     if max(h, w) > SMALL_IMAGE:
         return Dataset(source, "image-folder", train.classes, dict(indexes), ignored)
     splits, skipped = {}, 0

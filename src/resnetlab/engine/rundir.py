@@ -63,10 +63,9 @@ class RunDir:
             raise UserError(f"--out {p}: the folder holds other files ({', '.join(entries[:3])}) and is not "
                             "a resnetlab run; choose a new or empty folder")
         foreign = [name for name in entries if name not in UNFINISHED_START]
-        if MARKER not in entries or foreign:
-            what = ", ".join(foreign[:3]) if foreign else "files resnetlab did not mark as its own"
-            raise UserError(f"--out {p}: the folder holds {what}, and a new run would replace them; choose a new "
-                            "or empty folder (or --resume a run whose last.pt is there)")
+        if foreign:  # another's files, or results of a run whose last.pt is gone: never replaced
+            raise UserError(f"--out {p}: the folder holds {', '.join(foreign[:3])}, and a new run would replace "
+                            "what is there; choose a new or empty folder (or --resume a run whose last.pt is there)")
 
     def take(self, resume: bool, step: int = 0) -> None:
         """Create and lock the folder; a fresh run clears what an unfinished earlier start left behind,
