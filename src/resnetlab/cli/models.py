@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from resnetlab.cli.main import Parser
-from resnetlab.models import count_macs, count_parameters, create_model, is_cifar, list_models
+from resnetlab.models import count_macs, count_parameters, create_model, list_models
+from resnetlab.models.registry import model_input
 
 
 def build_parser() -> Parser:
@@ -25,7 +26,7 @@ def rows(names: list[str]) -> list[dict]:
     out = []
     for name in names:
         model = create_model(name)
-        size = 32 if is_cifar(name) else 224
+        size = model_input(name)["size"]
         out.append({"name": name, "input": size, "params": count_parameters(model),
                     "macs": count_macs(model, size)})
     return out
@@ -39,7 +40,7 @@ def weight_rows() -> list[dict]:
         model = create_model(w.model, **w.options, num_classes=len(w.classes))
         out.append({"model": w.model, "weights": w.name, "source": w.source, "license": w.license,
                     "dataset": w.dataset, **w.metrics, "normalization": w.normalization, "classes": len(w.classes),
-                    "params": count_parameters(model), "macs": count_macs(model, 32 if is_cifar(w.model) else 224),
+                    "params": count_parameters(model), "macs": count_macs(model, model_input(w.model)["size"]),
                     "sha256": w.sha256, "url": w.url})
     return out
 

@@ -13,32 +13,10 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, default_recipe, read_toml, resolve
+from resnetlab.engine.settings import HELP
 from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
                                       train_runs)
 from resnetlab.errors import UserError
-
-HELP = {
-    "model": "network name (see `resnetlab models`), e.g. cifar_resnet20, cifar_plain56, resnet50",
-    "data": "dataset: a folder, an official CIFAR tarball, or cifar10/cifar100 (downloaded once)",
-    "recipe": f"the paper's recipe to start from: {', '.join(RECIPES)} (default: the one the paper trained the "
-              "network with: cifar-paper for the CIFAR nets, imagenet-paper for the others)",
-    "out": "run directory (config, metrics.jsonl, last.pt, best.pt, summary.json)",
-    "iters": "total iterations (the lr milestones scale with it unless --milestones is given; with --resume, "
-             "only while no milestone has been passed)",
-    "milestones": "iterations at which the lr is divided by 10, comma-separated",
-    "warmup": "lr --warmup-lr until the training error is below --warmup-until-error (auto: ResNet-110/1202)",
-    "val": "validation split: auto (the test split, else a val/ folder, else the 5k hold-out), holdout, test, val, none",
-    "normalization": "pixel-mean (the paper's per-pixel mean), channel (mean/std), imagenet (fixed constants)",
-    "shortcut": "A (zero-padding), B (projection where shapes change), C (projection everywhere)",
-    "amp": "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else fp32), bf16, fp16, off",
-    "fast": "auto: compile the whole training step where that measured faster and the run is long enough "
-            "(>= 2,000 iterations), bf16 on CUDA and on CPUs with native bf16; on, off",
-    "compile": "torch.compile mode when the step is compiled (default, reduce-overhead, max-autotune); off: never",
-    "save_every": "also write last.pt every N iterations (0: at evaluations only)",
-    "skip_corrupt": "pass over images that cannot be decoded, and say how many",
-    "tensorboard": "also write TensorBoard event files to RUN_DIR/tensorboard",
-}
-
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -62,7 +40,10 @@ def build_parser() -> Parser:
                    help="print nothing while training but errors and the final line (no progress bar)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kw = {"help": HELP.get(f.name, ""), "default": None, "dest": f.name}
+        text = HELP.get(f.name, "")
+        if f.name == "recipe":
+            text = f"{text}; one of {', '.join(RECIPES)}"
+        kw = {"help": text, "default": None, "dest": f.name}
         if f.type in (bool, "bool"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif f.name == "milestones":

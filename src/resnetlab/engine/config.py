@@ -1,12 +1,11 @@
-"""Training configuration: the paper's recipes as data, overridden by a TOML file, then by flags."""
+"""Training configuration: the paper's recipes as data, overridden by a TOML file, then by flags, validated.
+The settings themselves, and what each is, are in engine/settings.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,54 +14,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from resnetlab.engine.settings import CHOICES, FIELDS, GROUPS, TrainConfig
 from resnetlab.errors import UserError
 from resnetlab.files import read_small_text
-from resnetlab.models.registry import check_name
+from resnetlab.models.registry import check_name, default_recipe
 
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run, in four groups (a TOML file may use them as tables: [optimizer] lr = 0.05)."""
-    model: str = "cifar_resnet20"
-    data: str = "cifar10"
-    recipe: str = "cifar-paper"
-    out: str = ""
-    # optimizer and schedule (Sec. 3.4 / 4.2)
-    iters: int = 64000
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "step"  # "step": divide by 10 at milestones; "plateau": when validation error stalls
-    milestones: list[int] = field(default_factory=lambda: [32000, 48000])
-    plateau_patience: int = 3  # evaluations without improvement before lr /= 10
-    warmup: str = "auto"  # "auto" (on for CIFAR depth >= 110, as the paper), "on", "off"
-    warmup_lr: float = 0.01
-    warmup_until_error: float = 0.8
-    # model
-    shortcut: str = ""  # "" = the paper's default for the network
-    style: str = "paper"
-    zero_init_residual: bool = False
-    # data
-    normalization: str = "pixel-mean"  # "pixel-mean" (paper), "channel", "imagenet"
-    holdout: int = 5000
-    val: str = "auto"  # "auto": the test split if the data has one, else the hold-out; "holdout", "test", "none"
-    workers: int = 4
-    skip_corrupt: bool = False
-    # system: bookkeeping, device, speed
-    eval_every: int = 1000
-    log_every: int = 100
-    save_every: int = 0  # 0: checkpoint at each evaluation only
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # "auto": bf16 on CUDA and on CPUs with native bf16, else fp32 (engine/fastpath.py)
-    channels_last: str = "on"  # faster on CPUs and GPUs alike (460 vs 401 images/s, ResNet-20, 2 CPU cores)
-    fast: str = "auto"  # "auto": compile the step where it measured faster and the run repays it (engine/fastpath.py)
-    compile: str = "default"  # the torch.compile mode when the step is compiled; "off": never compile
-    tensorboard: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+__all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_recipe", "from_dict", "read_toml",
+           "resolve", "validate"]
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -73,22 +31,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 256, "iters": 600000, "schedule": "plateau", "milestones": [],
         "eval_every": 5000, "normalization": "imagenet", "holdout": 0, "warmup": "off",
     },
-}
-CHOICES = {
-    "schedule": ("step", "plateau"), "warmup": ("auto", "on", "off"), "style": ("paper", "torchvision"),
-    "shortcut": ("", "A", "B", "C"), "normalization": ("pixel-mean", "channel", "imagenet"),
-    "val": ("auto", "holdout", "test", "val", "none"), "device": ("auto", "cpu", "cuda"),
-    "amp": ("auto", "bf16", "fp16", "off"), "channels_last": ("on", "off"),
-    "compile": ("off", "default", "reduce-overhead", "max-autotune"), "fast": ("auto", "on", "off"),
-}
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-GROUPS = {
-    "optimizer": ("iters", "batch_size", "lr", "momentum", "weight_decay", "schedule", "milestones",
-                  "plateau_patience", "warmup", "warmup_lr", "warmup_until_error"),
-    "model": ("shortcut", "style", "zero_init_residual"),
-    "data": ("normalization", "holdout", "val", "workers", "skip_corrupt"),
-    "system": ("eval_every", "log_every", "save_every", "seed", "device", "amp", "channels_last", "fast", "compile",
-               "tensorboard"),
 }
 # Settings of earlier versions, read from their config.json and checkpoints: retired keys are dropped
 # (sync_bn was never used), retired values mapped ("auto" channels_last always meant "on").
@@ -195,13 +137,6 @@ def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def default_recipe(model: str) -> str:
-    """The recipe the paper trained `model` with: Sec. 4.2's for the CIFAR nets, Sec. 3.4's for the ImageNet ones."""
-    from resnetlab.models.registry import is_cifar
-
-    return "cifar-paper" if is_cifar(model) else "imagenet-paper"
-
-
 def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
     """recipe < config file < command-line flags; iterations given without milestones rescale them."""
     if recipe not in RECIPES:
@@ -252,6 +187,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("lr", "warmup_lr"):
         if not 0 < getattr(cfg, name) <= 10:
             raise UserError(f"--{name.replace('_', '-')} must be in (0, 10], not {getattr(cfg, name)}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
     if not 0 <= cfg.momentum < 1:
         raise UserError(f"--momentum must be in [0, 1), not {cfg.momentum}")
     if cfg.weight_decay < 0 or cfg.holdout < 0 or cfg.save_every < 0 or cfg.workers < 0:

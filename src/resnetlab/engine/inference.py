@@ -17,8 +17,8 @@ from resnetlab.data.folders import IMAGE_SUFFIXES
 from resnetlab.data.preprocess import Preprocess
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, is_cifar, load_weights, read_checkpoint
-from resnetlab.models.registry import STYLE_AMBIGUOUS
+from resnetlab.models import create_model, load_weights, read_checkpoint
+from resnetlab.models.registry import STYLE_AMBIGUOUS, model_input
 
 
 @dataclass
@@ -53,8 +53,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
                            Path(checkpoint))
     if not (model and weights):
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
-    cifar = is_cifar(model)
-    size = {"size": 32, "resize": 32} if cifar else {"size": 224, "resize": 256}
+    size = model_input(model)
     from resnetlab.models import pretrained
 
     # A published name (akamaster, torchvision) means those weights even where a file or folder in the working

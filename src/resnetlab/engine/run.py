@@ -18,6 +18,7 @@ from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.metrics import MetricWindow
 from resnetlab.engine.rundir import RunDir
 from resnetlab.engine.schedule import RunState
+from resnetlab.engine.schedules import SCHEDULES
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 
@@ -58,7 +59,7 @@ class Run:
         ckpt = load_checkpoint(self.run_dir / "last.pt", training=True) if resume else None
         torch.manual_seed(cfg.seed)
         self.data = Data(cfg, device, dist, channels_last)
-        if cfg.schedule == "plateau" and self.data.val is None:
+        if SCHEDULES[cfg.schedule].plateau and self.data.val is None:
             raise UserError("--schedule plateau lowers the lr when the validation error stops improving, and this "
                             f"run has no validation split (--val {cfg.val}"
                             f"{', no val/ or test/ split and --holdout 0' if cfg.val == 'auto' else ''}): give it one "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from resnetlab.engine.config import TrainConfig, scaled_milestones
+from resnetlab.engine.config import TrainConfig, base_value, scaled_milestones
+from resnetlab.engine.schedules import SCHEDULES
 from resnetlab.errors import UserError
 from resnetlab.models.registry import cifar_depth
 
@@ -51,9 +52,7 @@ def warming_up(cfg: TrainConfig, state: RunState, warmup: bool) -> bool:
 def learning_rate(cfg: TrainConfig, state: RunState, warmup: bool) -> float:
     if warming_up(cfg, state, warmup):
         return cfg.warmup_lr
-    if cfg.schedule == "step":
-        return cfg.lr / 10 ** sum(state.step >= m for m in cfg.milestones)
-    return cfg.lr * state.lr_scale
+    return SCHEDULES[cfg.schedule].lr(cfg, state.step, state.lr_scale)
 
 
 def warmup_over(cfg: TrainConfig, train_error: float) -> bool:
@@ -69,7 +68,7 @@ def after_evaluation(cfg: TrainConfig, state: RunState, val_error: float) -> boo
         state.best_val_error, state.evals_since_best = val_error, 0
         return True
     state.evals_since_best += 1
-    if cfg.schedule == "plateau" and state.evals_since_best >= cfg.plateau_patience:
+    if SCHEDULES[cfg.schedule].plateau and state.evals_since_best >= cfg.plateau_patience:
         state.lr_scale *= 0.1
         state.evals_since_best = 0
     return False
@@ -82,7 +81,7 @@ def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
     refused when a milestone of either schedule lies at or before `step`: the steps already taken
     would then have followed another schedule than the new one, and no fresh run would match.
     """
-    if cfg.schedule != "step" or cfg.milestones != scaled_milestones(cfg.recipe, cfg.iters):
+    if not SCHEDULES[cfg.schedule].milestones or cfg.milestones != scaled_milestones(cfg.recipe, cfg.iters):
         return list(cfg.milestones)
     new = scaled_milestones(cfg.recipe, iters)
     passed = [m for m in (*cfg.milestones, *new) if m < step]
@@ -96,14 +95,9 @@ def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
 
 def describe(cfg: TrainConfig, warmup: bool) -> str:
     """The schedule in effect, in one line."""
-    if cfg.schedule == "step":
-        drops = f"divided by 10 at iterations {_listing(cfg.milestones)}" if cfg.milestones else "constant"
-    else:
-        drops = f"divided by 10 after {cfg.plateau_patience} evaluations without improvement"
+    drops = SCHEDULES[cfg.schedule].describe(cfg)
     warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
             if warmup else "")
-    from resnetlab.engine.config import base_value
-
     base_lr, base_batch = base_value(cfg.recipe, "lr"), base_value(cfg.recipe, "batch_size")
     scaled = (f" ({base_lr:g} x {cfg.batch_size}/{base_batch}: the recipe's lr scaled with the batch; --lr sets it)"
               if cfg.batch_size != base_batch and math.isclose(cfg.lr, base_lr * cfg.batch_size / base_batch) else "")

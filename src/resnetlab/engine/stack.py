@@ -53,6 +53,7 @@ class Stack:
     def __init__(self, runs: list[Run], path: FastPath) -> None:
         self.runs, self.k = runs, len(runs)
         lead = runs[0]
+        self.label_smoothing = lead.cfg.label_smoothing
         self.device, self.dist = lead.device, lead.dist
         self.params = (OneRun(lead, self.dist, self.device) if self.k == 1 else
                        Together([r.model for r in runs], [r.optimizer for r in runs], self.device))
@@ -109,7 +110,8 @@ class Stack:
     def _train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.net(x).float().view(len(y), self.k, -1)  # (B, K, classes)
-        losses = F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)  # (K,)
+        losses = F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none",
+                                 label_smoothing=self.label_smoothing).mean(0)  # (K,)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.sum()).backward()
         self.scaler.step(self.optimizer)

@@ -25,6 +25,7 @@ from resnetlab.engine.schedule import extended
 from resnetlab.engine.run import SPLIT_NAMES, Run, TrainingDiverged
 from resnetlab.engine.stack import Stack
 from resnetlab.multiseed import check_together
+from resnetlab.engine.settings import RESUME_CHANGEABLE, TOGETHER_SAME
 from resnetlab.errors import UserError
 from resnetlab.files import read_small_text
 
@@ -79,7 +80,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     device = resolve_device(first.device)
     dist = distributed.setup(device.type)
     if len(configs) > 1:
-        check_together(configs, dist.enabled)
+        check_together(configs, dist.enabled, TOGETHER_SAME)
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     # channels_last helps on both: 460 vs 401 images/s for ResNet-20 on 2 CPU cores (benchmarks/results).
@@ -306,11 +307,6 @@ def load_run_config(run_dir: Path) -> TrainConfig:
             raise UserError(f"{path} is damaged (not a JSON object); delete it to resume from the copy inside last.pt")
         return from_dict(values, str(path))
     return from_dict(load_checkpoint(run_dir / "last.pt", training=True)["config"], str(run_dir / "last.pt"))
-
-
-# --data may change on resume (a run moved to another machine or working directory finds its data elsewhere);
-# Run checks that it is the same dataset: the same classes, split sizes and hold-out.
-RESUME_CHANGEABLE = {"iters", "milestones", "device", "workers", "log_every", "eval_every", "save_every", "data"}
 
 
 def resume_configs(run_dir: Path, flags: dict[str, Any]) -> list[TrainConfig]:

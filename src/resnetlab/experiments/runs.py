@@ -13,6 +13,7 @@ from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.rundir import RUN_FILES, RunDir
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.schedule import extended
+from resnetlab.engine.settings import SAME_RUN
 from resnetlab.engine.trainer import load_run_config
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
@@ -33,8 +34,6 @@ def existing_run(cfg: TrainConfig) -> tuple[TrainConfig, int, dict | None]:
 # What must match for an existing run folder to count as the run asked for; bookkeeping (device, log and
 # evaluation intervals) may differ, and the data is compared by its folder name, since a run trained on
 # another machine reads the same images from another path.
-SAME_RUN = ("model", "recipe", "batch_size", "lr", "momentum", "weight_decay", "seed", "normalization",
-            "holdout", "val", "shortcut", "style", "warmup", "zero_init_residual")
 
 
 def reconcile(old: TrainConfig, new: TrainConfig, step: int, run_dir: Path) -> TrainConfig:

@@ -6,6 +6,7 @@ import difflib
 import fnmatch
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -15,7 +16,44 @@ from resnetlab.errors import UserError
 from resnetlab.models.resnet import BasicBlock, Bottleneck, ResNet, Shortcut, Style
 
 _REGISTRY: dict[str, Callable[..., ResNet]] = {}
-_CIFAR_NAME = re.compile(r"cifar_(resnet|plain)(\d+)$")
+
+
+@dataclass(frozen=True)
+class Family:
+    """Networks that share how they are built and fed: a name pattern (its group 1 the depth), what a name
+    builds, and the input, recipe and normalization they were made for. `small_input`: 32x32 images (the CIFAR
+    nets), trained with the per-pixel mean; else ImageNet's 224 crop of a 256 resize and its mean/std."""
+    pattern: re.Pattern
+    build: Callable[..., ResNet]  # (depth, **options) -> network
+    small_input: bool
+    recipe: str
+    listed_depths: tuple[int, ...] = ()  # the depths list_models() names (any matching depth can be built)
+    prefix: str = ""
+
+    @property
+    def input(self) -> dict[str, int]:
+        return {"size": 32, "resize": 32} if self.small_input else {"size": 224, "resize": 256}
+
+
+FAMILIES: list[Family] = []
+
+
+def family(pattern: str, *, small_input: bool, recipe: str, listed_depths: tuple[int, ...] = ()) -> Callable:
+    """Register a family of networks whose names match `pattern` (group 1: the depth): one decorator on the
+    function that builds one of them from its depth. A new kind of network is one file and this decorator."""
+    def register_family(build: Callable[..., ResNet]) -> Callable[..., ResNet]:
+        FAMILIES.append(Family(re.compile(pattern + "$"), build, small_input, recipe, tuple(listed_depths),
+                               pattern.split("(")[0]))
+        return build
+
+    return register_family
+
+
+def family_of(name: str) -> Family | None:
+    """The family a network name belongs to (the ImageNet nets by their registered names), or None."""
+    if name in _REGISTRY:
+        return IMAGENET_FAMILY
+    return next((f for f in FAMILIES if f.pattern.match(name)), None)
 
 
 def register(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
@@ -46,6 +84,21 @@ def _imagenet(
     )
 
 
+IMAGENET_FAMILY = Family(re.compile(r"(resnet|plain)(\d+)$"), lambda depth, **kw: _REGISTRY[f"resnet{depth}"](**kw),
+                         small_input=False, recipe="imagenet-paper")
+
+
+# Table 6 and Fig. 6 of the paper; any other 6n+2 depth is built on request (cifar_resnet8, ...).
+@family(r"cifar_resnet(\d+)", small_input=True, recipe="cifar-paper", listed_depths=(20, 32, 44, 56, 110, 1202))
+def cifar_resnet(depth: int, **options: Any) -> ResNet:
+    return cifar_net(depth, residual=True, **options)
+
+
+@family(r"cifar_plain(\d+)", small_input=True, recipe="cifar-paper", listed_depths=(20, 32, 44, 56, 110))
+def cifar_plain(depth: int, **options: Any) -> ResNet:
+    return cifar_net(depth, residual=False, **options)
+
+
 def cifar_net(depth: int, *, residual: bool = True, num_classes: int = 10, shortcut: Shortcut = "A",
               zero_init_residual: bool = False, style: Style = "paper") -> ResNet:
     """Sec. 4.2: depth 6n+2, three stages of n basic blocks on 16, 32, 64 filters."""
@@ -73,16 +126,13 @@ def plain18(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [2, 2, 2, 2], res
 @register
 def plain34(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [3, 4, 6, 3], residual=False, **kw)
 
-# Table 6 and Fig. 6 of the paper; any other 6n+2 depth is built on request (cifar_resnet8, ...).
-CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110, 1202)
-CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
 
 
 def list_models(pattern: str = "*", weights: bool = False) -> list[str]:
     """The registered names matching the shell-style `pattern` (as torchvision's and timm's list_models):
     the ImageNet nets, then the CIFAR nets of the paper; weights=True keeps those with named weights."""
-    cifar = [f"cifar_resnet{d}" for d in CIFAR_RESNET_DEPTHS] + [f"cifar_plain{d}" for d in CIFAR_PLAIN_DEPTHS]
-    names = [n for n in [*_REGISTRY, *cifar] if fnmatch.fnmatchcase(n, pattern)]
+    listed = [f"{f.prefix}{d}" for f in FAMILIES for d in f.listed_depths]
+    names = [n for n in [*_REGISTRY, *listed] if fnmatch.fnmatchcase(n, pattern)]
     if weights:
         from resnetlab.models.pretrained import REGISTRY
 
@@ -91,18 +141,33 @@ def list_models(pattern: str = "*", weights: bool = False) -> list[str]:
 
 
 def is_cifar(name: str) -> bool:
-    return _CIFAR_NAME.match(name) is not None
+    """Whether `name` is a network for 32x32 images (its family says so)."""
+    f = family_of(name)
+    return f is not None and f.small_input
 
 
 def cifar_depth(name: str) -> int | None:
-    """The depth of a CIFAR net's name (cifar_resnet110 -> 110); None for other names."""
-    m = _CIFAR_NAME.match(name)
-    return int(m.group(2)) if m else None
+    """The depth of a small-input net's name (cifar_resnet110 -> 110); None for other names."""
+    f = family_of(name)
+    m = f.pattern.match(name) if f is not None and f.small_input else None
+    return int(m.group(1)) if m else None
+
+
+def model_input(name: str) -> dict[str, int]:
+    """The input a network of this name is made for: {"size": crop, "resize": shorter side}."""
+    f = family_of(name)
+    return f.input if f is not None else IMAGENET_FAMILY.input
+
+
+def default_recipe(name: str) -> str:
+    """The recipe the paper trained `name` with (its family's): Sec. 4.2's for CIFAR nets, Sec. 3.4's else."""
+    f = family_of(name)
+    return f.recipe if f is not None else IMAGENET_FAMILY.recipe
 
 
 def check_name(name: str) -> None:
     """Refuse an unknown network name at once, before any data is read."""
-    if name in _REGISTRY or is_cifar(name):
+    if family_of(name) is not None:
         return
     close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `resnetlab models` lists them"
@@ -177,6 +242,5 @@ def create_model(name: str, weights: str | None = None, weights_dir: str | None 
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
     check_name(name)
-    m = _CIFAR_NAME.match(name)
-    assert m is not None
-    return cifar_net(int(m.group(2)), residual=m.group(1) == "resnet", **options)
+    f = family_of(name)
+    return f.build(int(f.pattern.match(name).group(1)), **options)

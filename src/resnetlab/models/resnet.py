@@ -182,10 +182,14 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
-            # Not in the paper (Goyal et al. 2017): each branch starts as zero, the block as identity.
-            for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    nn.init.zeros_(m.last_bn().weight)
+            # Not in the paper (Goyal et al. 2017): each branch starts as zero, the block as identity. Every
+            # block says which BatchNorm ends its branch; a block that cannot is refused, never skipped.
+            for i in range(self.stages):
+                for b in getattr(self, f"layer{i + 1}"):
+                    if not callable(getattr(b, "last_bn", None)):
+                        raise TypeError(f"zero_init_residual: block {type(b).__name__} has no last_bn() naming the "
+                                        "BatchNorm that ends its residual branch")
+                    nn.init.zeros_(b.last_bn().weight)
 
     def features(self, x: Tensor) -> list[Tensor]:
         """The feature map after the stem and after each stage."""

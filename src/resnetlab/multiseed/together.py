@@ -1,5 +1,5 @@
 """What the training step updates when K runs train together: their stacked network and an SGD with a
-learning rate per run. It stands in for one run's (model, torch SGD) in engine/stack.py's `Params` role.
+learning rate per run. It plays the part engine/stack.py's OneRun plays for one run (model, torch SGD).
 
 The loss is the sum of the runs' losses, so each run's gradient, weight decay and momentum are its own;
 `sync` copies the stacked weights and momenta back into each run's model and optimizer, whose checkpoints
@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.errors import UserError
+from resnetlab.models import is_cifar
 from resnetlab.multiseed.network import pack, stack, unpack
 
 
@@ -85,12 +86,10 @@ class Together:
                 optimizer.state[param] = {"momentum_buffer": momenta[k][name]}
 
 
-def check_together(configs: list, distributed: bool) -> None:
-    """Refuse, before any run is built, runs (TrainConfigs) that cannot be stacked."""
-    from resnetlab.models import is_cifar
-
+def check_together(configs: list, distributed: bool, same: tuple[str, ...]) -> None:
+    """Refuse, before any run is built, runs (TrainConfigs) that cannot be stacked; `same`: the settings they
+    must share (engine/settings.py marks them)."""
     first = configs[0]
-    same = ("model", "data", "batch_size", "iters", "momentum", "weight_decay", "shortcut", "device", "amp")
     for cfg in configs[1:]:
         diff = [f for f in same if getattr(cfg, f) != getattr(first, f)]
         if diff:

@@ -1,0 +1,83 @@
+"""The three extensions README's "Extending resnetlab" shows, each done in the files it names (issue 30)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import resnetlab
+from resnetlab.engine import schedules, settings
+from resnetlab.engine.config import resolve
+from resnetlab.engine.schedule import RunState, learning_rate
+from resnetlab.models import registry
+from resnetlab.models.resnet import ResNet
+
+
+def test_a_schedule_is_one_function_in_schedules_py():
+    """cosine was added that way: its name is a --schedule choice, its lr a pure function of the iteration."""
+    assert "cosine" in settings.CHOICES["schedule"]
+    cfg = resolve("cifar-paper", {}, {"model": "cifar_resnet8", "data": "x", "out": "y", "iters": 100,
+                                      "schedule": "cosine", "warmup": "off"})
+    lrs = [learning_rate(cfg, RunState(step=s), False) for s in (0, 50, 100)]
+    assert lrs == pytest.approx([0.1, 0.05, 0.0], abs=1e-12)
+    assert learning_rate(cfg, RunState(step=25), False) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+    @schedules.schedule("halving", "halve every 10 iterations", describe=lambda cfg: "halved every 10 iterations")
+    def halving(cfg, step, scale):
+        return cfg.lr * 0.5 ** (step // 10)
+
+    try:
+        assert schedules.SCHEDULES["halving"].lr(cfg, 25, 1.0) == pytest.approx(0.025)
+    finally:
+        del schedules.SCHEDULES["halving"]
+
+
+def test_label_smoothing_is_one_setting(tiny_cifar, tmp_path):
+    """One setting(...) line in settings.py gives the flag, the TOML key, the resume rule and the multi-seed
+    rule; the step reads it."""
+    f = settings.FIELDS["label_smoothing"]
+    assert f.metadata["group"] == "optimizer" and "label_smoothing" in settings.TOGETHER_SAME
+    assert "label_smoothing" not in settings.RESUME_CHANGEABLE and "label_smoothing" in settings.SAME_RUN
+    common = dict(model="cifar_resnet8", data=str(tiny_cifar), iters=1, batch_size=32, quiet=True, log_every=1,
+                  eval_every=1, fast="off", amp="off")
+    resnetlab.train(out=str(tmp_path / "a"), **common)
+    resnetlab.train(out=str(tmp_path / "b"), label_smoothing=0.3, **common)
+    from tests.clitools import metrics
+
+    assert metrics(tmp_path / "a")[0]["train_loss"] != metrics(tmp_path / "b")[0]["train_loss"]
+    with pytest.raises(ValueError, match="label_smoothing"):
+        resnetlab.train(out=str(tmp_path / "c"), label_smoothing=1.5, **common)
+
+
+def test_a_network_family_is_one_decorator():
+    @registry.family(r"cifar_twin(\d+)", small_input=True, recipe="cifar-paper", listed_depths=(14,))
+    def cifar_twin(depth, **options):
+        return registry.cifar_net(depth, residual=True, **options)
+
+    try:
+        net = resnetlab.create_model("cifar_twin14", num_classes=3)
+        assert net.fc.out_features == 3 and registry.is_cifar("cifar_twin14")
+        assert registry.default_recipe("cifar_twin20") == "cifar-paper" and "cifar_twin14" in resnetlab.list_models()
+        assert registry.model_input("cifar_twin8") == {"size": 32, "resize": 32}
+        assert registry.cifar_depth("cifar_twin110") == 110
+    finally:
+        registry.FAMILIES.pop()
+    assert "cifar_twin14" not in resnetlab.list_models()
+
+
+def test_zero_init_refuses_a_block_that_cannot_name_its_last_batchnorm():
+    class Opaque(nn.Module):
+        expansion = 1
+
+        def __init__(self, in_planes, planes, stride, shortcut, residual, style):
+            super().__init__()
+            self.conv = nn.Conv2d(in_planes, planes, 3, stride, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(TypeError, match="last_bn"):
+        ResNet(Opaque, [1, 1, 1], imagenet=False, num_classes=10, shortcut="A", zero_init_residual=True)
+    net = resnetlab.create_model("cifar_resnet8", zero_init_residual=True)
+    assert all(torch.count_nonzero(b.bn2.weight) == 0 for layer in (net.layer1, net.layer2, net.layer3) for b in layer)
