@@ -82,3 +82,15 @@ def _top_level_imports(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append(node.module.split(".")[0])
     return out
+
+
+def test_help_answers_without_importing_torch():
+    """`resnetlab --help` (and bad subcommands) must be instant: torch takes seconds to import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from resnetlab.cli.main import main; main(['--help']); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert out.stdout.strip().endswith("NO-TORCH"), out.stdout + out.stderr
