@@ -20,7 +20,7 @@ from typing import Any, Callable
 from PIL import Image
 from torch import Tensor
 
-from resnetlab.engine.config import FIELDS, default_recipe, first_problem, resolve
+from resnetlab.engine.config import FIELDS, first_problem, recipe_for, resolve
 from resnetlab.engine.inference import LoadedModel, expand_folders, load_model, predict as _predict
 from resnetlab.deploy import export as _export
 from resnetlab.errors import UserError
@@ -53,8 +53,11 @@ def train(*, model: str, data: str, out: str, recipe: str | None = None, seeds: 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"train: seeds must be a positive whole number, not {seeds!r}")
     _check_stop_after("train", stop_after)
+    if isinstance(overrides.get("weights"), Weights):  # get_weights(...)'s object: its name
+        overrides["weights"] = overrides["weights"].name
     _check_overrides("train", overrides)
-    cfg = resolve(recipe or default_recipe(model), {}, {"model": model, "data": str(data), "out": str(out), **overrides})
+    recipe = recipe or recipe_for(model, overrides.get("weights"))
+    cfg = resolve(recipe, {}, {"model": model, "data": str(data), "out": str(out), **overrides})
     summaries = train_runs(seed_configs(cfg, seeds) if seeds > 1 else [cfg], stop_after=stop_after, quiet=bool(quiet))
     return summaries if seeds > 1 else summaries[0]
 

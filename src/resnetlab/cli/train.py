@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
-from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, default_recipe, read_toml, resolve
+from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, recipe_for, resolve
 from resnetlab.engine.settings import HELP
 from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
                                       train_runs)
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         file_values = read_toml(args.config) if args.config else {}
         model = flags.get("model") or file_values.get("model") or TrainConfig.model
-        recipe = flags.pop("recipe") or file_values.pop("recipe", None) or default_recipe(str(model))
+        weights = flags.get("weights") or file_values.get("weights")
+        recipe = flags.pop("recipe") or file_values.pop("recipe", None) or recipe_for(str(model), weights)
         cfg = resolve(recipe, file_values, flags)
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
     resume_dir = _resume_hint(configs, args.resume)

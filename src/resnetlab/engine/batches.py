@@ -25,7 +25,9 @@ def decoder() -> str:
 
 
 class Data:
-    def __init__(self, cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, channels_last: bool):
+    def __init__(self, cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, channels_last: bool,
+                 weights_normalization: Normalization | None = None):
+        """`weights_normalization`: what --normalization weights means (the --weights' own)."""
         with distributed.local_main_first(dist):  # one process per node downloads, extracts, decodes
             ds = open_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt)
         self.classes = ds.classes
@@ -37,8 +39,12 @@ class Data:
         if cfg.batch_size > len(train):
             raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(train):,} training images")
         if isinstance(train, ArrayDataset):
-            self.normalization = (Normalization.imagenet() if cfg.normalization == "imagenet"
-                                  else Normalization.fit(cfg.normalization, train.images))
+            self.normalization = (Normalization.imagenet() if cfg.normalization == "imagenet" else
+                                  weights_normalization if cfg.normalization == "weights" else
+                                  Normalization.fit(cfg.normalization, train.images))
+            if tuple(self.normalization.mean.shape[1:]) not in ((1, 1), tuple(train.images.shape[1:3])):
+                raise UserError(f"--weights' per-pixel mean is {tuple(self.normalization.mean.shape[1:])}, the images "
+                                f"{tuple(train.images.shape[1:3])}: give --normalization pixel-mean or channel")
             self.input = {"size": int(train.images.shape[1]), "resize": int(train.images.shape[1])}
             self.train = DeviceLoader(train.images, train.labels, cfg.batch_size, device, self.normalization,
                                       augment=True, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
@@ -46,7 +52,8 @@ class Data:
             self.val = (DeviceLoader(val.images, val.labels, EVAL_BATCH_IN_MEMORY, device, self.normalization,
                                      augment=False) if val is not None else None)
         else:
-            if cfg.normalization != "imagenet":
+            if cfg.normalization not in ("imagenet", "weights") or (
+                    cfg.normalization == "weights" and weights_normalization.kind != "imagenet"):
                 # The per-pixel mean of a folder of large images (Sec. 3.4) is not computed yet: refuse
                 # rather than silently train with another normalization.
                 raise UserError(f"--normalization {cfg.normalization} is supported for in-memory (small-image) "

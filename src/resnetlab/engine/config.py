@@ -20,12 +20,17 @@ from resnetlab.files import read_small_text
 from resnetlab.models.registry import check_name, default_recipe
 
 __all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_recipe", "from_dict", "read_toml",
-           "resolve", "validate"]
+           "recipe_for", "resolve", "validate"]
 
 
 RECIPES: dict[str, dict[str, Any]] = {
     # Sec. 4.2: batch 128, lr 0.1 /10 at 32k and 48k, 64k iterations, wd 1e-4, momentum 0.9.
     "cifar-paper": {},
+    # Starting from trained weights (--weights): 4,000 iterations, lr 0.01 (a tenth of training from scratch: a
+    # large lr undoes what the backbone learned) /10 at 50% and 75%, a new classifier at 0.1 (--head-lr: it
+    # starts from nothing), no warm-up, the weights' own normalization; batch 128, wd 1e-4, momentum 0.9.
+    "finetune": {"iters": 4000, "lr": 0.01, "head_lr": 0.1, "milestones": [2000, 3000], "warmup": "off",
+                 "eval_every": 200, "normalization": "weights"},
     # Sec. 3.4: batch 256, lr 0.1 /10 when the error plateaus, up to 600k iterations.
     "imagenet-paper": {
         "batch_size": 256, "iters": 600000, "schedule": "plateau", "milestones": [],
@@ -150,12 +155,17 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
     if "batch_size" in explicit:
         # The linear scaling rule (Goyal et al. 2017; timm's --lr-base-size): the recipe's learning rates were
         # set for its batch, and kept at 0.1 a batch of 6 diverges at once; --lr/--warmup-lr set them outright.
-        for name in ("lr", "warmup_lr"):
+        for name in ("lr", "warmup_lr", "head_lr"):
             if name not in explicit and isinstance(values["batch_size"], int) and values["batch_size"] > 0:
                 values[name] = base_value(recipe, name) * values["batch_size"] / base_value(recipe, "batch_size")
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def recipe_for(model: str, weights: str | None) -> str:
+    """The recipe a run gets when none is named: finetune when it starts from weights, else the paper's own."""
+    return "finetune" if weights else default_recipe(model)
 
 
 def base_value(recipe: str, name: str) -> Any:
@@ -187,6 +197,9 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("lr", "warmup_lr"):
         if not 0 < getattr(cfg, name) <= 10:
             raise UserError(f"--{name.replace('_', '-')} must be in (0, 10], not {getattr(cfg, name)}")
+    if cfg.normalization == "weights" and not cfg.weights:
+        raise UserError("--normalization weights follows --weights, and none are given: use pixel-mean, channel or "
+                        "imagenet, or give --weights")
     if not 0 <= cfg.label_smoothing < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
     if not 0 <= cfg.momentum < 1:

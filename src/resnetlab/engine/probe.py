@@ -103,16 +103,33 @@ class Probe:
 def sgd_rule_error(stack: Stack, weights: list[Tensor], momenta: list[Tensor], grads: list[Tensor]) -> float:
     """How far the step's momentum buffers and weights are from SGD's rule applied to its own gradients
     (buf = m * buf + g + wd * w; w -= lr * buf), relative to each one's change: about 1e-7 for a healthy
-    step, 1e-3 when weight decay is dropped, order 1 when momentum is ignored or the update not applied."""
+    step, 1e-3 when weight decay is dropped, order 1 when momentum is ignored or the update not applied.
+    Frozen parameters (no gradient) must not move at all."""
     cfg, k = stack.runs[0].cfg, stack.k
-    lrs = torch.tensor([float(lr) for lr in (stack._lrs or [stack.runs[0].lr])])
+    lrs = _learning_rates(stack)
     worst = 0.0
     for (buf, p), w, m, g in zip(stack.momenta(), weights, momenta, grads):
+        if not p.requires_grad:
+            worst = max(worst, float(not torch.equal(p.detach().float(), w)))
+            continue
         expected = m * cfg.momentum + g + cfg.weight_decay * w
         worst = max(worst, _relative(buf.float(), expected, expected - m))
-        moved = (w.reshape(k, -1) - lrs[:, None].to(w.device) * buf.float().reshape(k, -1)).reshape(w.shape)
+        lr = lrs.get(id(p), lrs["runs"]).to(w.device)
+        moved = (w.reshape(k, -1) - lr[:, None] * buf.float().reshape(k, -1)).reshape(w.shape)
         worst = max(worst, _relative(p.detach().float(), moved, moved - w) / 100)  # w's rounding: ~eps*|w|/|lr*buf|
     return worst
+
+
+def _learning_rates(stack: Stack) -> dict:
+    """Each parameter's lr (by id; one per run under "runs"), as the step used it."""
+    runs = torch.tensor([float(lr) for lr in (stack._lrs or [stack.runs[0].lr])])
+    out: dict = {"runs": runs}
+    for group in getattr(stack.optimizer, "param_groups", []):  # one run's torch SGD: --head-lr's own group
+        lr = torch.tensor([float(group["lr"])])
+        out.update({id(p): lr for p in group["params"]})
+    for name, p in getattr(stack.optimizer, "factors", {}) and stack.optimizer.params.items():  # K runs' SGD
+        out[id(p)] = runs * stack.optimizer.factors[name]
+    return out
 
 
 def _relative(actual: Tensor, expected: Tensor, change: Tensor) -> float:

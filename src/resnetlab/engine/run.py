@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from resnetlab.engine import distributed, fastpath, messages, schedule
+from resnetlab.engine import distributed, fastpath, messages, schedule, start
 from resnetlab.engine.batches import Data
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig
@@ -19,6 +19,7 @@ from resnetlab.engine.metrics import MetricWindow
 from resnetlab.engine.rundir import RunDir
 from resnetlab.engine.schedule import RunState
 from resnetlab.engine.schedules import SCHEDULES
+from resnetlab.data import Normalization
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 
@@ -58,16 +59,26 @@ class Run:
             self.run_dir.check(resume)  # before any data is read: a bad --out costs nothing
         ckpt = load_checkpoint(self.run_dir / "last.pt", training=True) if resume else None
         torch.manual_seed(cfg.seed)
-        self.data = Data(cfg, device, dist, channels_last)
+        # A fresh run finds its --weights; a resumed one has their normalization and record in its checkpoint
+        # (the weights file need not exist on the machine it resumes on).
+        self.start = start.resolve_start(cfg) if cfg.weights and ckpt is None else None
+        self.started_from = self.start.record() if self.start else (ckpt or {}).get("started_from")
+        self.data = Data(cfg, device, dist, channels_last, self._weights_normalization(ckpt))
         if SCHEDULES[cfg.schedule].plateau and self.data.val is None:
             raise UserError("--schedule plateau lowers the lr when the validation error stops improving, and this "
                             f"run has no validation split (--val {cfg.val}"
                             f"{', no val/ or test/ split and --holdout 0' if cfg.val == 'auto' else ''}): give it one "
                             "(--val holdout --holdout N, or a val/ folder), or use --schedule step --milestones ...")
-        self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes))).to(device)
+        self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes)))
+        if self.start is not None and ckpt is None:
+            line = start.load_start(self.model, cfg, self.start, self.data.classes, model_options(cfg, 0))
+            if dist.is_main:
+                messages.say(line)
+        self.frozen = start.freeze(self.model, cfg.freeze) if cfg.freeze else []
+        self.model = self.model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        self.optimizer = torch.optim.SGD(start.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)  # replaced by Stack.use for fp16
         self.scaler_state: dict[str, Any] = {}  # a resumed fp16 run's loss scale
@@ -89,6 +100,16 @@ class Run:
     def lr(self) -> float:
         return schedule.learning_rate(self.cfg, self.state, self.warmup)
 
+    def _weights_normalization(self, ckpt: dict[str, Any] | None) -> Normalization | None:
+        if self.start is not None:
+            return self.start.normalization
+        if ckpt is not None and self.cfg.normalization == "weights":
+            try:
+                return Normalization.from_dict(ckpt["normalization"])
+            except (KeyError, TypeError, AttributeError):
+                raise UserError(f"{self.run_dir / 'last.pt'} is damaged: its normalization cannot be read") from None
+        return None
+
     # -- checkpoints ---------------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
         return {
@@ -100,6 +121,7 @@ class Run:
             "model_options": model_options(self.cfg, len(self.data.classes)),
             "classes": self.data.classes, "normalization": self.data.normalization.to_dict(),
             "input": self.data.input, "split": {k: v for k, v in self.data.split.items() if k != "val_indices"},
+            "started_from": self.started_from,
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:

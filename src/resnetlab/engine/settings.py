@@ -46,6 +46,8 @@ class TrainConfig:
     lr: float = setting(0.1, group="optimizer", same_run=True)
     momentum: float = setting(0.9, group="optimizer", together=True, same_run=True)
     weight_decay: float = setting(1e-4, group="optimizer", together=True, same_run=True)
+    head_lr: float = setting(0.0, group="optimizer", together=True, same_run=True,
+                             help="the classifier's own learning rate (0: --lr), scaled by the schedule as --lr is")
     label_smoothing: float = setting(0.0, group="optimizer", together=True, same_run=True,
                                      help="cross-entropy against targets smoothed by this much (0: the paper's)")
     schedule: str = setting("step", group="optimizer", choices=tuple(SCHEDULES),
@@ -64,10 +66,18 @@ class TrainConfig:
                                  "default: the paper's for the network")
     style: str = setting("paper", group="model", choices=("paper", "torchvision"), same_run=True)
     zero_init_residual: bool = setting(False, group="model", same_run=True)
+    weights: str = setting("", group="model", together=True, same_run=True,
+                           help="start from trained weights: named ones (resnetlab, akamaster, DEFAULT, IMAGENET1K_V2, "
+                                "...), a weights file, or a run's checkpoint (its model only); the classifier is new "
+                                "where the data's classes differ (default recipe then: finetune)")
+    freeze: str = setting("", group="model", together=True, same_run=True,
+                          help="stages kept fixed, comma-separated: stem, layer1, layer2, ... (the network's own), or "
+                               "backbone (all but the classifier: linear probing); their BatchNorm statistics too")
     # data
-    normalization: str = setting("pixel-mean", group="data", choices=("pixel-mean", "channel", "imagenet"),
+    normalization: str = setting("pixel-mean", group="data", choices=("pixel-mean", "channel", "imagenet", "weights"),
                                  same_run=True, help="pixel-mean (the paper's per-pixel mean), channel (mean/std), "
-                                                     "imagenet (fixed constants)")
+                                                     "imagenet (fixed constants), weights (those --weights were "
+                                                     "trained with: the finetune recipe's)")
     holdout: int = setting(5000, group="data", same_run=True)
     val: str = setting("auto", group="data", choices=("auto", "holdout", "test", "val", "none"), same_run=True,
                        help="validation split: auto (the test split, else a val/ folder, else the 5k hold-out), "

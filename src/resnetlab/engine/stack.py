@@ -37,11 +37,13 @@ class OneRun:
                 for group in self.optimizer.param_groups for p in group["params"]]
 
     def set_learning_rates(self, lrs: list[float]) -> None:
+        """The schedule's lr, times each group's factor (--head-lr: the classifier's own over --lr)."""
         for group in self.optimizer.param_groups:
+            lr = lrs[0] * group.get("lr_factor", 1.0)
             if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lrs[0])
+                group["lr"].fill_(lr)
             else:
-                group["lr"] = lrs[0]
+                group["lr"] = lr
 
     def sync(self, lrs: list[float] | None) -> None:
         """The run's model is the trained one: nothing to copy."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from resnetlab.engine import distributed, fastcheck, fastpath, messages
+from resnetlab.engine import distributed, fastcheck, fastpath, messages, start
 from resnetlab.engine.devices import resolve_device
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import TrainConfig, from_dict, validate
@@ -81,6 +81,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     dist = distributed.setup(device.type)
     if len(configs) > 1:
         check_together(configs, dist.enabled, TOGETHER_SAME)
+    start.check_start_options(first, len(configs))
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     # channels_last helps on both: 460 vs 401 images/s for ResNet-20 on 2 CPU cores (benchmarks/results).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -234,10 +235,17 @@ def create_model(name: str, weights: str | None = None, weights_dir: str | None 
             key = contradicting[0]
             raise UserError(f"{name} weights {weights!r} were trained with {key}={w.options[key]!r}; "
                             f"{key}={options[key]!r} would build another network (drop the option)")
+        classes = options.pop("num_classes", len(w.classes))
         model = create_model(name, **{**w.options, "num_classes": len(w.classes), **options})
         load_weights(model, pretrained.fetch(w, weights_dir))
         if w.normalization == "checkpoint":
             warn_on_foreign_input(model, w)
+        if classes != len(w.classes):
+            # timm's create_model(name, pretrained=True, num_classes=K): the backbone, a new classifier
+            model.fc = nn.Linear(model.fc.in_features, classes)
+            logging.getLogger("resnetlab").warning(
+                "%s: %s's backbone with a new %d-way classifier (the weights have %d classes); train it before use",
+                name, w.name, classes, len(w.classes))
         return model
     if name in _REGISTRY:
         return _REGISTRY[name](**options)

@@ -24,8 +24,11 @@ class RunsSGD:
     The buffers start as zeros (m * 0 + d = d: torch's first step, to the bit).
     """
 
-    def __init__(self, params: dict[str, nn.Parameter], k: int, momentum: float, weight_decay: float) -> None:
+    def __init__(self, params: dict[str, nn.Parameter], k: int, momentum: float, weight_decay: float,
+                 factors: dict[str, float] | None = None) -> None:
+        """factors: a parameter's lr over the run's (--head-lr's classifier), 1 where absent."""
         self.params, self.k, self.momentum, self.weight_decay = params, k, momentum, weight_decay
+        self.factors = {name: (factors or {}).get(name, 1.0) for name in params}
         self.buffers: dict[str, Tensor] = {name: torch.zeros_like(p) for name, p in params.items()}
         self.lrs = torch.zeros(k, device=next(iter(params.values())).device)  # read by the (compiled) update
 
@@ -34,7 +37,8 @@ class RunsSGD:
         for name, p in self.params.items():
             d = p.grad.add(p, alpha=self.weight_decay)
             buf = self.buffers[name].mul_(self.momentum).add_(d)
-            p.view(self.k, -1).sub_(self.lrs[:, None] * buf.view(self.k, -1))
+            lrs = self.lrs if self.factors[name] == 1.0 else self.lrs * self.factors[name]
+            p.view(self.k, -1).sub_(lrs[:, None] * buf.view(self.k, -1))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params.values():
@@ -49,7 +53,10 @@ class Together:
         self.models, self.optimizers, self.k = models, optimizers, len(models)
         self.template = models[0].state_dict()
         self.net = stack(models).to(device)
-        self.optimizer = RunsSGD(dict(self.net.named_parameters()), self.k, group["momentum"], group["weight_decay"])
+        factor_of = {id(p): g.get("lr_factor", 1.0) for g in optimizers[0].param_groups for p in g["params"]}
+        factors = {name: factor_of.get(id(p), 1.0) for name, p in models[0].named_parameters()}
+        self.optimizer = RunsSGD(dict(self.net.named_parameters()), self.k, group["momentum"], group["weight_decay"],
+                                 factors)
         self._load_momenta()
 
     def _load_momenta(self) -> None:
@@ -81,7 +88,7 @@ class Together:
             model.load_state_dict(states[k])
             if lrs is not None:  # the run's own optimizer carries the lr it trains at, as one alone does
                 for g in optimizer.param_groups:
-                    g["lr"] = lrs[k]
+                    g["lr"] = lrs[k] * g.get("lr_factor", 1.0)
             for name, param in model.named_parameters():
                 optimizer.state[param] = {"momentum_buffer": momenta[k][name]}
 
