@@ -1,4 +1,4 @@
-"""`resnetlab reproduce table1|cifar|imagenet`: the paper's Table 1; Table 6 / Fig. 6 / Fig. 7 on CIFAR-10;
+"""`resnetlab reproduce table1|cifar|imagenet|transfer`: the paper's Table 1; Table 6 / Fig. 6 / Fig. 7 on CIFAR-10;
 Table 2 / Table 3 / Fig. 4 on an ImageNet-style folder."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from resnetlab.engine.checkpoint import atomic_write
 from resnetlab.engine.devices import resolve_device
 from resnetlab.errors import UserError
 from resnetlab.engine import distributed, fastpath
-from resnetlab.experiments import cifar, imagenet
+from resnetlab.experiments import cifar, imagenet, transfer
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, claim_folder, git_commit, runs_table
 from resnetlab.experiments.table1 import markdown, table1
 
@@ -37,10 +37,23 @@ def build_parser() -> Parser:
     c.add_argument("--seeds", type=int, default=1, help="runs per network (seeds 0..K-1)")
     c.add_argument("--iters", type=int, default=PAPER_ITERS, help="iterations per run (the paper: 64000)")
     c.add_argument("--eval-every", type=int, help="evaluation interval (default iters/20)")
+    c.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report over the runs of --depths/--nets/--seeds that have finished "
+                        "(others, e.g. still training in another process, are listed as in progress)")
     c.add_argument("--data", default="cifar10", help="dataset (default cifar10, downloaded once)")
     add_device(c)
     c.add_argument("--together", default="auto", choices=["auto", "on", "off"],
                    help="train the seeds of each network together in one process (auto: on CUDA)")
+    tr = sub.add_parser("transfer", help="ResNet-20 pretrained on CIFAR-10's vehicles, trained on its animals from "
+                        "a few images per class: fine-tuning, linear probing, from scratch")
+    tr.add_argument("--data", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as class folders (train/)")
+    tr.add_argument("--out", required=True, help="output folder (runs/, data/ of links, report.md, figure.png)")
+    tr.add_argument("--per-class", default="100", help="training images per animal class, comma-separated "
+                                                       "(e.g. 25,100,500; default 100)")
+    tr.add_argument("--seeds", type=int, default=3, help="seeds per way and size (default 3)")
+    tr.add_argument("--pretrain-iters", type=int, default=4000, help="iterations of vehicle pretraining (default 4000)")
+    tr.add_argument("--iters", type=int, default=500, help="iterations of each animal run, every way (default 500)")
+    add_device(tr)
     i = sub.add_parser("imagenet", help="train plain-18/34 and ResNet-18/34 (and ResNet-34 A/B/C); write table2.md, "
                        "table3.md, figure4.png and report.md", description="Trains each network with the paper's "
                        "ImageNet recipe (skipping finished runs, resuming interrupted ones; torchrun for several "
@@ -118,8 +131,16 @@ def run_cifar(args) -> int:
     claim_folder(out, "cifar")
     start = time.time()
     specs = cifar.plan(nets, depths, args.seeds)
-    together = args.together == "on" or (args.together == "auto" and resolve_device(args.device).type == "cuda")
-    summaries = cifar.run_all(specs, out, args.data, args.iters, args.device, args.eval_every, together)
+    pending: list = []
+    if args.report_only:
+        summaries = cifar.finished_summaries(specs, out)
+        pending = [s for s in specs if s not in summaries]
+        specs = [s for s in specs if s in summaries]
+        if not specs:
+            raise UserError(f"--report-only: no run of these networks has finished in {out / 'runs'}")
+    else:
+        together = args.together == "on" or (args.together == "auto" and resolve_device(args.device).type == "cuda")
+        summaries = cifar.run_all(specs, out, args.data, args.iters, args.device, args.eval_every, together)
     wall = sum(s.get("train_seconds", 0) for s in summaries.values())
     table, rows = cifar.table6(specs, out)
     atomic_write(out / "table6.md", lambda tmp: tmp.write_text(table))
@@ -133,7 +154,8 @@ def run_cifar(args) -> int:
               f"(lr milestones scaled to {args.iters // 2:,} and {args.iters * 3 // 4:,})")
     command = shlex.join(["resnetlab", "reproduce", "cifar", "--out", args.out, "--depths", args.depths, "--nets",
                           args.nets, "--seeds", str(args.seeds), "--iters", str(args.iters), "--data", args.data,
-                          "--device", args.device] + (["--eval-every", str(args.eval_every)] if args.eval_every else []))
+                          "--device", args.device] + (["--eval-every", str(args.eval_every)] if args.eval_every else [])
+                         + (["--report-only"] if args.report_only else []))
     report = f"""# CIFAR-10: plain vs residual networks (Table 6, Fig. 6, Fig. 7)
 
 **Budget: {budget}; {args.seeds} seed(s) per network.**
@@ -163,7 +185,8 @@ Errors in % of the evaluation split at the end of each run; the paper's column i
 ![Figure 7](figure7.png)
 
 ## Compared with the paper
-{cifar.degradation_sentence(rows)}
+{cifar.depth_curve_sentence(rows)} {cifar.degradation_sentence(rows)} {cifar.noise_sentence(rows)}
+{cifar.pending_sentence(pending)}
 
 Where ours differs and why: {'this run is far shorter than the paper' + "'" + 's 64k iterations, so every error is higher than Table 6 and the ranking of close depths can change; ' if args.iters < PAPER_ITERS else ''}the paper reports test error on the original
 CIFAR-10 test set, while {'these runs validate on the ' + split_name if split_name != 'test' else 'these runs use the data' + "'" + 's test split'}{'; the shared data is JPEG-compressed (quality 75), which costs a few points of accuracy' if 'jpeg' in args.data.lower() else ''}.
@@ -180,4 +203,53 @@ def main(argv: list[str] | None = None) -> int:
         rows = table1()
         print(json.dumps(rows, indent=2) if args.json else markdown(rows))
         return 0
+    if args.experiment == "transfer":
+        return run_transfer(args)
     return run_cifar(args) if args.experiment == "cifar" else run_imagenet(args)
+
+
+def run_transfer(args) -> int:
+    try:
+        sizes = tuple(int(v) for v in args.per_class.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--per-class takes comma-separated whole numbers, not {args.per_class!r}") from None
+    if not sizes or min(sizes) < 22 or args.seeds < 1 or args.iters < 1 or args.pretrain_iters < 1:
+        raise UserError("--per-class (at least 22: a batch of 128 over 6 classes), --seeds, --iters and "
+                        "--pretrain-iters must be positive")
+    out = Path(args.out)
+    claim_folder(out, "transfer")
+    plan = transfer.Plan(Path(args.data), out, sizes, args.seeds, args.pretrain_iters, args.iters)
+    errors = transfer.run_all(plan, args.device)
+    transfer.figure(errors, out / "figure.png")
+    command = shlex.join(["resnetlab", "reproduce", "transfer", "--data", args.data, "--out", args.out, "--per-class",
+                          args.per_class, "--seeds", str(args.seeds), "--pretrain-iters", str(args.pretrain_iters),
+                          "--iters", str(args.iters)])
+    runs = {p.name: p for p in sorted((out / "runs").iterdir()) if p.is_dir()}
+    report = f"""# Transfer: CIFAR-10 vehicles -> animals
+
+ResNet-20 pretrained on the 4 vehicle classes (airplane, automobile, ship, truck; {args.pretrain_iters:,} iterations
+of the paper's recipe, all 20,000 images), then trained on the 6 animal classes from {args.per_class} images per
+class, three ways, {args.seeds} seeds each, {args.iters:,} iterations of batch 128 for every way: fine-tuning (the
+`finetune` recipe: lr 0.01, the new classifier at 0.1, the weights' normalization), linear probing (the same with
+`--freeze backbone`), and from scratch (the paper's recipe at the same iterations). No animal image or class is
+seen in pretraining. Errors: final iteration, on a fixed hold-out of {transfer.HOLDOUT_PER_CLASS} images per animal
+class that no run trains on (the test/ split of each animal set).
+
+## How this was made
+- command: `{command}`
+- resnetlab commit {git_commit()}, torch {torch.__version__}, on {fastpath.device_name(resolve_device(args.device))}
+
+## Results
+{transfer.table(errors)}
+{transfer.verdict(errors)}
+
+![error against training images per class](figure.png)
+
+## How each run trained
+{RUNS_TABLE_NOTE}
+
+{runs_table(runs, 128)}
+"""
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
+    print(f"wrote {out / 'report.md'} and figure.png")
+    return 0

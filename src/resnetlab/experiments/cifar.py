@@ -76,6 +76,20 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
     return summaries
 
 
+def finished_summaries(specs: list[RunSpec], out: Path) -> dict[RunSpec, dict]:
+    """The summaries of the runs of `specs` that have finished (a summary.json saying so)."""
+    done = {}
+    for spec in specs:
+        path = out / "runs" / spec.name / "summary.json"
+        try:
+            summary = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            summary = {}
+        if isinstance(summary, dict) and summary.get("finished"):
+            done[spec] = summary
+    return done
+
+
 def table6(specs: list[RunSpec], out: Path) -> tuple[str, list[dict]]:
     rows = []
     for net in dict.fromkeys(s.net for s in specs):
@@ -156,6 +170,47 @@ def evaluation_split(data: str) -> tuple[ArrayDataset, str]:
     split = select_split(ds, name)
     label = {"test": "test split", "val": "val/ split"}.get(name, f"{len(split):,}-image validation hold-out of train")
     return split, label
+
+
+def depth_curve_sentence(rows: list[dict]) -> str:
+    """Fig. 6 in words, step by step over depth: does plain error grow, does ResNet error fall, at every step?"""
+    out = []
+    for net, key, should in (("plain", "final_train_error", "grows"), ("resnet", "mean", "falls"),
+                             ("resnet", "final_train_error", "falls")):
+        curve = sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
+        if len(curve) < 3:
+            continue
+        steps = [(a, b) for a, b in zip(curve, curve[1:])]
+        good = [(a, b) for a, b in steps if (b[key] > a[key]) == (should == "grows")]
+        what = "training" if key == "final_train_error" else "validation"
+        name = "plain" if net == "plain" else "ResNet"
+        values = ", ".join(f"{r['depth']}: {r[key]:.2%}" for r in curve)
+        if len(good) == len(steps):
+            out.append(f"{name} {what} error {should} with depth at every step ({values}), as in the paper's Fig. 6.")
+        else:
+            bad = [f"{a['depth']}->{b['depth']}" for a, b in steps if (a, b) not in good]
+            out.append(f"{name} {what} error does not {should[:-1]} at every step ({values}; not at {', '.join(bad)}).")
+    return " ".join(out)
+
+
+def noise_sentence(rows: list[dict]) -> str:
+    """Which differences between ResNets exceed the seed noise measured (networks with 2+ seeds)."""
+    seeded = [r for r in rows if r["seeds"] > 1]
+    if not seeded:
+        return ("Each network ran once, so no difference between them can be told from seed noise (--seeds K "
+                "measures it).")
+    noise = max(r["std"] for r in seeded)
+    parts = [f"{'ResNet' if r['net'] == 'resnet' else 'plain'}-{r['depth']} {r['mean']:.2%} ± {r['std']:.2%} "
+             f"({r['seeds']} seeds)" for r in seeded]
+    return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
+            f"counts here only beyond twice the largest, {2 * noise:.2%}.")
+
+
+def pending_sentence(pending: list[RunSpec]) -> str:
+    if not pending:
+        return ""
+    return ("In progress (not in the tables above): " + ", ".join(s.name for s in pending) + "; the same command "
+            "without --report-only resumes them.")
 
 
 def degradation_sentence(rows: list[dict]) -> str:
