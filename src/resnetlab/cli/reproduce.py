@@ -186,7 +186,7 @@ Errors in % of the evaluation split at the end of each run; the paper's column i
 
 ## Compared with the paper
 {cifar.depth_curve_sentence(rows)} {cifar.degradation_sentence(rows)} {cifar.noise_sentence(rows)}
-{cifar.pending_sentence(pending)}
+{cifar.pending_sentence(pending, out)}
 
 Where ours differs and why: {'this run is far shorter than the paper' + "'" + 's 64k iterations, so every error is higher than Table 6 and the ranking of close depths can change; ' if args.iters < PAPER_ITERS else ''}the paper reports test error on the original
 CIFAR-10 test set, while {'these runs validate on the ' + split_name if split_name != 'test' else 'these runs use the data' + "'" + 's test split'}{'; the shared data is JPEG-compressed (quality 75), which costs a few points of accuracy' if 'jpeg' in args.data.lower() else ''}.

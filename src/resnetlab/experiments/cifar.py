@@ -206,11 +206,16 @@ def noise_sentence(rows: list[dict]) -> str:
             f"counts here only beyond twice the largest, {2 * noise:.2%}.")
 
 
-def pending_sentence(pending: list[RunSpec]) -> str:
+def pending_sentence(pending: list[RunSpec], out: Path) -> str:
+    """The runs asked for that have not finished: where each stands."""
     if not pending:
         return ""
-    return ("In progress (not in the tables above): " + ", ".join(s.name for s in pending) + "; the same command "
-            "without --report-only resumes them.")
+    parts = []
+    for spec in pending:
+        metrics = read_metrics(out / "runs" / spec.name) if (out / "runs" / spec.name / "metrics.jsonl").is_file() else []
+        parts.append(f"{spec.name} (at iteration {metrics[-1]['iteration']:,})" if metrics else f"{spec.name} (not started)")
+    return ("Not in the tables above, unfinished: " + ", ".join(parts) + "; the same command without --report-only "
+            "trains them.")
 
 
 def degradation_sentence(rows: list[dict]) -> str:
