@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, recipe_for, resolve
-from resnetlab.engine.settings import HELP
+from resnetlab.engine.settings import HELP, SAME_RUN
 from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
                                       train_runs)
 from resnetlab.errors import UserError
@@ -36,6 +37,10 @@ def build_parser() -> Parser:
     p.add_argument("--seeds", type=int, default=1, metavar="K",
                    help="train K seeds (--seed .. --seed+K-1) together in one process, as grouped convolutions, "
                         "each in RUN_DIR/seed<N> with its own metrics and checkpoints (CIFAR nets)")
+    p.add_argument("--resume-if-exists", action="store_true",
+                   help="continue the run already in --out (from its last checkpoint) when it is this command line's "
+                        "run, and refuse when it is another (schedulers that resubmit the same command; under "
+                        "torchrun a restarted job does so by itself)")
     p.add_argument("--quiet", action="store_true",
                    help="print nothing while training but errors and the final line (no progress bar)")
     for f in dataclasses.fields(TrainConfig):
@@ -58,6 +63,28 @@ def _resume_hint(configs: list[TrainConfig], resumed: str | None) -> str:
     return resumed or (configs[0].out if len(configs) == 1 else str(Path(configs[0].out).parent))
 
 
+def continue_existing(configs: list[TrainConfig], asked: bool) -> list[TrainConfig] | None:
+    """With --resume-if-exists, or when torchrun restarts the job (TORCHELASTIC_RESTART_COUNT > 0): the run
+    already in --out, continued from its last checkpoint, when it is the run this command line describes; a
+    refusal naming the first difference when it is another; None when --out holds no checkpoint yet."""
+    restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip() not in ("", "0")
+    if not (asked or restarted):
+        return None
+    if not any((Path(c.out) / "last.pt").is_file() for c in configs):
+        return None
+    out = Path(_resume_hint(configs, None))
+    stored = resume_configs(out, {})
+    for old, new in zip(stored, configs):
+        for name in (*SAME_RUN, "iters", "data"):
+            if getattr(old, name) != getattr(new, name):
+                raise UserError(f"--resume-if-exists: {old.out} holds a run with {name} = {getattr(old, name)!r}, not "
+                                f"{getattr(new, name)!r} as this command line asks; give another --out, or --resume "
+                                f"{out} to continue it as it is")
+    if len(stored) != len(configs):
+        raise UserError(f"--resume-if-exists: {out} holds {len(stored)} run(s), this command line asks for {len(configs)}")
+    return stored
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = {name: getattr(args, name) for name in FIELDS}
@@ -74,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         recipe = flags.pop("recipe") or file_values.pop("recipe", None) or recipe_for(str(model), weights)
         cfg = resolve(recipe, file_values, flags)
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
+        existing = continue_existing(configs, args.resume_if_exists)
+        if existing is not None:
+            configs, args.resume = existing, _resume_hint(configs, None)
     resume_dir = _resume_hint(configs, args.resume)
     try:
         summaries = train_runs(configs, resume=bool(args.resume), stop_after=args.stop_after, quiet=args.quiet)
@@ -86,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resnetlab train: {e.signame}: {kept}. Resume with: resnetlab train --resume {shlex.quote(resume_dir)}",
               file=sys.stderr)
         return e.exit_code
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun the main process reports
     for cfg, summary in zip(configs, summaries):
         err = summary["final_val_error"]
         state = ("finished" if summary["finished"] else

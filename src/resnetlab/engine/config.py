@@ -200,6 +200,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.normalization == "weights" and not cfg.weights:
         raise UserError("--normalization weights follows --weights, and none are given: use pixel-mean, channel or "
                         "imagenet, or give --weights")
+    if cfg.save_minutes < 0:
+        raise UserError(f"--save-minutes cannot be negative, not {cfg.save_minutes}")
     if not 0 <= cfg.label_smoothing < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
     if not 0 <= cfg.momentum < 1:

@@ -5,6 +5,7 @@ checkpoints. The loop (engine/trainer.py) trains one or several runs; a Run keep
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -53,6 +54,7 @@ class Run:
     def __init__(self, cfg: TrainConfig, resume: bool, device: torch.device, dist: distributed.DistInfo,
                  channels_last: bool) -> None:
         self.cfg, self.device, self.dist = cfg, device, dist
+        self.last_save = time.monotonic()
         self.amp_dtype: torch.dtype | None = None  # the precision of the steps and evaluations: set by Stack.use
         self.run_dir = RunDir(cfg.out)
         if dist.is_main:
@@ -163,12 +165,18 @@ class Run:
             raise UserError(f"--data {self.cfg.data} is not the dataset this run trained on ({key}: {was} then, "
                             f"{now} here); give its folder with --resume {self.run_dir.path} --data DATA")
 
+    def save_due(self) -> bool:
+        """Whether --save-minutes have passed since this process's last checkpoint (main process only)."""
+        return bool(self.cfg.save_minutes and self.dist.is_main and
+                    time.monotonic() - self.last_save >= 60 * self.cfg.save_minutes)
+
     def save(self, best: dict[str, Any] | None = None) -> None:
         """last.pt; with `best` (the split that chose it, the iteration, the error) best.pt as well."""
         if not self.dist.is_main:
             return
         payload = self._payload()
         self.run_dir.save("last.pt", payload)
+        self.last_save = time.monotonic()
         if best is not None:
             self.run_dir.save("best.pt", {**payload, "best": best})
 

@@ -89,6 +89,9 @@ class TrainConfig:
     log_every: int = setting(100, group="system", resume=True)
     save_every: int = setting(0, group="system", resume=True,
                               help="also write last.pt every N iterations (0: at evaluations only)")
+    save_minutes: float = setting(0.0, group="system", resume=True,
+                                  help="also write last.pt at the first log point after this many minutes since the "
+                                       "last checkpoint (0: never by time): bounds the work a hard kill loses")
     seed: int = setting(0, group="system", same_run=True)
     device: str = setting("auto", group="system", choices=("auto", "cpu", "cuda"), resume=True, together=True)
     amp: str = setting("auto", group="system", choices=("auto", "bf16", "fp16", "off"), together=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -109,7 +110,8 @@ def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int
                teardown: bool = True, quiet: bool = False) -> list[dict[str, Any]]:
     """Train the runs of `configs` together (one run: the common case); teardown=False keeps a torchrun
     process group for a caller that trains several runs in one job; quiet: no lines, no bar (errors only)."""
-    with messages.printed(quiet):
+    # Under torchrun the main process speaks for all (the others would print every line again).
+    with messages.printed(quiet or os.environ.get("RANK", "0") != "0"):
         return _train_runs(configs, resume, stop_after, teardown)
 
 
@@ -189,7 +191,8 @@ def log_point(runs: list[Run], stack: Stack, lrs: list[float], batch: int, end: 
     rank asked to stop. A checkpoint between log points (--save-every) leaves the window open and stores it in
     the checkpoint, so the next logged figures cover the same steps as without it."""
     cfg, step = runs[0].cfg, runs[0].state.step
-    evaluating, saving = at_eval(cfg, step), at_save(cfg, step, end)
+    # A checkpoint by time is decided on the main process alone (only it writes; no collective depends on it).
+    evaluating, saving = at_eval(cfg, step), at_save(cfg, step, end) or runs[0].save_due()
     if not (evaluating or step % cfg.log_every == 0):
         stack.sync()
         for run in runs:
