@@ -75,7 +75,8 @@ def make_datasets(plan: Plan) -> tuple[Path, dict[int, Path]]:
     data = plan.out / "data"
     _link_tree(data / "vehicles", {c: _images(root / c) for c in VEHICLES})
     rng = np.random.default_rng(0)
-    order = {c: [_images(root / c)[i] for i in rng.permutation(len(_images(root / c)))] for c in ANIMALS}
+    listed = {c: _images(root / c) for c in ANIMALS}
+    order = {c: [paths[i] for i in rng.permutation(len(paths))] for c, paths in listed.items()}
     for c, paths in order.items():
         if len(paths) < HOLDOUT_PER_CLASS + max(plan.per_class):
             raise UserError(f"--data: class {c} has {len(paths)} images, fewer than the hold-out of "
