@@ -82,6 +82,13 @@ def test_weights_objects_round_trip_as_torchvisions_do():
         create_model("cifar_resnet56", weights=w)
 
 
+def test_shipped_weights_say_the_rule_they_were_chosen_by():
+    for model in ("cifar_resnet20", "cifar_resnet56"):
+        rule = get_weights(model, "resnetlab").meta["selection"]
+        assert "final-iteration" in rule and "seed" in rule
+    assert "selection" not in get_weights("cifar_resnet20", "akamaster").meta
+
+
 def test_shipped_weights_carry_the_split_they_were_validated_on():
     for model in ("cifar_resnet20", "cifar_resnet56"):
         w = get_weights(model, "resnetlab")

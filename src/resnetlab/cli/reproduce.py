@@ -109,38 +109,8 @@ def run_imagenet(args) -> int:
     return 0
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated whole numbers, not {text!r}") from None
-    bad = [d for d in values if d < 8 or (d - 2) % 6]
-    if not values or bad:
-        raise UserError(f"{flag}: CIFAR depths are 6n+2 (8, 14, 20, 32, ...), not {bad or text!r}")
-    return values
-
-
-def run_cifar(args) -> int:
-    depths = _ints(args.depths, "--depths")
-    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    if not nets or any(n not in ("plain", "resnet") for n in nets):
-        raise UserError(f"--nets takes plain, resnet or both, not {args.nets!r}")
-    if args.seeds < 1 or args.iters < 1:
-        raise UserError("--seeds and --iters must be positive")
-    out = Path(args.out)
-    claim_folder(out, "cifar")
-    start = time.time()
-    specs = cifar.plan(nets, depths, args.seeds)
-    pending: list = []
-    if args.report_only:
-        summaries = cifar.finished_summaries(specs, out)
-        pending = [s for s in specs if s not in summaries]
-        specs = [s for s in specs if s in summaries]
-        if not specs:
-            raise UserError(f"--report-only: no run of these networks has finished in {out / 'runs'}")
-    else:
-        together = args.together == "on" or (args.together == "auto" and resolve_device(args.device).type == "cuda")
-        summaries = cifar.run_all(specs, out, args.data, args.iters, args.device, args.eval_every, together)
+def _cifar_report(args, out: Path, specs: list, pending: list, summaries: dict, start: float) -> tuple[str, list, dict]:
+    """Table 6, Fig. 6 and Fig. 7 written beside the report's text; returns (report, rows, stds)."""
     wall = sum(s.get("train_seconds", 0) for s in summaries.values())
     table, rows = cifar.table6(specs, out)
     atomic_write(out / "table6.md", lambda tmp: tmp.write_text(table))
@@ -191,6 +161,42 @@ Errors in % of the evaluation split at the end of each run; the paper's column i
 Where ours differs and why: {'this run is far shorter than the paper' + "'" + 's 64k iterations, so every error is higher than Table 6 and the ranking of close depths can change; ' if args.iters < PAPER_ITERS else ''}the paper reports test error on the original
 CIFAR-10 test set, while {'these runs validate on the ' + split_name if split_name != 'test' else 'these runs use the data' + "'" + 's test split'}{'; the shared data is JPEG-compressed (quality 75), which costs a few points of accuracy' if 'jpeg' in args.data.lower() else ''}.
 """
+    return report, rows, stds
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated whole numbers, not {text!r}") from None
+    bad = [d for d in values if d < 8 or (d - 2) % 6]
+    if not values or bad:
+        raise UserError(f"{flag}: CIFAR depths are 6n+2 (8, 14, 20, 32, ...), not {bad or text!r}")
+    return values
+
+
+def run_cifar(args) -> int:
+    depths = _ints(args.depths, "--depths")
+    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    if not nets or any(n not in ("plain", "resnet") for n in nets):
+        raise UserError(f"--nets takes plain, resnet or both, not {args.nets!r}")
+    if args.seeds < 1 or args.iters < 1:
+        raise UserError("--seeds and --iters must be positive")
+    out = Path(args.out)
+    claim_folder(out, "cifar")
+    start = time.time()
+    specs = cifar.plan(nets, depths, args.seeds)
+    pending: list = []
+    if args.report_only:
+        summaries = cifar.finished_summaries(specs, out)
+        pending = [s for s in specs if s not in summaries]
+        specs = [s for s in specs if s in summaries]
+        if not specs:
+            raise UserError(f"--report-only: no run of these networks has finished in {out / 'runs'}")
+    else:
+        together = args.together == "on" or (args.together == "auto" and resolve_device(args.device).type == "cuda")
+        summaries = cifar.run_all(specs, out, args.data, args.iters, args.device, args.eval_every, together)
+    report, rows, stds = _cifar_report(args, out, specs, pending, summaries, start)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"table6": rows, "figure7": stds}, indent=2)))
     print(f"wrote {out / 'report.md'}, table6.md, figure6.png, figure7.png")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
@@ -67,3 +69,23 @@ class Data:
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
                                       rank=dist.rank, world_size=dist.world_size, channels_last=channels_last)
             self.val = eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers) if val is not None else None
+
+    def check_same(self, ckpt: dict, given: str, run_dir: Path) -> None:
+        """A resumed run reads the data it trained on, wherever that now lies: the same classes, split sizes,
+        hold-out (by its digest) and images (by theirs)."""
+        new = {k: v for k, v in self.split.items() if k != "val_indices"}
+        old = ckpt.get("split") or {}
+        keys = ("val", "train_images", "val_images", "holdout", "val_sha1", "data_sha1")
+        differing = [k for k in keys if k in old and old[k] != new.get(k)]
+        if ckpt.get("classes") not in (None, self.classes):
+            differing.insert(0, "classes")
+        if not differing:
+            return
+        key = differing[0]
+        if key == "data_sha1":
+            raise UserError(f"--data {given} has the classes and split sizes this run trained on but other images "
+                            f"(their digest differs); give the dataset it trained on with --resume {run_dir} --data DATA")
+        was, now = (ckpt["classes"], self.classes) if key == "classes" else (old[key], new.get(key))
+        raise UserError(f"--data {given} is not the dataset this run trained on ({key}: {was} then, {now} here); "
+                        f"give its folder with --resume {run_dir} --data DATA")
+

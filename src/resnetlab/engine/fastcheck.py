@@ -142,6 +142,19 @@ def common_candidates(stack: Stack, candidates: list[FastPath]) -> list[FastPath
     return common or [EAGER_FP32]
 
 
+def _probe_path(probe: Probe, reference: Step, twin: Step, precision: str) -> tuple[str | None, str, float]:
+    """(why the stack's current path disagrees, or None; what was measured; seconds of its first step)."""
+    with interrupts_noticed() as interrupted:
+        try:
+            result, seconds = probe.run_scaled()
+            why, measured = compare(result, reference, precision, twin)
+            return why, measured, seconds
+        except Exception as e:  # a compiler that fails on this machine is a rejection, not a crash...
+            if interrupted:  # ...but a Ctrl-C that broke the compiler's workers is the user's stop
+                raise KeyboardInterrupt from None
+            return f"it failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300], "", 0.0
+
+
 def settle(stack: Stack, candidates: list[FastPath], batches: list[tuple[Tensor, Tensor]], lrs: list[float],
            say: Callable[[str], None] = print) -> tuple[float, list[str]]:
     """Put `stack` on the first of `candidates` that agrees with the eager fp32 step (cached verdicts are
@@ -180,15 +193,7 @@ def settle(stack: Stack, candidates: list[FastPath], batches: list[tuple[Tensor,
         if path.compiled:
             say(f"checking the {path.name} step against eager fp32 over {PROBE_STEPS} steps (compiling it: about a minute "
                 "on an idle 2-core CPU, up to 8 on a busy one)...")
-        with interrupts_noticed() as interrupted:
-            try:
-                result, seconds = probe.run_scaled()
-                why, measured = compare(result, reference, path.precision, twin)
-            except Exception as e:  # a compiler that fails on this machine is a rejection, not a crash...
-                if interrupted:  # ...but a Ctrl-C that broke the compiler's workers is the user's stop
-                    raise KeyboardInterrupt from None
-                seconds, measured = 0.0, ""
-                why = f"it failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        why, measured, seconds = _probe_path(probe, reference, twin, path.precision)
         if path.compiled:
             compile_seconds += seconds
             stack.compiled_once = True

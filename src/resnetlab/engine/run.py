@@ -130,7 +130,7 @@ class Run:
         path = self.run_dir / "last.pt"
         if ckpt["model_name"] != self.cfg.model:
             raise UserError(f"{path} is a {ckpt['model_name']} run, not {self.cfg.model}")
-        self._check_same_data(ckpt)
+        self.data.check_same(ckpt, self.cfg.data, self.run_dir.path)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -145,25 +145,6 @@ class Run:
             raise UserError(f"{path} is damaged or does not fit this run ({type(e).__name__}"
                             f"{': ' + str(e) if isinstance(e, ValueError) and 'iteration' in str(e) else ''}); "
                             "restore it from a copy, or start the run again in a new --out") from None
-
-    def _check_same_data(self, ckpt: dict[str, Any]) -> None:
-        """A resumed run reads the data it trained on, wherever that now lies: same classes, same split sizes,
-        same hold-out (by its digest)."""
-        new = {k: v for k, v in self.data.split.items() if k != "val_indices"}
-        old = ckpt.get("split") or {}
-        keys = ("val", "train_images", "val_images", "holdout", "val_sha1", "data_sha1")
-        differing = [k for k in keys if k in old and old[k] != new.get(k)]
-        if ckpt.get("classes") not in (None, self.data.classes):
-            differing.insert(0, "classes")
-        if differing:
-            key = differing[0]
-            was, now = (ckpt["classes"], self.data.classes) if key == "classes" else (old[key], new.get(key))
-            if key == "data_sha1":
-                raise UserError(f"--data {self.cfg.data} has the classes and split sizes this run trained on but other "
-                                f"images (their digest differs); give the dataset it trained on with --resume "
-                                f"{self.run_dir.path} --data DATA")
-            raise UserError(f"--data {self.cfg.data} is not the dataset this run trained on ({key}: {was} then, "
-                            f"{now} here); give its folder with --resume {self.run_dir.path} --data DATA")
 
     def save_due(self) -> bool:
         """Whether --save-minutes have passed since this process's last checkpoint (main process only)."""

@@ -7,30 +7,25 @@ steps k.. exactly. SIGINT/SIGTERM stop the loop after the step in progress, whic
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from resnetlab.engine import distributed, fastcheck, fastpath, messages, start
+from resnetlab.engine.config import TrainConfig, validate
 from resnetlab.engine.devices import resolve_device
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.config import TrainConfig, from_dict, validate
-from resnetlab.engine.schedule import extended
+from resnetlab.engine.progress import Progress, duration
+from resnetlab.engine.resumption import load_run_config, resume_configs, seed_configs
 from resnetlab.engine.run import SPLIT_NAMES, Run, TrainingDiverged
+from resnetlab.engine.settings import TOGETHER_SAME
 from resnetlab.engine.stack import Stack
-from resnetlab.multiseed import check_together
-from resnetlab.engine.settings import RESUME_CHANGEABLE, TOGETHER_SAME
 from resnetlab.errors import UserError
-from resnetlab.files import read_small_text
+from resnetlab.multiseed import check_together
 
-__all__ = ["RunInterrupted", "SPLIT_NAMES", "TrainingDiverged", "load_run_config", "prepare", "resume_configs",
+__all__ = ["RunInterrupted", "SPLIT_NAMES", "TrainingDiverged", "duration", "load_run_config", "prepare", "resume_configs",
            "seed_configs", "train", "train_runs"]
 
 
@@ -239,99 +234,3 @@ def common_step(runs: list[Run]) -> int:
     if len(starts) != 1:
         raise UserError(f"runs trained together must be at the same iteration, not {sorted(starts)}")
     return starts.pop()
-
-
-class Progress:
-    """The progress bar, the lines of each evaluation, and the time estimate, on the main process only."""
-
-    def __init__(self, runs: list[Run], dist: distributed.DistInfo, step: int) -> None:
-        self.runs, lead = runs, runs[0]
-        name = lead.cfg.model if len(runs) == 1 else f"{len(runs)} x {lead.cfg.model}"
-        self.bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
-                        disable=None if dist.is_main and not messages.quiet() else True)
-        self.estimated = lead.device.type != "cpu" or not dist.is_main  # said once, on the CPU
-
-    def update(self) -> None:
-        self.bar.update(1)
-
-    def write(self, line: str) -> None:
-        messages.say(line)
-
-    def show(self, records: list[dict[str, Any]]) -> None:
-        first = records[0]
-        self.bar.set_postfix(loss=f"{first['train_loss']:.3f}", err=f"{first['train_error']:.1%}",
-                             lr=f"{first['lr']:g}", img_s=f"{first['images_per_s']:,.0f}", data=f"{first['data_wait']:.0%}")
-        for run, record in zip(self.runs, records):
-            if "val_error" in record:
-                self.write(("" if len(self.runs) == 1 else f"[seed {run.cfg.seed}] ") + run.line(record))
-        lead, step = self.runs[0], first["iteration"]
-        if not self.estimated and step < lead.cfg.iters:
-            self.estimated = True
-            self.write(_estimate(lead, step, sum(r["images_per_s"] for r in records)))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _estimate(run: Run, step: int, images_per_s: float) -> str:
-    cfg = run.cfg
-    seconds = (cfg.iters - step) * cfg.batch_size / images_per_s
-    return (f"at {images_per_s:,.0f} images/s on this CPU the remaining {cfg.iters - step:,} iterations take about "
-            f"{duration(seconds)}; --iters N shortens the run (the lr milestones scale with it), and Ctrl-C stops it "
-            f"resumably (--resume {cfg.out})")
-
-
-def duration(seconds: float) -> str:
-    """A time as a person says it: 40 s, 12 min, 2.3 h."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def seed_configs(cfg: TrainConfig, seeds: int) -> list[TrainConfig]:
-    """One config per seed cfg.seed .. cfg.seed+seeds-1, each in RUN_DIR/seed<N>."""
-    return [dataclasses.replace(cfg, seed=cfg.seed + i, out=f"{cfg.out}/seed{cfg.seed + i}") for i in range(seeds)]
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    """The configuration a run was started with: config.json, or the checkpoint's copy of it."""
-    if run_dir.is_file():
-        raise UserError(f"--resume {run_dir}: a file; give the run's folder")
-    if not (run_dir / "last.pt").is_file():
-        raise UserError(f"--resume {run_dir}: no last.pt there, nothing to resume")
-    path = run_dir / "config.json"
-    if path.exists() or path.is_symlink():
-        try:
-            values = json.loads(read_small_text(path, "the run's config", limit=1 << 20))
-        except (json.JSONDecodeError, RecursionError):
-            values = None
-        if not isinstance(values, dict):
-            raise UserError(f"{path} is damaged (not a JSON object); delete it to resume from the copy inside last.pt")
-        return from_dict(values, str(path))
-    return from_dict(load_checkpoint(run_dir / "last.pt", training=True)["config"], str(run_dir / "last.pt"))
-
-
-def resume_configs(run_dir: Path, flags: dict[str, Any]) -> list[TrainConfig]:
-    """The configs to resume RUN_DIR with (one per seed for runs trained together), with the changes
-    `flags` may make."""
-    together = sorted(run_dir.glob("seed*/last.pt")) if not (run_dir / "last.pt").exists() else []
-    return [resumed_config(p.parent, flags) for p in together] or [resumed_config(run_dir, flags)]
-
-
-def resumed_config(run_dir: Path, flags: dict[str, Any]) -> TrainConfig:
-    """The config of the run in `run_dir`, changed by `flags` where a resumed run may change."""
-    fixed = sorted(k for k, v in flags.items() if v is not None and k not in RESUME_CHANGEABLE)
-    if fixed:
-        raise UserError(f"--{fixed[0].replace('_', '-')} cannot change when resuming (only "
-                        f"{', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_CHANGEABLE))})")
-    old = load_run_config(run_dir)
-    changes = {k: v for k, v in flags.items() if v is not None}
-    if "iters" in changes and "milestones" not in changes:
-        # --iters on resume follows the schedule a fresh run of that length would have (or is refused).
-        step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
-        changes["milestones"] = extended(old, changes["iters"], step)
-    cfg = dataclasses.replace(old, out=str(run_dir), **changes)
-    validate(cfg)
-    return cfg

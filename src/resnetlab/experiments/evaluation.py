@@ -157,16 +157,25 @@ def measure(o: Options) -> dict:
         items = ([str(p) for p in data.paths] if not isinstance(data, ArrayDataset) else
                  [f"{data.split}[{i}]" for i in data.index])  # traceable: the split and the index in it
         write_predictions(Path(o.save_predictions), {"predictions": predictions}, ds.classes, items)
+    note = caveat(o, split, loads)
+    if note:
+        result["note"] = note
+    return result
+
+
+def caveat(o: Options, split: str, loads: list) -> str | None:
+    """What a reader of the error must know: it was measured on images the network may have trained on, or on
+    the split that chose the checkpoint."""
+    if any(((x.checkpoint or {}).get("best") or {}).get("chosen_on") == split for x in loads):
+        # The honest caveat of best.pt: an error on the split that chose the checkpoint is optimistic.
+        return (f"this checkpoint was chosen as the best of its run on this {split} split, so its error here is "
+                "optimistic; report last.pt's (final-iteration) error instead")
     if o.split == "auto" and split == "train":
         # No test or val/ split in the data and no hold-out recorded with the weights: the only split left may be
         # the very images the network trained on (every CIFAR net trained on CIFAR-10's training set).
-        result["note"] = (f"{o.data} has no test or val/ split and the weights record no hold-out, so this is the "
-                          "training split: a network trained on these images errs less here than on unseen ones. "
-                          "Give --split holdout (the paper's 5k hold-out), or data with a test split")
-    if any(((x.checkpoint or {}).get("best") or {}).get("chosen_on") == split for x in loads):
-        # The honest caveat of best.pt: an error on the split that chose the checkpoint is optimistic.
-        result["note"] = (f"this checkpoint was chosen as the best of its run on this {split} split, so its error "
-                          "here is optimistic; report last.pt's (final-iteration) error instead")
-    return result
+        return (f"{o.data} has no test or val/ split and the weights record no hold-out, so this is the training "
+                "split: a network trained on these images errs less here than on unseen ones. Give --split holdout "
+                "(the paper's 5k hold-out), or data with a test split")
+    return None
 
 
