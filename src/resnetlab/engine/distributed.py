@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import torch
@@ -33,7 +34,15 @@ def setup(device_type: str) -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # The store torchrun gives (env://), with keys of this attempt only: a group that torchrun restarts must
+        # never read the addresses the dead group's ranks left there (gloo would connect to closed ports).
+        # RESNETLAB_DIST_TIMEOUT (seconds, default torch's 1800): how long forming the group and any collective
+        # may wait for a rank before failing the job (and letting torchrun restart it).
+        timeout = timedelta(seconds=float(os.environ.get("RESNETLAB_DIST_TIMEOUT", "1800")))
+        store, rank, world = next(dist.rendezvous("env://", rank=info.rank, world_size=world, timeout=timeout))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world,
+                                store=dist.PrefixStore(f"resnetlab/attempt-{attempt}/", store), timeout=timeout)
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
