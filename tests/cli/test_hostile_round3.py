@@ -217,3 +217,13 @@ def test_skip_corrupt_passes_over_a_corrupt_first_image(tmp_path):
             Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(folder / c / f"{i}.png")
     (folder / "a" / "0.png").write_bytes(b"not a png")
     assert main(["data", "inspect", str(folder), "--skip-corrupt", "--json"]) == 0
+
+
+def test_a_bad_value_in_the_config_file_names_the_file_and_key(tmp_path, tiny_cifar, capsys):
+    config = tmp_path / "my.toml"
+    config.write_text("[optimizer]\nlr = 50.0\n")
+    err = refused(["train", "--config", str(config), "--data", str(tiny_cifar), "--out", str(tmp_path / "r")],
+                  f"--config {config}: lr = 50.0", capsys)
+    assert "must be in (0, 10]" in err
+    # the same value given as a flag is named as the flag
+    refused(["train", "--lr", "50", "--data", str(tiny_cifar), "--out", str(tmp_path / "r")], "--lr must be", capsys)

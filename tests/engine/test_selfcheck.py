@@ -142,3 +142,28 @@ def test_seeds_trained_together_never_resume_in_fp16(monkeypatch):
     cpu = torch.device("cpu")
     assert fastpath.choose(cfg, cpu, runs=1, recorded="fp16").amp == torch.float16
     assert fastpath.choose(cfg, cpu, runs=3, recorded="fp16").amp != torch.float16
+
+
+def test_a_ctrl_c_that_breaks_the_compiler_is_the_users_stop_not_a_rejection():
+    """torch.compile's workers die of the same Ctrl-C and the compile fails with another exception: that must
+    stop the run (KeyboardInterrupt), not pass for a path this machine cannot compile."""
+    import os
+    import signal
+
+    class Broken:
+        def run_scaled(self):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # swallowed, as a compiler's worker pool may
+            raise RuntimeError("a compile worker died")
+
+    with pytest.raises(KeyboardInterrupt):
+        fastcheck._probe_path(Broken(), None, None, "bf16")
+
+    class Failing:
+        def run_scaled(self):
+            raise RuntimeError("this machine cannot compile it")
+
+    why, _, _ = fastcheck._probe_path(Failing(), None, None, "bf16")
+    assert why.startswith("it failed: RuntimeError")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -63,6 +64,19 @@ def _resume_hint(configs: list[TrainConfig], resumed: str | None) -> str:
     return resumed or (configs[0].out if len(configs) == 1 else str(Path(configs[0].out).parent))
 
 
+def _resolve_naming_the_file(recipe: str, file_values: dict, flags: dict, path: str | None) -> TrainConfig:
+    """resolve(), with a bad value that came from --config named as the file's key, not as a flag."""
+    try:
+        return resolve(recipe, file_values, flags)
+    except UserError as e:
+        found = re.search(r"--([a-z][a-z0-9-]*)", str(e))
+        key = found.group(1).replace("-", "_") if found else None
+        if path and key in file_values and flags.get(key) is None:
+            text = str(e).replace(found.group(0), f"{key} = {file_values[key]!r}", 1)
+            raise UserError(f"--config {path}: {text}") from None
+        raise
+
+
 def continue_existing(configs: list[TrainConfig], asked: bool) -> list[TrainConfig] | None:
     """With --resume-if-exists, or when torchrun restarts the job (TORCHELASTIC_RESTART_COUNT > 0): the run
     already in --out, continued from its last checkpoint, when it is the run this command line describes; a
@@ -99,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         model = flags.get("model") or file_values.get("model") or TrainConfig.model
         weights = flags.get("weights") or file_values.get("weights")
         recipe = flags.pop("recipe") or file_values.pop("recipe", None) or recipe_for(str(model), weights)
-        cfg = resolve(recipe, file_values, flags)
+        cfg = _resolve_naming_the_file(recipe, file_values, flags, args.config)
         configs = seed_configs(cfg, args.seeds) if args.seeds > 1 else [cfg]
         existing = continue_existing(configs, args.resume_if_exists)
         if existing is not None:
