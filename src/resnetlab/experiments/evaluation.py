@@ -120,6 +120,8 @@ def measure(o: Options) -> dict:
     recorded = (loaded.checkpoint or {}).get("split", {})
     split = evaluation_name(ds, o.split, recorded.get("val"))
     data = select_split(ds, split, recorded.get("holdout", PAPER_HOLDOUT))
+    if len(data) == 0:
+        raise UserError(f"--data {o.data}: its {split} split holds no images; nothing to evaluate")
     device = resolve_device(o.device)
     models = [x.model.to(device) for x in loads]
     ref = loaded.normalization
