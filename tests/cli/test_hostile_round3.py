@@ -244,3 +244,16 @@ def test_an_empty_test_split_and_odd_metrics_lines_give_one_line_or_are_skipped(
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "metrics.jsonl").write_bytes(b'\xff\xfe\n[1, 2]\n{"iteration": "x"}\n{"iteration": 2}\n')
     assert RunDir(tmp_path / "books").metrics() == [{"iteration": 2}]
+
+
+def test_a_class_folder_whose_name_is_not_utf8(tmp_path, capsys):
+    root = tmp_path / "folders"
+    root.mkdir()
+    for name in (b"caf\xe9", b"tea"):
+        folder = os.path.join(os.fsencode(root), name)
+        os.mkdir(folder)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(os.fsdecode(os.path.join(folder, b"%d.png" % i)))
+    rc = main(["data", "inspect", str(root), "--json"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and (rc == 0 or (rc == 2 and len(err.strip().splitlines()) == 1))
