@@ -58,8 +58,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
 
     # A published name (akamaster, torchvision) means those weights even where a file or folder in the working
     # directory bears the name; such a file is loaded as ./NAME. Other words that are not files are looked up.
-    looks_like_name = "/" not in weights and not weights.endswith((".pt", ".pth", ".th"))
-    if looks_like_name and (pretrained.is_weights_name(weights) or not Path(weights).is_file()):
+    if pretrained.names_published_weights(weights):
         w = pretrained.lookup(model, weights)
         if w.bundled:  # resnetlab's own weights: a checkpoint carrying its classes, input and normalization
             return load_model(str(pretrained.fetch(w)), style=style)

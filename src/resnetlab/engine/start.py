@@ -23,7 +23,7 @@ from resnetlab.engine.config import TrainConfig
 from resnetlab.errors import UserError
 from resnetlab.models import create_model, load_weights, read_checkpoint
 from resnetlab.models import pretrained
-from resnetlab.models.weights import trained_as
+from resnetlab.models.weights import extract_state_dict, trained_as
 
 
 @dataclass
@@ -45,8 +45,7 @@ class Start:
 def resolve_start(cfg: TrainConfig) -> Start:
     """The weights `cfg.weights` names, found and identified (nothing is loaded into a network yet)."""
     given = cfg.weights
-    named = "/" not in given and not given.endswith((".pt", ".pth", ".th"))
-    if named and (pretrained.is_weights_name(given) or not Path(given).is_file()):
+    if pretrained.names_published_weights(given):
         w = pretrained.lookup(cfg.model, given)
         file = pretrained.fetch(w)
         return Start(given, file, file_digest(file, "sha256"), list(w.classes), w.input_normalization(), dict(w.input))
@@ -90,14 +89,11 @@ def load_start(model: nn.Module, cfg: TrainConfig, start: Start, classes: list[s
 
 
 def _classifier_rows(obj: dict) -> int:
-    for key in ("model", "state_dict"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    for name in ("fc.weight", "linear.weight", "module.fc.weight", "module.linear.weight"):
-        if isinstance(obj.get(name), Tensor) and obj[name].dim() == 2:
-            return int(obj[name].shape[0])
-    raise UserError("--weights: the file holds no classifier (fc.weight) of a resnetlab network")
+    """The classifier's output count, read under resnetlab's names (extract_state_dict maps the other formats)."""
+    fc = extract_state_dict(obj).get("fc.weight")
+    if fc is None or fc.dim() != 2:
+        raise UserError("--weights: the file holds no classifier (fc.weight) of a resnetlab network")
+    return int(fc.shape[0])
 
 
 def stage_names(model: nn.Module) -> list[str]:

@@ -185,6 +185,13 @@ def resolve_name(model: str, name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def names_published_weights(given: str) -> bool:
+    """Whether `--weights given` means published weights rather than a file: a word with no path or weights-file
+    suffix that names some network's weights, or that is no file here."""
+    looks_like_name = "/" not in given and not given.endswith((".pt", ".pth", ".th"))
+    return looks_like_name and (is_weights_name(given) or not Path(given).is_file())
+
+
 def is_weights_name(name: str) -> bool:
     """Whether `name` names published weights of some network (then it is never read as a file of that name:
     `./resnetlab` is how to give such a file)."""
