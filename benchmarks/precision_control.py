@@ -40,7 +40,7 @@ PRECISION_KEYS = {"out", "amp", "fast", "compile", "fast_path"}
 
 
 def other_differences(a: Path, b: Path) -> list[str]:
-    from resnetlab.engine.config import upgraded  # older runs' config.json in today's keys and values
+    from resnetlab.training.config import upgraded  # older runs' config.json in today's keys and values
 
     ca, cb = (upgraded(json.loads((run / "config.json").read_text())) for run in (a, b))
     return sorted(k for k in set(ca) | set(cb) if k not in PRECISION_KEYS and ca.get(k) != cb.get(k))

@@ -1,4 +1,4 @@
-"""The measurements behind engine/fastcheck.py's TOLERANCE: how far healthy steps lie from the eager fp32 steps,
+"""The measurements behind training/fastcheck.py's TOLERANCE: how far healthy steps lie from the eager fp32 steps,
 and how far broken ones do, on real CIFAR-10 batches of 128.
 
     python benchmarks/selfcheck_tolerances.py [--nets cifar_resnet20,cifar_plain110] [--compiled] [--out FILE]
@@ -16,44 +16,44 @@ import argparse
 import contextlib
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-from resnetlab.engine import fastcheck, probe as checks
-from resnetlab.engine.config import resolve
-from resnetlab.engine.devices import cpu_isa
-from resnetlab.engine.fastpath import FastPath
-from resnetlab.engine.trainer import prepare
+from resnetlab.runtime.devices import cpu_isa
+from resnetlab.training import fastcheck
+from resnetlab.training import probe as checks
+from resnetlab.training.config import resolve
+from resnetlab.training.fastpath import FastPath
+from resnetlab.training.loop import prepare
 
 EAGER_BF16 = FastPath(None, torch.bfloat16, "eager bf16")
 COMPILED_BF16 = FastPath("default", torch.bfloat16, "compiled bf16")
 
 
 @contextlib.contextmanager
-def frozen_batchnorm(stack):
+def frozen_batchnorm(train_step):
     """Each step leaves BatchNorm's running statistics as they were."""
-    original = stack._step
+    original = train_step._step
 
     def step(x, y):
-        saved = [b.clone() for b in stack.net.buffers()]
+        saved = [b.clone() for b in train_step.net.buffers()]
         out = original(x, y)
         with torch.no_grad():
-            for b, s in zip(stack.net.buffers(), saved):
+            for b, s in zip(train_step.net.buffers(), saved):
                 b.copy_(s)
         return out
 
-    stack._step = step
+    train_step._step = step
     try:
         yield
     finally:
-        stack._step = original
+        train_step._step = original
 
 
 @contextlib.contextmanager
-def optimizer_setting(stack, **settings):
+def optimizer_setting(train_step, **settings):
     """The step runs with these SGD settings (weight_decay=0: dropped; momentum=0: ignored)."""
-    groups = stack.optimizer.param_groups
+    groups = train_step.optimizer.param_groups
     saved = [{k: g[k] for k in settings} for g in groups]
     for g in groups:
         g.update(settings)
@@ -65,10 +65,10 @@ def optimizer_setting(stack, **settings):
 
 
 @contextlib.contextmanager
-def gradients_replaced(stack, how: str):
+def gradients_replaced(train_step, how: str):
     """Before the update, every non-classifier gradient becomes noise of its norm ("noise"), or every conv
     gradient changes sign ("sign")."""
-    opt = stack.optimizer
+    opt = train_step.optimizer
     original = opt.step
     params = [p for group in opt.param_groups for p in group["params"]]
     classifier = max(i for i, p in enumerate(params) if p.dim() >= 2)
@@ -94,27 +94,27 @@ def gradients_replaced(stack, how: str):
 
 DEFECTS = {
     "BatchNorm statistics never updated": frozen_batchnorm,
-    "weight decay dropped": lambda stack: optimizer_setting(stack, weight_decay=0.0),
-    "momentum ignored": lambda stack: optimizer_setting(stack, momentum=0.0),
-    "gradients replaced by noise of the same norm": lambda stack: gradients_replaced(stack, "noise"),
-    "conv gradients sign-flipped": lambda stack: gradients_replaced(stack, "sign"),
+    "weight decay dropped": lambda train_step: optimizer_setting(train_step, weight_decay=0.0),
+    "momentum ignored": lambda train_step: optimizer_setting(train_step, momentum=0.0),
+    "gradients replaced by noise of the same norm": lambda train_step: gradients_replaced(train_step, "noise"),
+    "conv gradients sign-flipped": lambda train_step: gradients_replaced(train_step, "sign"),
 }
 
 
 def eager_stack(model: str, data: str, out: str, channels_last: str = "on", **extra):
-    """The eager fp32 stack of the run `train --model model` would start, and its first batch and lr."""
+    """The eager fp32 train_step of the run `train --model model` would start, and its first batch and lr."""
     cfg = resolve("cifar-paper", {}, {"model": model, "data": data, "out": out, "device": "cpu", "val": "none",
                                       "fast": "off", "amp": "off", "channels_last": channels_last, **extra})
-    runs, stack = prepare([cfg])
-    return stack, [runs[0].data.train.batch(0)], [runs[0].lr], runs
+    runs, train_step = prepare([cfg])
+    return train_step, [runs[0].data.train.batch(0)], [runs[0].lr], runs
 
 
-def probe(stack, batches, lrs, path: FastPath, defect=None):
+def probe(train_step, batches, lrs, path: FastPath, defect=None):
     """The probe's steps on `path`, with `defect` (a context manager factory) injected after the path is set."""
-    stack.use(path)
-    with defect(stack) if defect else contextlib.nullcontext():
-        step, _ = checks.Probe(stack, batches, lrs).run()
-    stack.use(fastcheck.EAGER_FP32)
+    train_step.use(path)
+    with defect(train_step) if defect else contextlib.nullcontext():
+        step, _ = checks.Probe(train_step, batches, lrs).run()
+    train_step.use(fastcheck.EAGER_FP32)
     return step
 
 
@@ -122,17 +122,17 @@ def measure(model: str, data: str, compiled: bool) -> list[str]:
     """One table row per candidate: its distances from the reference and the verdict at each precision."""
     rows = []
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        stack, batches, lrs, runs = eager_stack(model, data, a)
-        reference = probe(stack, batches, lrs, fastcheck.EAGER_FP32)
-        twin = probe(stack, checks.perturbed(batches), lrs, fastcheck.EAGER_FP32)
+        train_step, batches, lrs, runs = eager_stack(model, data, a)
+        reference = probe(train_step, batches, lrs, fastcheck.EAGER_FP32)
+        twin = probe(train_step, checks.perturbed(batches), lrs, fastcheck.EAGER_FP32)
         rows.append(("twin: input perturbed by 2^-8", twin))
         other, other_batches, _, other_runs = eager_stack(model, data, b, channels_last="off")
         rows.append(("fp32 contiguous (rounding only)", probe(other, other_batches, lrs, fastcheck.EAGER_FP32)))
-        rows.append(("eager bf16", probe(stack, batches, lrs, EAGER_BF16)))
+        rows.append(("eager bf16", probe(train_step, batches, lrs, EAGER_BF16)))
         if compiled:
-            rows.append(("compiled bf16", probe(stack, batches, lrs, COMPILED_BF16)))
+            rows.append(("compiled bf16", probe(train_step, batches, lrs, COMPILED_BF16)))
         for name, defect in DEFECTS.items():
-            rows.append((f"defect: {name}", probe(stack, batches, lrs, fastcheck.EAGER_FP32, defect)))
+            rows.append((f"defect: {name}", probe(train_step, batches, lrs, fastcheck.EAGER_FP32, defect)))
         for r in runs + other_runs:
             r.run_dir.release()
     lines = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from resnetlab.cli.main import main
-from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.runtime.checkpoint import load_checkpoint
 
 # A CIFAR net small enough to train a few steps in a second on 2 cores.
 TINY = ["--model", "cifar_resnet8", "--batch-size", "32", "--lr", "0.1", "--warmup-lr", "0.01", "--log-every", "2", "--eval-every", "4", "--workers", "0"]

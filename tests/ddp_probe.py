@@ -18,8 +18,8 @@ import sys
 import torch
 
 from resnetlab.cli.main import main
-from resnetlab.engine.metrics import MetricWindow
-from resnetlab.engine.run import Run
+from resnetlab.training.metrics import MetricWindow
+from resnetlab.training.run import Run
 
 
 def digest(model: torch.nn.Module) -> str:
@@ -34,7 +34,7 @@ def run() -> int:
     report, args = sys.argv[1], sys.argv[2:]
     skew = "--skew-errors" in args
     if "--skew-evals" in args:  # rank 0's validation error improves at every evaluation, rank 1's never does
-        from resnetlab.engine import run as run_module
+        from resnetlab.training import run as run_module
 
         real_evaluate, evals = run_module.evaluate, []
 

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import resnetlab
-from resnetlab.engine import schedules, settings
-from resnetlab.engine.config import resolve
-from resnetlab.engine.schedule import RunState, learning_rate
 from resnetlab.models import registry
 from resnetlab.models.resnet import ResNet
+from resnetlab.training import schedules, settings
+from resnetlab.training.config import resolve
+from resnetlab.training.learning_rate import RunState, learning_rate
 
 
 def test_a_schedule_is_one_function_in_schedules_py():

@@ -20,12 +20,17 @@ from typing import Any, Callable
 from PIL import Image
 from torch import Tensor
 
-from resnetlab.engine.config import FIELDS, first_problem, recipe_for, resolve
-from resnetlab.engine.inference import LoadedModel, expand_folders, load_model, predict as _predict
-from resnetlab.deploy import export as _export
-from resnetlab.errors import UserError
+from resnetlab.data.imagenet import PROTOCOLS
+from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
+from resnetlab.inference.evaluation import Options, measure
+from resnetlab.inference.export import export as _export
+from resnetlab.inference.load import LoadedModel, load_model
+from resnetlab.inference.predict import expand_folders
+from resnetlab.inference.predict import predict as _predict
 from resnetlab.models.pretrained import Weights
-from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged, resume_configs, seed_configs, train_runs
+from resnetlab.runtime.devices import DEVICES
+from resnetlab.training import resume_configs, seed_configs, train_runs
+from resnetlab.training.config import FIELDS, first_problem, recipe_for, resolve
 
 __all__ = ["RunInterrupted", "TrainingDiverged", "evaluate", "export", "load", "predict", "resume", "train"]
 
@@ -87,10 +92,6 @@ def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | No
              topk: int = 5, force: bool = False, **unknown: Any) -> dict:
     """Evaluate as `resnetlab evaluate` does; returns its JSON as a dict: errors, per-class accuracy, confusion
     matrix. `plot`/`save_predictions` name files to write (None: none)."""
-    from resnetlab.experiments.evaluation import Options, measure
-    from resnetlab.data.imagenet import PROTOCOLS
-    from resnetlab.engine.devices import DEVICES
-
     known = [f.name for f in fields(Options) if f.name != "checkpoints"]
     for key in unknown:
         raise TypeError(f"evaluate: unknown option {key!r} (known: checkpoint, {', '.join(known)})")

@@ -44,7 +44,7 @@ def test_roofline_counts_flops_measures_the_peak_and_keeps_a_table_per_cpu_class
     """The fraction is the measured step's GFLOP/s over the measured peak of its precision, the FLOPs are
     counted (a deeper net has more per step), and --save keeps one record and one table row per CPU class."""
     from resnetlab.bench import report
-    from resnetlab.engine.devices import cpu_isa
+    from resnetlab.runtime.devices import cpu_isa
 
     folder = tmp_path / "results"
     folder.mkdir()

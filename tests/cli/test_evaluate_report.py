@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from resnetlab.cli.main import main
-from resnetlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from tests.clitools import TINY
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from resnetlab.cli.main import main
-from resnetlab.engine import checkpoint as ckpt_module
-from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.runtime import checkpoint as ckpt_module
+from resnetlab.runtime.checkpoint import load_checkpoint
 from tests.clitools import TINY, refused
 from tests.conftest import AKAMASTER
 
@@ -47,7 +47,7 @@ def test_bad_numbers_are_refused_in_one_line(flags, message, tiny_cifar, tmp_pat
 
 
 def test_an_unknown_model_is_refused_before_any_data_is_read(tiny_cifar, tmp_path, monkeypatch, capsys):
-    from resnetlab.engine import batches
+    from resnetlab.training import batches
 
     monkeypatch.setattr(batches, "open_dataset", lambda *a, **kw: pytest.fail("the data was read"))
     refused(["train", "--model", "cifar_resnet2O", "--data", str(tiny_cifar), "--out", str(tmp_path / "r")],
@@ -144,7 +144,7 @@ def test_random_bytes_a_folder_and_a_malicious_pickle_as_checkpoint(run, tiny_ci
 
 
 def test_residual_weights_loaded_into_a_plain_net_warn(tiny_cifar):
-    from resnetlab.engine.inference import load_model
+    from resnetlab.inference.load import load_model
 
     if not AKAMASTER_R20.is_file():
         pytest.skip("the shared akamaster weights are not here")
@@ -153,7 +153,7 @@ def test_residual_weights_loaded_into_a_plain_net_warn(tiny_cifar):
 
 
 def test_own_checkpoint_of_a_resnet_loaded_as_plain_warns(run):
-    from resnetlab.engine.inference import load_model
+    from resnetlab.inference.load import load_model
 
     with pytest.warns(UserWarning, match="trained as cifar_resnet8 but are loaded into cifar_plain8"):
         load_model(model="cifar_plain8", weights=str(run / "last.pt"))

@@ -2,7 +2,6 @@
 silent wrong result, no hang, one line instead of a traceback."""
 
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -230,8 +229,9 @@ def test_a_bad_value_in_the_config_file_names_the_file_and_key(tmp_path, tiny_ci
 
 
 def test_an_empty_test_split_and_odd_metrics_lines_give_one_line_or_are_skipped(tmp_path, run, capsys):
-    from tests.cifar_files import write_cifar10_python
     import pickle
+
+    from tests.cifar_files import write_cifar10_python
 
     data = tmp_path / "cifar-10-batches-py"
     write_cifar10_python(data, train_per_batch=10, test=10, seed=0)
@@ -239,7 +239,7 @@ def test_an_empty_test_split_and_odd_metrics_lines_give_one_line_or_are_skipped(
         pickle.dump({"data": np.zeros((0, 3072), np.uint8), "labels": []}, f)
     refused(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(data), "--split", "test"],
             "holds no images", capsys)
-    from resnetlab.engine.rundir import RunDir
+    from resnetlab.training.rundir import RunDir
 
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "metrics.jsonl").write_bytes(b'\xff\xfe\n[1, 2]\n{"iteration": "x"}\n{"iteration": 2}\n')

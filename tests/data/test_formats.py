@@ -6,8 +6,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from resnetlab.data import open_dataset
-from resnetlab.data import download
+from resnetlab.data import download, open_dataset
 from resnetlab.errors import UserError
 from tests.cifar_files import CLASSES10, write_cifar10_binary, write_cifar10_python, write_cifar100_python
 

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 import resnetlab
-from resnetlab.models import Bottleneck, ZeroPadShortcut, count_macs, count_parameters, create_model, list_models
 from resnetlab.errors import UserError
+from resnetlab.models import Bottleneck, ZeroPadShortcut, count_macs, count_parameters, create_model, list_models
 
 TABLE6_PARAMS = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
 TABLE1_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}

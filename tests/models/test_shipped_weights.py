@@ -10,7 +10,7 @@ import torch
 
 import resnetlab
 from resnetlab.cli.main import main
-from resnetlab.engine.inference import load_model
+from resnetlab.inference.load import load_model
 from resnetlab.models import pretrained
 
 REPO = Path(__file__).resolve().parents[2]

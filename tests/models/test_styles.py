@@ -9,8 +9,8 @@ import torchvision
 from PIL import Image
 
 from resnetlab.data.download import file_digest
-from resnetlab.engine.inference import load_model
 from resnetlab.errors import UserError
+from resnetlab.inference.load import load_model
 from resnetlab.models import create_model, pretrained
 from tests.clitools import refused
 

@@ -45,7 +45,7 @@ def test_loading_never_unpickles_objects(tmp_path):
 def test_akamaster_resnet20_classifies_the_shared_split_as_published(shared_cifar):
     """The proof that option A is built right: 86.04% on the 50k JPEG training images."""
     from resnetlab.data import DeviceLoader, Normalization, open_dataset
-    from resnetlab.engine.evaluate import evaluate
+    from resnetlab.inference.scoring import evaluate
 
     model = load_weights(create_model("cifar_resnet20"), AKAMASTER / "resnet20-12fca82f.th")
     train = open_dataset(shared_cifar).splits["train"]
@@ -58,7 +58,7 @@ def test_akamaster_resnet20_classifies_the_shared_split_as_published(shared_cifa
 def test_akamaster_end_padding_would_fail(shared_cifar):
     """Padding all new channels at the end computes something else with these weights."""
     from resnetlab.data import DeviceLoader, Normalization, open_dataset
-    from resnetlab.engine.evaluate import evaluate
+    from resnetlab.inference.scoring import evaluate
     from resnetlab.models import ZeroPadShortcut
 
     train = open_dataset(shared_cifar).splits["train"]

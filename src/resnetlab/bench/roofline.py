@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from resnetlab.bench.throughput import Options, trainer_rate
-from resnetlab.engine import fastpath
 from resnetlab.models import create_model
+from resnetlab.training import fastpath
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start/stop chatter, not ours to print
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}

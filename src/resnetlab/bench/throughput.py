@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
-from resnetlab.engine import fastpath
-from resnetlab.engine.config import resolve
-from resnetlab.engine.trainer import prepare, seed_configs
 from resnetlab.models import create_model
+from resnetlab.training import fastpath, seed_configs
+from resnetlab.training.config import resolve
+from resnetlab.training.loop import prepare
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,11 @@ def trainer_rate(opts: Options, device: torch.device, fast: str) -> dict:
         cfg = resolve("cifar-paper", {}, {"model": opts.model, "data": opts.data, "out": tmp, "device": device.type,
                                            "val": "none", "amp": opts.amp, "channels_last": opts.channels_last,
                                            "compile": opts.compile, "fast": fast})
-        runs, stack = prepare(seed_configs(cfg, opts.seeds) if opts.seeds > 1 else [cfg])
-        stack.net.train()
+        runs, train_step = prepare(seed_configs(cfg, opts.seeds) if opts.seeds > 1 else [cfg])
+        train_step.net.train()
 
         def step(i: int) -> None:
-            stack.step([r.data.train.batch(i) for r in runs], [0.1] * len(runs))
+            train_step([r.data.train.batch(i) for r in runs], [0.1] * len(runs))
 
         start = time.perf_counter()
         step(0)
@@ -120,9 +120,9 @@ def trainer_rate(opts: Options, device: torch.device, fast: str) -> dict:
         for r in runs:
             r.run_dir.release()
         # The step compiles in prepare when the self-check ran it, else at the first step.
-        compile_seconds = runs[0].state.compile_seconds + (first if stack.path.compiled else 0.0)
-        return {"images_per_s": images_per_s, "compile_seconds": compile_seconds, "path": stack.path.why,
-                "precision": stack.path.precision, "mode": stack.path.mode, "self_check": stack.self_check}
+        compile_seconds = runs[0].state.compile_seconds + (first if train_step.path.compiled else 0.0)
+        return {"images_per_s": images_per_s, "compile_seconds": compile_seconds, "path": train_step.path.why,
+                "precision": train_step.path.precision, "mode": train_step.path.mode, "self_check": train_step.self_check}
 
 
 def bench_cifar(opts: Options, device: torch.device) -> dict:

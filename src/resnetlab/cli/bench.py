@@ -23,10 +23,10 @@ import torch
 from resnetlab.bench import Options, report, roofline, throughput
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_device
-from resnetlab.engine import fastpath
-from resnetlab.engine.config import CHOICES
-from resnetlab.engine.devices import cpu_isa, resolve_device
 from resnetlab.errors import UserError
+from resnetlab.runtime.devices import cpu_isa, resolve_device
+from resnetlab.training import fastpath
+from resnetlab.training.config import CHOICES
 
 ROOFLINE_MODELS = "cifar_resnet20,cifar_resnet56,cifar_resnet110"
 

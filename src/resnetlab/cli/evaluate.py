@@ -9,7 +9,7 @@ from dataclasses import fields
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_device, add_model_source, strict_json
 from resnetlab.data.imagenet import PROTOCOLS
-from resnetlab.experiments.evaluation import Options, measure
+from resnetlab.inference.evaluation import Options, measure
 
 
 def build_parser() -> Parser:

@@ -3,14 +3,14 @@
 By default the program takes what an application has, RGB images as float in [0, 1] (N x 3 x size x size),
 and applies the model's own normalization inside; --no-preprocessing exports the bare network. Class names,
 input size and normalization travel in the file. Every export is loaded back and compared with PyTorch
-(resnetlab.deploy.export, also `resnetlab.export(...)` in Python).
+(resnetlab.inference.export, also `resnetlab.export(...)` in Python).
 """
 
 from __future__ import annotations
 
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_model_source
-from resnetlab.deploy import FORMATS, export
+from resnetlab.inference.export import FORMATS, export
 
 
 def build_parser() -> Parser:

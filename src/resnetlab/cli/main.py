@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-from resnetlab.errors import UserError
+from resnetlab import __version__
+from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
 
 SUBCOMMANDS = {
     "models": "list every network with its parameters and multiply-adds",
@@ -35,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from resnetlab import __version__
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resnetlab: error: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"resnetlab.cli.{name}")
-    from resnetlab.engine.trainer import RunInterrupted, TrainingDiverged  # here: `resnetlab --help` needs no torch
-
     try:
         return module.main(rest)
     except UserError as e:

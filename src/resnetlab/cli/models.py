@@ -6,6 +6,7 @@ import json
 
 from resnetlab.cli.main import Parser
 from resnetlab.models import count_macs, count_parameters, create_model, list_models
+from resnetlab.models.pretrained import REGISTRY
 from resnetlab.models.registry import model_input
 
 
@@ -33,8 +34,6 @@ def rows(names: list[str]) -> list[dict]:
 
 
 def weight_rows() -> list[dict]:
-    from resnetlab.models.pretrained import REGISTRY
-
     out = []
     for w in REGISTRY.values():
         model = create_model(w.model, **w.options, num_classes=len(w.classes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from resnetlab.engine.devices import DEVICES
+from resnetlab.runtime.devices import DEVICES
 
 
 def add_model_source(p: argparse.ArgumentParser, weights_help: str = "foreign weights: a torchvision state dict "

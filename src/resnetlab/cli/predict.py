@@ -7,8 +7,8 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_model_source, strict_json
-from resnetlab.engine.inference import expand_folders, load_model, predict
 from resnetlab.errors import UserError
+from resnetlab.inference import expand_folders, load_model, predict
 
 
 def build_parser() -> Parser:

@@ -12,13 +12,14 @@ import torch
 
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_device
-from resnetlab.engine.checkpoint import atomic_write
-from resnetlab.engine.devices import resolve_device
 from resnetlab.errors import UserError
-from resnetlab.engine import distributed, fastpath
 from resnetlab.experiments import cifar, imagenet, transfer
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, claim_folder, git_commit, runs_table
 from resnetlab.experiments.table1 import markdown, table1
+from resnetlab.runtime import distributed
+from resnetlab.runtime.checkpoint import atomic_write
+from resnetlab.runtime.devices import resolve_device
+from resnetlab.training import fastpath
 
 PAPER_ITERS = 64000
 

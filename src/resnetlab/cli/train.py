@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
-from resnetlab.engine.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, recipe_for, resolve
-from resnetlab.engine.settings import HELP, SAME_RUN
-from resnetlab.engine.trainer import (SPLIT_NAMES, RunInterrupted, TrainingDiverged, resume_configs, seed_configs,
-                                      train_runs)
-from resnetlab.errors import UserError
+from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
+from resnetlab.training import resume_configs, seed_configs, train_runs
+from resnetlab.training.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, recipe_for, resolve
+from resnetlab.training.run import SPLIT_NAMES
+from resnetlab.training.settings import HELP, SAME_RUN
+
 
 def _int_list(text: str) -> list[int]:
     try:

@@ -10,6 +10,8 @@ import urllib.error
 import zlib
 from pathlib import Path
 
+from torch.hub import download_url_to_file
+
 from resnetlab.errors import UserError
 
 # name -> (url, md5 published by the dataset's authors, folder inside the tarball)
@@ -48,8 +50,6 @@ def download(url: str, dest: Path, digest: str, algorithm: str = "md5", hint: st
     move into place: never a half or unchecked file at `dest`. Offline, the error says which file to put
     where; `hint` adds another way out. (torch.hub checks sha256 prefixes only; CIFAR publishes MD5s, so the
     digest is checked here, for both.)"""
-    from torch.hub import download_url_to_file
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # never shared with another process
     name = algorithm.upper()

@@ -13,9 +13,8 @@ from torchvision.transforms import v2
 
 from resnetlab.data.device_loader import epoch_generator
 from resnetlab.data.folders import FolderIndex, decode
+from resnetlab.data.normalization import MEAN, STD
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 # Eigen-decomposition of ImageNet's RGB covariance, as published with AlexNet (Krizhevsky et al. 2012).
 EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])

@@ -15,8 +15,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from resnetlab.data.device_loader import Normalization
 from resnetlab.data.folders import MAX_ASPECT, decode, rgb8
+from resnetlab.data.normalization import Normalization
 
 
 class Preprocess:

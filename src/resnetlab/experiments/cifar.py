@@ -11,13 +11,14 @@ from pathlib import Path
 
 from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
 from resnetlab.data.sources import select_split, validation_name
-from resnetlab.engine.config import TrainConfig, resolve
-from resnetlab.engine.inference import load_model
-from resnetlab.engine.devices import resolve_device
-from resnetlab.engine.trainer import train, train_runs
 from resnetlab.experiments.responses import response_layers, response_stds
-from resnetlab.experiments.runs import existing_run, pyplot, read_metrics, save_figure
+from resnetlab.experiments.runs import existing_run, read_metrics
+from resnetlab.inference.load import load_model
 from resnetlab.models import count_parameters, create_model
+from resnetlab.runtime.devices import resolve_device
+from resnetlab.runtime.figures import pyplot, save_figure
+from resnetlab.training import train, train_runs
+from resnetlab.training.config import TrainConfig, resolve
 
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (6.61±0.16)", 1202: "7.93"}
 

@@ -10,15 +10,17 @@ from pathlib import Path
 
 from resnetlab.data import open_dataset
 from resnetlab.data.imagenet import eval_loader
-from resnetlab.engine.checkpoint import write_json
-from resnetlab.engine.config import resolve
-from resnetlab.engine.evaluate import evaluate
-from resnetlab.engine.inference import load_model
-from resnetlab.engine.devices import resolve_device
-from resnetlab.engine.trainer import train_runs
 from resnetlab.errors import UserError
-from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, pyplot, read_metrics, runs_table, save_figure
+from resnetlab.experiments.cifar import degradation_sentence
+from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, read_metrics, runs_table
+from resnetlab.inference.load import load_model
+from resnetlab.inference.scoring import evaluate
 from resnetlab.models import count_parameters, create_model
+from resnetlab.runtime.checkpoint import write_json
+from resnetlab.runtime.devices import resolve_device
+from resnetlab.runtime.figures import pyplot, save_figure
+from resnetlab.training import train_runs
+from resnetlab.training.config import resolve
 
 PAPER_ITERS = 600_000  # Sec. 3.4: "up to 60 x 10^4 iterations"
 # ../shared/reference/paper.md: 10-crop top-1 error on ImageNet val (Table 2), top-1/top-5 (Table 3).
@@ -157,8 +159,6 @@ class Budget:
 
 def report(nets: list[Net], out: Path, budget: Budget, rows: list[dict], table2: str, table3: str, device: str,
            commit: str) -> str:
-    from resnetlab.experiments.cifar import degradation_sentence
-
     lr = budget.lr if budget.lr is not None else 0.1 * budget.batch_size / 256  # the recipe's, scaled with the batch
     shortened = budget.iters < PAPER_ITERS or budget.batch_size != 256 or lr != 0.1
     described = (f"SHORTENED: {budget.iters:,} iterations of batch {budget.batch_size} at lr {lr:g} per run instead of "

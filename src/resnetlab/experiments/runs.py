@@ -9,14 +9,14 @@ import os
 import subprocess
 from pathlib import Path
 
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.rundir import RUN_FILES, RunDir
-from resnetlab.engine.config import TrainConfig
-from resnetlab.engine.schedule import extended
-from resnetlab.engine.settings import SAME_RUN
-from resnetlab.engine.trainer import load_run_config
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
+from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.training import load_run_config
+from resnetlab.training.config import TrainConfig
+from resnetlab.training.learning_rate import extended
+from resnetlab.training.rundir import RUN_FILES, RunDir
+from resnetlab.training.settings import SAME_RUN
 
 
 def existing_run(cfg: TrainConfig) -> tuple[TrainConfig, int, dict | None]:
@@ -83,26 +83,6 @@ def claim_folder(out: Path, experiment: str) -> None:
 def read_metrics(run_dir: Path) -> list[dict]:
     """The run's metrics records (a damaged or foreign line skipped, as a resume skips it)."""
     return RunDir(run_dir).metrics()
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(plt, fig, title: str, path: Path) -> None:
-    """Through atomic_write: a new file renamed into place, so a link planted at `path` is replaced, never
-    written through."""
-    fig.suptitle(title)
-    fig.tight_layout()
-    fmt = Path(path).suffix[1:].lower() or "png"
-    try:
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
-    finally:
-        plt.close(fig)
 
 
 def git_commit() -> str:

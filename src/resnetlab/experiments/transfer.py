@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from resnetlab.engine.config import TrainConfig, resolve
-from resnetlab.engine.trainer import train
 from resnetlab.errors import UserError
-from resnetlab.experiments.runs import existing_run, pyplot, save_figure
+from resnetlab.experiments.runs import existing_run
+from resnetlab.runtime.figures import pyplot, save_figure
+from resnetlab.training import train
+from resnetlab.training.config import TrainConfig, resolve
 
 VEHICLES = ("airplane", "automobile", "ship", "truck")
 ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")

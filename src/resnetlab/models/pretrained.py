@@ -8,13 +8,22 @@ is reachable, and checks its sha256 every time. Offline, the error says which fi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from torchvision.models import get_model_weights
+
+from resnetlab.data.download import default_root, download, file_digest
+from resnetlab.data.normalization import Normalization
+from resnetlab.data.preprocess import Preprocess
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write, read_small_text
+from resnetlab.models.registry import check_name
+from resnetlab.models.weight_files import read_checkpoint
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -74,15 +83,10 @@ class Weights:
     def transforms(self):
         """The preprocessing these weights were measured with, as torchvision's `weights.transforms()`:
         image (path, PIL or tensor) -> normalized (3, size, size)."""
-        from resnetlab.data.preprocess import Preprocess
-
         return Preprocess(self.input["size"], self.input["resize"], self.input_normalization())
 
     def input_normalization(self):
         """The normalization the network expects: ImageNet's constants, or the one stored in a bundled file."""
-        from resnetlab.data import Normalization
-        from resnetlab.models.weights import read_checkpoint
-
         if self.normalization != "checkpoint":
             return Normalization.imagenet()
         return Normalization.from_dict(read_checkpoint(fetch(self))["normalization"])
@@ -111,8 +115,6 @@ def _resnetlab(model: str, file: str, sha256: str, error: float, budget: str) ->
 
 def _torchvision_input(entry) -> dict:
     """The crop and resize of a torchvision weight entry's transforms (its ImageClassification preset)."""
-    import inspect
-
     preset = entry.transforms
     defaults = {k: p.default for k, p in inspect.signature(preset.func).parameters.items()}
     keywords = {**defaults, **preset.keywords}
@@ -121,8 +123,6 @@ def _torchvision_input(entry) -> dict:
 
 def _torchvision() -> list[Weights]:
     """torchvision's ImageNet weights for its v1.5 ResNets, read from torchvision's own weight entries."""
-    from torchvision.models import get_model_weights
-
     out = []
     for model in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         for entry in get_model_weights(model):
@@ -162,8 +162,6 @@ def weights_dir(folder: str | Path | None = None) -> Path:
         return Path(folder)
     if os.environ.get("RESNETLAB_WEIGHTS"):
         return Path(os.environ["RESNETLAB_WEIGHTS"])
-    from resnetlab.data.download import default_root
-
     return default_root() / "weights"
 
 
@@ -202,8 +200,6 @@ def get_weights(model: str, name: str = "DEFAULT") -> Weights:
     """The named weights of a network (`resnetlab.get_weights("resnet50", "IMAGENET1K_V2")`, or torchvision's
     spelling `get_weights("ResNet50_Weights.IMAGENET1K_V2")`), as torchvision's `get_weight`: `.meta`,
     `.transforms()`, `.url`, `.sha256`; nothing is downloaded."""
-    from resnetlab.models.registry import check_name
-
     if isinstance(model, str) and "_Weights." in model:
         model, name = model.split("_Weights.", 1)
         model = model.lower()
@@ -231,8 +227,6 @@ def lookup(model: str, name: "str | Weights") -> Weights:
 def identify(path: str | Path) -> Weights | None:
     """The registry entry a weights file is (by its sha256), or None: a file renamed or copied elsewhere is
     still recognised, and a torchvision file is loaded into the torchvision-style network it was trained as."""
-    from resnetlab.data.download import file_digest
-
     digest = file_digest(Path(path), "sha256")
     return next((w for w in REGISTRY.values() if len(w.sha256) >= 8 and digest.startswith(w.sha256.lower())), None)
 
@@ -240,8 +234,6 @@ def identify(path: str | Path) -> Weights | None:
 def local_file(w: Weights, folder: str | Path | None = None) -> Path:
     """Where `w`'s file is: in the weights folder, else in torch's hub cache (where torchvision and torch.hub
     downloads go: a file fetched by torchvision is not fetched again), else where it will be downloaded to."""
-    import torch
-
     if w.bundled:
         return BUNDLED / w.filename
     own = weights_dir(folder) / w.filename
@@ -251,8 +243,6 @@ def local_file(w: Weights, folder: str | Path | None = None) -> Path:
 
 def fetch(w: Weights, folder: str | Path | None = None) -> Path:
     """The checked local file of `w`, downloaded once when missing."""
-    from resnetlab.data.download import download
-
     path = local_file(w, folder)
     if w.bundled:
         if not path.is_file():
@@ -280,8 +270,6 @@ def check_digest(w: Weights, path: Path) -> None:
     """The file's sha256 against the registry's; where only the 8-hex prefix of a publisher's file name is known
     (32 bits: a forgery is within reach), also against the whole digest pinned the first time the file was
     verified here (trust on first use, in the weights folder's sha256-pins.json)."""
-    from resnetlab.data.download import file_digest
-
     digest = file_digest(path, "sha256")
     if not digest.startswith(w.sha256.lower()):
         raise UserError(f"{path} does not have the sha256 of {w.model}'s {w.name} weights ({w.sha256}...): "

@@ -1,17 +1,13 @@
-"""Every network of the paper, by name: `create_model("resnet50")`, `list_models()`."""
+"""Every network of the paper by name, as a table: the ImageNet nets one factory each, the CIFAR nets by family
+(`@family`: which names, their input size and recipe). No weights here: models/factory.py adds them."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import logging
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
-
-import torch
-from torch import nn
 
 from resnetlab.errors import UserError
 from resnetlab.models.resnet import BasicBlock, Bottleneck, ResNet, Shortcut, Style
@@ -129,16 +125,10 @@ def plain34(**kw: Any) -> ResNet: return _imagenet(BasicBlock, [3, 4, 6, 3], res
 
 
 
-def list_models(pattern: str = "*", weights: bool = False) -> list[str]:
-    """The registered names matching the shell-style `pattern` (as torchvision's and timm's list_models):
-    the ImageNet nets, then the CIFAR nets of the paper; weights=True keeps those with named weights."""
+def model_names(pattern: str = "*") -> list[str]:
+    """The registered names matching the shell-style `pattern`: the ImageNet nets, then the CIFAR nets."""
     listed = [f"{f.prefix}{d}" for f in FAMILIES for d in f.listed_depths]
-    names = [n for n in [*_REGISTRY, *listed] if fnmatch.fnmatchcase(n, pattern)]
-    if weights:
-        from resnetlab.models.pretrained import REGISTRY
-
-        names = [n for n in names if any(model == n for model, _ in REGISTRY)]
-    return names
+    return [n for n in [*_REGISTRY, *listed] if fnmatch.fnmatchcase(n, pattern)]
 
 
 def is_cifar(name: str) -> bool:
@@ -170,7 +160,7 @@ def check_name(name: str) -> None:
     """Refuse an unknown network name at once, before any data is read."""
     if family_of(name) is not None:
         return
-    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, model_names(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `resnetlab models` lists them"
     raise UserError(f"unknown model {name!r}{hint}")
 
@@ -198,55 +188,8 @@ def check_options(name: Any, options: dict[str, Any]) -> None:
         raise ValueError(f"create_model: num_classes must be a positive whole number, not {value!r}")
 
 
-def warn_on_foreign_input(model: nn.Module, w) -> None:
-    """Once, at the first forward: warn when the input does not look normalized as `w` needs (resnetlab's own
-    weights subtract their per-pixel mean from x/255 and divide by nothing, so their input has mean ~0 and std
-    ~0.25; ImageNet's Normalize gives std ~1, raw x/255 mean ~0.47). 82% error, silently, is the alternative."""
-    def check(module: nn.Module, args: tuple) -> None:
-        handle.remove()
-        x = args[0] if args else None
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
-            return
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return
-        mean, std = float(x.detach().float().mean()), float(x.detach().float().std()) if x.numel() > 1 else 0.0
-        if abs(mean) > 0.2 or std > 0.6:
-            warnings.warn(f"{w.model} weights {w.name!r} expect x/255 less their per-pixel mean (input mean ~0, std "
-                          f"~0.25); this input has mean {mean:.2f}, std {std:.2f}. Use get_weights({w.model!r}, "
-                          f"{w.name!r}).transforms() (torch.hub: the 'transforms' entry), not ImageNet's Normalize",
-                          UserWarning, stacklevel=2)
-
-    handle = model.register_forward_pre_hook(check)
-
-
-def create_model(name: str, weights: str | None = None, weights_dir: str | None = None, **options: Any) -> ResNet:
-    """Build a network by name; options: num_classes, shortcut, style, zero_init_residual. `weights` names
-    published weights (models/pretrained.py: "akamaster" for the CIFAR ResNets, "torchvision" for
-    ResNet-18..152), loaded and checked by sha256."""
-    check_options(name, options)
-    if weights is not None:
-        from resnetlab.models import pretrained
-        from resnetlab.models.weights import load_weights
-
-        w = pretrained.lookup(name, weights)
-        weights = w.name
-        contradicting = sorted(k for k, v in options.items() if k in w.options and w.options[k] != v)
-        if contradicting:
-            key = contradicting[0]
-            raise UserError(f"{name} weights {weights!r} were trained with {key}={w.options[key]!r}; "
-                            f"{key}={options[key]!r} would build another network (drop the option)")
-        classes = options.pop("num_classes", len(w.classes))
-        model = create_model(name, **{**w.options, "num_classes": len(w.classes), **options})
-        load_weights(model, pretrained.fetch(w, weights_dir))
-        if w.normalization == "checkpoint":
-            warn_on_foreign_input(model, w)
-        if classes != len(w.classes):
-            # timm's create_model(name, pretrained=True, num_classes=K): the backbone, a new classifier
-            model.fc = nn.Linear(model.fc.in_features, classes)
-            logging.getLogger("resnetlab").warning(
-                "%s: %s's backbone with a new %d-way classifier (the weights have %d classes); train it before use",
-                name, w.name, classes, len(w.classes))
-        return model
+def build(name: str, **options: Any) -> ResNet:
+    """The network `name`, freshly initialized (no weights): its factory, or its family's for a depth."""
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
     check_name(name)

@@ -1,5 +1,5 @@
 """Several seeds of one CIFAR network trained as one network of grouped convolutions: an adapter that the
-training step (engine/stack.py) takes in place of a single run's model and optimizer. The networks of
+training step (training/step.py) takes in place of a single run's model and optimizer. The networks of
 models/ know nothing of it."""
 
 from resnetlab.multiseed.network import RunsLinear, RunsZeroPad, pack, stack, unpack

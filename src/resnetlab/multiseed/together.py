@@ -1,5 +1,5 @@
 """What the training step updates when K runs train together: their stacked network and an SGD with a
-learning rate per run. It plays the part engine/stack.py's OneRun plays for one run (model, torch SGD).
+learning rate per run: the `Trainee` (training/step.py) of K runs, as OneRun is of one (model, torch SGD).
 
 The loss is the sum of the runs' losses, so each run's gradient, weight decay and momentum are its own;
 `sync` copies the stacked weights and momenta back into each run's model and optimizer, whose checkpoints
@@ -95,7 +95,7 @@ class Together:
 
 def check_together(configs: list, distributed: bool, same: tuple[str, ...]) -> None:
     """Refuse, before any run is built, runs (TrainConfigs) that cannot be stacked; `same`: the settings they
-    must share (engine/settings.py marks them)."""
+    must share (training/settings.py marks them)."""
     first = configs[0]
     for cfg in configs[1:]:
         diff = [f for f in same if getattr(cfg, f) != getattr(first, f)]

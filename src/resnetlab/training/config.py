@@ -1,0 +1,234 @@
+"""Training configuration: the paper's recipes as data, overridden by a TOML file, then by flags, validated.
+The settings themselves, and what each is, are in training/settings.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from resnetlab.errors import UserError
+from resnetlab.files import read_small_text
+from resnetlab.models.registry import check_name, default_recipe
+from resnetlab.training.settings import CHOICES, FIELDS, GROUPS, TrainConfig
+
+__all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_recipe", "from_dict", "read_toml",
+           "recipe_for", "resolve", "validate"]
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # Sec. 4.2: batch 128, lr 0.1 /10 at 32k and 48k, 64k iterations, wd 1e-4, momentum 0.9.
+    "cifar-paper": {},
+    # Starting from trained weights (--weights): 4,000 iterations, lr 0.01 (a tenth of training from scratch: a
+    # large lr undoes what the backbone learned) /10 at 50% and 75%, a new classifier at 0.1 (--head-lr: it
+    # starts from nothing), no warm-up, the weights' own normalization; batch 128, wd 1e-4, momentum 0.9.
+    "finetune": {"iters": 4000, "lr": 0.01, "head_lr": 0.1, "milestones": [2000, 3000], "warmup": "off",
+                 "eval_every": 200, "normalization": "weights"},
+    # Sec. 3.4: batch 256, lr 0.1 /10 when the error plateaus, up to 600k iterations.
+    "imagenet-paper": {
+        "batch_size": 256, "iters": 600000, "schedule": "plateau", "milestones": [],
+        "eval_every": 5000, "normalization": "imagenet", "holdout": 0, "warmup": "off",
+    },
+}
+# Settings of earlier versions, read from their config.json and checkpoints: retired keys are dropped
+# (sync_bn was never used), retired values mapped ("auto" channels_last always meant "on").
+RETIRED = ("sync_bn", "fast_path")  # fast_path: what a run used, stored beside its settings, not a setting
+RENAMED_VALUES = {"channels_last": {"auto": "on"}}
+
+
+def upgraded(values: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration of any resnetlab version in this version's keys and values."""
+    out = {k: v for k, v in values.items() if k not in RETIRED}
+    for key, renames in RENAMED_VALUES.items():
+        if isinstance(out.get(key), str) and out[key] in renames:
+            out[key] = renames[out[key]]
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A --config file: TOML (flat, or in the tables of GROUPS), or a run's config.json given back."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--config {path}: a folder, not a TOML file")
+    try:
+        text = read_small_text(path, "--config", limit=1 << 20)
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise UserError(f"--config {path}: holds a JSON {type(raw).__name__}, not an object of settings")
+            values = upgraded(raw)
+        else:
+            values = flatten(tomllib.loads(text), path)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--config {path}: not valid JSON ({e})") from None
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not a text file (a TOML file of recipe overrides is expected)") from None
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read it ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"--config {path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise UserError(f"--config {path}: nested too deeply to be a config") from None
+    problem = first_problem(values)
+    if problem:
+        known = f" (known: {', '.join(FIELDS)})" if problem.startswith("unknown key") else ""
+        raise UserError(f"--config {path}: {problem}{known}")
+    return values
+
+
+def flatten(values: dict[str, Any], path: Path) -> dict[str, Any]:
+    """TOML tables [optimizer], [model], [data], [system] read as the flat settings they hold."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key in GROUPS:
+            stray = sorted(set(value) - set(GROUPS[key]))
+            if stray:
+                raise UserError(f"--config {path}: {stray[0]!r} is not a setting of [{key}] "
+                                f"(its settings: {', '.join(GROUPS[key])})")
+            flat.update(value)
+        elif isinstance(value, dict):
+            raise UserError(f"--config {path}: unknown table [{key}] (tables: {', '.join(GROUPS)})")
+        else:
+            flat[key] = value
+    return flat
+
+
+def first_problem(values: dict[str, Any]) -> str | None:
+    """The first key of `values` that is not a TrainConfig field, or whose value has the wrong type."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        return f"unknown key {unknown[0]!r}"
+    for key, value in values.items():
+        problem = type_problem(key, value)
+        if problem:
+            return f"{key} = {value!r}: {problem}"
+    return None
+
+
+def type_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be the field `name` (a TOML value or a stored config.json's), or None."""
+    kind = FIELDS[name].type
+    if kind in ("int", int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "expected a whole number"
+    if kind in ("float", float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok and math.isfinite(value) else "expected a finite number"
+    if kind in ("bool", bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if kind in ("str", str):
+        return None if isinstance(value, str) else "expected a string"
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return None if ok else "expected a list of whole numbers"
+
+
+def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
+    """A stored config (config.json, a checkpoint's) back as a TrainConfig; a damaged one is named."""
+    if not isinstance(values, dict):
+        raise UserError(f"{source} is damaged: it does not hold a training configuration")
+    values = upgraded(values)
+    problem = first_problem(values)
+    if problem:
+        raise UserError(f"{source} is damaged or from another version: {problem}")
+    return TrainConfig(**values)
+
+
+def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
+    """recipe < config file < command-line flags; iterations given without milestones rescale them."""
+    if recipe not in RECIPES:
+        raise UserError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
+    values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
+    values.update(file_values)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    explicit = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
+    if "iters" in explicit and "milestones" not in explicit:
+        values["milestones"] = scaled_milestones(recipe, values["iters"])
+    if "batch_size" in explicit:
+        # The linear scaling rule (Goyal et al. 2017; timm's --lr-base-size): the recipe's learning rates were
+        # set for its batch, and kept at 0.1 a batch of 6 diverges at once; --lr/--warmup-lr set them outright.
+        for name in ("lr", "warmup_lr", "head_lr"):
+            if name not in explicit and isinstance(values["batch_size"], int) and values["batch_size"] > 0:
+                values[name] = base_value(recipe, name) * values["batch_size"] / base_value(recipe, "batch_size")
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def recipe_for(model: str, weights: str | None) -> str:
+    """The recipe a run gets when none is named: finetune when it starts from weights, else the paper's own."""
+    return "finetune" if weights else default_recipe(model)
+
+
+def base_value(recipe: str, name: str) -> Any:
+    """The recipe's own value of a field."""
+    return RECIPES.get(recipe, {}).get(name, getattr(TrainConfig, name))
+
+
+def scaled_milestones(recipe: str, iters: int) -> list[int]:
+    """The recipe's milestones at the same fractions of `iters` (32k/48k of 64k -> 50%/75%)."""
+    base = RECIPES.get(recipe, {})
+    base_iters = base.get("iters", TrainConfig.iters)
+    base_milestones = base.get("milestones", TrainConfig().milestones)
+    return [max(1, round(m * iters / base_iters)) for m in base_milestones]  # --iters 1 has milestone 1, not 0
+
+
+def validate(cfg: TrainConfig) -> None:
+    for name, f in FIELDS.items():
+        if f.type in ("float", float) and not math.isfinite(getattr(cfg, name)):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {getattr(cfg, name)}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(a or '(default)' for a in allowed)}")
+    positive = ("iters", "batch_size", "eval_every", "log_every")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, not {getattr(cfg, name)}")
+    if not 0 <= cfg.seed < 2**63:
+        raise UserError(f"--seed must be a whole number in [0, 2**63), not {cfg.seed}")
+    for name in ("lr", "warmup_lr"):
+        if not 0 < getattr(cfg, name) <= 10:
+            raise UserError(f"--{name.replace('_', '-')} must be in (0, 10], not {getattr(cfg, name)}")
+    if cfg.normalization == "weights" and not cfg.weights:
+        raise UserError("--normalization weights follows --weights, and none are given: use pixel-mean, channel or "
+                        "imagenet, or give --weights")
+    if cfg.save_minutes < 0:
+        raise UserError(f"--save-minutes cannot be negative, not {cfg.save_minutes}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
+    if not 0 <= cfg.momentum < 1:
+        raise UserError(f"--momentum must be in [0, 1), not {cfg.momentum}")
+    if cfg.weight_decay < 0 or cfg.holdout < 0 or cfg.save_every < 0 or cfg.workers < 0:
+        raise UserError("--weight-decay, --holdout, --save-every and --workers cannot be negative")
+    if not 0 < cfg.warmup_until_error <= 1:
+        raise UserError(f"--warmup-until-error must be in (0, 1], not {cfg.warmup_until_error}")
+    if cfg.val == "holdout" and cfg.holdout == 0:
+        raise UserError("--val holdout needs a hold-out: --holdout must be positive (or use --val none)")
+    if cfg.plateau_patience <= 0:
+        raise UserError(f"--plateau-patience must be positive, not {cfg.plateau_patience}")
+    check_name(cfg.model)
+    if sorted(cfg.milestones) != cfg.milestones or any(m <= 0 for m in cfg.milestones):
+        raise UserError(f"--milestones must be increasing positive iterations, not {cfg.milestones}")
+    _check_out_outside_data(cfg)
+
+
+def _check_out_outside_data(cfg: TrainConfig) -> None:
+    """A run folder inside the dataset would become a class folder of it (and of the run's own resume)."""
+    data, out = Path(cfg.data), Path(cfg.out)
+    if not cfg.out or not data.is_dir():
+        return
+    try:
+        inside = out.resolve().is_relative_to(data.resolve())
+    except (OSError, RuntimeError):
+        return
+    if inside:
+        raise UserError(f"--out {cfg.out} lies inside the dataset --data {cfg.data}: its files would be read as "
+                        "data (a class folder); choose a folder outside it")

@@ -1,0 +1,109 @@
+"""The learning-rate schedule: the paper's step schedule, its warm-up rule, the plateau rule, and how
+a schedule follows a change of --iters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from resnetlab.errors import UserError
+from resnetlab.models.registry import cifar_depth
+from resnetlab.training.config import TrainConfig, base_value, scaled_milestones
+from resnetlab.training.schedules import SCHEDULES
+
+# Sec. 4.2: ResNet-110 starts at lr 0.01 "until the training error is below 80%", then goes back to 0.1.
+WARMUP_DEPTH = 110
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    warm_done: bool = False
+    lr_scale: float = 1.0
+    best_val_error: float = math.inf
+    evals_since_best: int = 0
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0  # spent compiling the step: not counted in train_seconds or images/s
+    # Training loss/errors summed since the last log point: kept across an interrupt so that the
+    # resumed run logs exactly what an uninterrupted one does.
+    window_loss: float = 0.0
+    window_errors: int = 0
+    window_steps: int = 0
+    first_loss: float = 0.0  # mean loss of the first logged window: the reference for an exploding loss
+    # How the steps ran: {"from_iteration", "precision", "mode", "device"}, one entry per change (a run resumed
+    # on another machine may continue in another precision; its reports must say so).
+    fast_paths: list = field(default_factory=list)
+
+
+def uses_warmup(cfg: TrainConfig) -> bool:
+    if cfg.warmup == "auto":
+        depth = cifar_depth(cfg.model)
+        return depth is not None and depth >= WARMUP_DEPTH
+    return cfg.warmup == "on"
+
+
+def warming_up(cfg: TrainConfig, state: RunState, warmup: bool) -> bool:
+    """In the warm-up: until the training error falls below the bar, and (the paper does not say what happens
+    when it never does) at the latest until the first lr milestone, so that a warm-up cannot outlast the
+    schedule silently: the run says when it ends that way."""
+    return warmup and not state.warm_done and not (cfg.milestones and state.step >= cfg.milestones[0])
+
+
+def learning_rate(cfg: TrainConfig, state: RunState, warmup: bool) -> float:
+    if warming_up(cfg, state, warmup):
+        return cfg.warmup_lr
+    return SCHEDULES[cfg.schedule].lr(cfg, state.step, state.lr_scale)
+
+
+def warmup_over(cfg: TrainConfig, train_error: float) -> bool:
+    """The warm-up ends at the first log point whose training error (over every rank) is below the bar."""
+    return train_error < cfg.warmup_until_error
+
+
+def after_evaluation(cfg: TrainConfig, state: RunState, val_error: float) -> bool:
+    """Track the best validation error; with the plateau schedule (Sec. 3.4: "divided by 10 when the error
+    plateaus") divide the lr after --plateau-patience evaluations without improvement. Returns whether this
+    evaluation is the best so far."""
+    if val_error < state.best_val_error:
+        state.best_val_error, state.evals_since_best = val_error, 0
+        return True
+    state.evals_since_best += 1
+    if SCHEDULES[cfg.schedule].plateau and state.evals_since_best >= cfg.plateau_patience:
+        state.lr_scale *= 0.1
+        state.evals_since_best = 0
+    return False
+
+
+def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
+    """The milestones of a run at `step` whose length changes to `iters`, as a fresh run would have them.
+
+    Milestones that were derived from --iters are derived again; explicit ones stay. The change is
+    refused when a milestone of either schedule lies at or before `step`: the steps already taken
+    would then have followed another schedule than the new one, and no fresh run would match.
+    """
+    if not SCHEDULES[cfg.schedule].milestones or cfg.milestones != scaled_milestones(cfg.recipe, cfg.iters):
+        return list(cfg.milestones)
+    new = scaled_milestones(cfg.recipe, iters)
+    passed = [m for m in (*cfg.milestones, *new) if m < step]
+    if passed and new != cfg.milestones:
+        raise UserError(
+            f"--iters {iters}: this run is at iteration {step:,}, past the lr milestone {passed[0]:,}, so its "
+            f"schedule cannot follow a fresh {iters:,}-iteration run (milestones {_listing(new)}); give the "
+            f"milestones explicitly, e.g. --milestones {','.join(str(m) for m in cfg.milestones)}")
+    return new
+
+
+def describe(cfg: TrainConfig, warmup: bool) -> str:
+    """The schedule in effect, in one line."""
+    drops = SCHEDULES[cfg.schedule].describe(cfg)
+    warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
+            if warmup else "")
+    base_lr, base_batch = base_value(cfg.recipe, "lr"), base_value(cfg.recipe, "batch_size")
+    scaled = (f" ({base_lr:g} x {cfg.batch_size}/{base_batch}: the recipe's lr scaled with the batch; --lr sets it)"
+              if cfg.batch_size != base_batch and math.isclose(cfg.lr, base_lr * cfg.batch_size / base_batch) else "")
+    return (f"recipe {cfg.recipe}; schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g}{scaled} "
+            f"{drops}{warm}")
+
+
+def _listing(values: list[int]) -> str:
+    return ", ".join(f"{v:,}" for v in values) or "none"

@@ -1,0 +1,78 @@
+"""The training metrics between two log points: a window over the steps, as torchvision's MetricLogger.
+
+The sums stay device tensors while steps run (no host synchronization); `close` reduces them over the ranks
+once per log point, so every rank sees the same training error (and takes the same warm-up decision).
+A window interrupted half-way is stored in the checkpoint (RunState.window_*) and reopened on resume, so
+a resumed run logs exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from resnetlab.runtime import distributed
+from resnetlab.training.learning_rate import RunState
+
+
+@dataclass
+class Figures:
+    """One closed window, over every rank."""
+    loss: float  # mean training loss
+    error: float  # training top-1 error
+    images_per_s: float
+    data_wait: float  # share of the window spent waiting for batches: near 1, the loader starves the device
+    seconds: float
+    stop: bool  # whether any rank asked to stop
+
+
+class MetricWindow:
+    def __init__(self, device: torch.device, dist: distributed.DistInfo, state: RunState) -> None:
+        """Reopen the window `state` carries (zero for a new run), and take it out of the state."""
+        self.device, self.dist = device, dist
+        self.loss_sum = torch.tensor(state.window_loss, device=device)
+        self.err_sum = torch.tensor(state.window_errors, device=device, dtype=torch.long)
+        self.steps = state.window_steps
+        state.window_loss, state.window_errors, state.window_steps = 0.0, 0, 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Time from now: what came before (compiling the step) is not training speed."""
+        self.seen, self.start, self.data_seconds = 0, time.perf_counter(), 0.0
+
+    def add(self, loss: torch.Tensor, errors: torch.Tensor, batch: int, data_seconds: float = 0.0) -> None:
+        """One finished step (device tensors, no host synchronization); `data_seconds`: the wait for its batch."""
+        self.loss_sum += loss
+        self.err_sum += errors
+        self.steps += 1
+        self.seen += batch
+        self.data_seconds += data_seconds
+
+    def close(self, batch: int, stop: bool) -> Figures:
+        """The window's figures over every rank, with whether any rank asked to stop; its sums start anew (its
+        clock when the log point's work is done: `restart_clock`). The only place the host waits for the device
+        between evaluations."""
+        flag = torch.tensor(float(stop), device=self.device, dtype=torch.float64)
+        totals = distributed.all_sum(self.dist, torch.stack([self.loss_sum.double(), self.err_sum.double(), flag]))
+        loss_total, err_total, stops = totals.tolist()
+        world = self.dist.world_size
+        elapsed = time.perf_counter() - self.start
+        figures = Figures(loss_total / (self.steps * world), err_total / (self.steps * batch * world),
+                          self.seen * world / max(elapsed, 1e-9), min(1.0, self.data_seconds / max(elapsed, 1e-9)),
+                          elapsed, stops > 0)
+        self.loss_sum.zero_()
+        self.err_sum.zero_()
+        self.steps = 0
+        return figures
+
+    def store(self, state: RunState) -> bool:
+        """Keep the open window in `state` for a checkpoint (stopped between log points); False when its loss
+        is not finite (nothing worth saving)."""
+        loss = self.loss_sum.item()
+        if not math.isfinite(loss):
+            return False
+        state.window_loss, state.window_errors, state.window_steps = loss, int(self.err_sum.item()), self.steps
+        return True

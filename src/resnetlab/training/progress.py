@@ -1,0 +1,60 @@
+"""What a run shows while it trains: the progress bar, each evaluation's line, and the time estimate, on the
+main process only (lines through runtime/messages.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from resnetlab.runtime import distributed, messages
+from resnetlab.training.run import Run
+
+
+class Progress:
+    """The progress bar, the lines of each evaluation, and the time estimate, on the main process only."""
+
+    def __init__(self, runs: list[Run], dist: distributed.DistInfo, step: int) -> None:
+        self.runs, lead = runs, runs[0]
+        name = lead.cfg.model if len(runs) == 1 else f"{len(runs)} x {lead.cfg.model}"
+        self.bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
+                        disable=None if dist.is_main and not messages.quiet() else True)
+        self.estimated = lead.device.type != "cpu" or not dist.is_main  # said once, on the CPU
+
+    def update(self) -> None:
+        self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        messages.say(line)
+
+    def show(self, records: list[dict[str, Any]]) -> None:
+        first = records[0]
+        self.bar.set_postfix(loss=f"{first['train_loss']:.3f}", err=f"{first['train_error']:.1%}",
+                             lr=f"{first['lr']:g}", img_s=f"{first['images_per_s']:,.0f}", data=f"{first['data_wait']:.0%}")
+        for run, record in zip(self.runs, records):
+            if "val_error" in record:
+                self.write(("" if len(self.runs) == 1 else f"[seed {run.cfg.seed}] ") + run.line(record))
+        lead, step = self.runs[0], first["iteration"]
+        if not self.estimated and step < lead.cfg.iters:
+            self.estimated = True
+            self.write(_estimate(lead, step, sum(r["images_per_s"] for r in records)))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _estimate(run: Run, step: int, images_per_s: float) -> str:
+    cfg = run.cfg
+    seconds = (cfg.iters - step) * cfg.batch_size / images_per_s
+    return (f"at {images_per_s:,.0f} images/s on this CPU the remaining {cfg.iters - step:,} iterations take about "
+            f"{duration(seconds)}; --iters N shortens the run (the lr milestones scale with it), and Ctrl-C stops it "
+            f"resumably (--resume {cfg.out})")
+
+
+def duration(seconds: float) -> str:
+    """A time as a person says it: 40 s, 12 min, 2.3 h."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

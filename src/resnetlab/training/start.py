@@ -1,0 +1,151 @@
+"""Where a run starts from: its network's own initialization, or trained weights (--weights), with the
+controls of fine-tuning: freezing stages (--freeze) and a learning rate of the classifier's own (--head-lr).
+
+--weights is any named weights (`resnetlab models --weights`), a weights file, or a resnetlab checkpoint (its
+model only: not its optimizer, schedule or RNG). Every tensor but the classifier's must fit the network; the
+classifier is kept where the data's classes are the weights' own (by name, or by count where the file names
+none), and is otherwise the network's own new initialization. The normalization follows the weights (their
+per-pixel mean, or ImageNet's mean/std for torchvision's and akamaster's) unless --normalization says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from resnetlab.data import Normalization
+from resnetlab.data.download import file_digest
+from resnetlab.errors import UserError
+from resnetlab.models import create_model, load_weights, pretrained, read_checkpoint
+from resnetlab.models.weights import extract_state_dict, trained_as
+from resnetlab.training.config import TrainConfig
+
+
+@dataclass
+class Start:
+    """Trained weights a run starts from."""
+    given: str  # as the user named them
+    file: Path
+    sha256: str
+    classes: list[str] | None  # None: the file names no classes
+    normalization: Normalization
+    input: dict | None
+
+    def record(self) -> dict[str, Any]:
+        """What config.json, checkpoints and reports say the run started from."""
+        return {"weights": self.given, "file": str(self.file), "sha256": self.sha256,
+                "classes": len(self.classes) if self.classes else None}
+
+
+def resolve_start(cfg: TrainConfig) -> Start:
+    """The weights `cfg.weights` names, found and identified (nothing is loaded into a network yet)."""
+    given = cfg.weights
+    if pretrained.names_published_weights(given):
+        w = pretrained.lookup(cfg.model, given)
+        file = pretrained.fetch(w)
+        return Start(given, file, file_digest(file, "sha256"), list(w.classes), w.input_normalization(), dict(w.input))
+    path = Path(given)
+    if not path.is_file():
+        raise UserError(f"--weights {given}: no such file, and no named weights of {cfg.model} are called so")
+    obj = read_checkpoint(path)
+    known = pretrained.identify(path)
+    if isinstance(obj.get("model_name"), str) and isinstance(obj.get("normalization"), dict):
+        norm = Normalization.from_dict(obj["normalization"])
+        classes = obj.get("classes") if isinstance(obj.get("classes"), list) else None
+        return Start(given, path, file_digest(path, "sha256"), classes, norm, obj.get("input"))
+    if known is not None:
+        return Start(given, path, file_digest(path, "sha256"), list(known.classes), known.input_normalization(),
+                     dict(known.input))
+    # A foreign state dict (torchvision's or akamaster's format): they were trained on ImageNet's mean/std.
+    return Start(given, path, file_digest(path, "sha256"), None, Normalization.imagenet(), None)
+
+
+def load_start(model: nn.Module, cfg: TrainConfig, start: Start, classes: list[str], options: dict) -> str:
+    """Load `start` into `model` (built for `classes`); returns the start-up line that says what was kept."""
+    state = read_checkpoint(start.file)
+    network, _ = trained_as(state, start.file)
+    if network is not None and network != cfg.model and network.replace("plain", "resnet") != cfg.model.replace(
+            "plain", "resnet"):
+        raise UserError(f"--weights {start.given} are {network}'s weights, not {cfg.model}'s: give weights of "
+                        f"{cfg.model} (`resnetlab models --weights`), or --model {network}")
+    rows = _classifier_rows(state)
+    source = create_model(cfg.model, **{**options, "num_classes": rows})
+    load_weights(source, start.file, style=cfg.style)  # checks the network and style the file was trained as
+    keep = start.classes == classes if start.classes else rows == len(classes)
+    own = model.state_dict()
+    loaded = {k: v for k, v in source.state_dict().items() if keep or not k.startswith("fc.")}
+    own.update({k: v.to(own[k].dtype) for k, v in loaded.items()})
+    model.load_state_dict(own)
+    where = f"{start.given} ({start.file}, sha256 {start.sha256[:12]})"
+    if keep:
+        return f"starting from {where}: every tensor, the classifier too (the same {len(classes)} classes)"
+    return (f"starting from {where}: the backbone; a new {len(classes)}-way classifier, initialized as the network's "
+            f"own (the weights have {rows} classes, the data {len(classes)})")
+
+
+def _classifier_rows(obj: dict) -> int:
+    """The classifier's output count, read under resnetlab's names (extract_state_dict maps the other formats)."""
+    fc = extract_state_dict(obj).get("fc.weight")
+    if fc is None or fc.dim() != 2:
+        raise UserError("--weights: the file holds no classifier (fc.weight) of a resnetlab network")
+    return int(fc.shape[0])
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """The names --freeze takes: stem, layer1..layerN, and backbone (everything but the classifier)."""
+    return ["stem", *(f"layer{i + 1}" for i in range(model.stages)), "backbone"]
+
+
+def freeze(model: nn.Module, names: str) -> list[str]:
+    """Fix the parameters of the named stages (no gradient, no update) and their BatchNorm statistics (those
+    layers always run as in evaluation); returns the frozen stages."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    valid = stage_names(model)
+    unknown = [n for n in wanted if n not in valid]
+    if unknown:
+        raise UserError(f"--freeze {unknown[0]!r}: not a stage of this network (its stages: {', '.join(valid)})")
+    if "backbone" in wanted:
+        wanted = valid[:-1]
+    modules = [m for n in wanted for m in ([model.conv1, model.bn1] if n == "stem" else [getattr(model, n)])]
+    for module in modules:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for bn in [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]:
+            _keep_evaluating(bn)
+    return wanted
+
+
+def _keep_evaluating(bn: nn.Module) -> None:
+    """A frozen BatchNorm normalizes with its running statistics and never updates them, in training too."""
+    def train(mode: bool = True) -> nn.Module:
+        return nn.Module.train(bn, False)
+
+    bn.train = train  # nn.Module.train of its parent calls each child's own train()
+    bn.eval()
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The optimizer's groups: the trainable backbone, and the classifier with its own lr where --head-lr is
+    given (each group's `lr_factor` is its lr over --lr: schedules scale both alike)."""
+    head = [p for n, p in model.named_parameters() if n.startswith("fc.") and p.requires_grad]
+    body = [p for n, p in model.named_parameters() if not n.startswith("fc.") and p.requires_grad]
+    if not cfg.head_lr:
+        return [{"params": body + head, "lr_factor": 1.0}]
+    groups = [{"params": body, "lr_factor": 1.0}, {"params": head, "lr": cfg.head_lr, "lr_factor": cfg.head_lr / cfg.lr}]
+    return [g for g in groups if g["params"]]  # linear probing: the classifier's group alone
+
+
+def frozen_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """The frozen tensors (for tests and reports: they must stay bit-identical through training)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def check_start_options(cfg: TrainConfig, runs: int) -> None:
+    if runs > 1 and cfg.freeze:
+        raise UserError("--freeze is not supported for seeds trained together (--seeds K) yet: train the seeds one "
+                        "at a time")
+    if cfg.head_lr < 0:
+        raise UserError(f"--head-lr must be positive (0: the same as --lr), not {cfg.head_lr}")
