@@ -135,3 +135,22 @@ def test_seeds_together_and_exact_resume_hold_when_starting_from_weights(animals
     assert main(["train", "--resume", str(tmp_path / "halves")]) == 0
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "halves" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_frozen_stages_stay_frozen_for_seeds_trained_together(animals, tmp_path):
+    """--freeze with --seeds K: each run's frozen tensors and BatchNorm statistics are the weights' own, bit for
+    bit, and the runs equal runs made alone (to the float precision grouped convolutions add in)."""
+    common = ["train", "--model", "cifar_resnet20", "--weights", "resnetlab", "--data", str(animals), "--iters", "4",
+              "--freeze", "stem,layer1", *FAST]
+    assert main([*common, "--seeds", "2", "--out", str(tmp_path / "together")]) == 0
+    shipped = torch.load(SHIPPED_R20, weights_only=True)["model"]
+    frozen = [k for k in shipped if k.startswith(("conv1.", "bn1.", "layer1.")) and not k.endswith("num_batches_tracked")]
+    for seed in (0, 1):
+        assert main([*common, "--seed", str(seed), "--out", str(tmp_path / f"alone{seed}")]) == 0
+        joint = load_checkpoint(tmp_path / "together" / f"seed{seed}" / "last.pt")
+        alone = load_checkpoint(tmp_path / f"alone{seed}" / "last.pt")
+        assert all(torch.equal(joint["model"][k], shipped[k]) for k in frozen)  # running statistics included
+        assert not torch.equal(joint["model"]["layer2.0.conv1.weight"], shipped["layer2.0.conv1.weight"])
+        assert max((joint["model"][k].float() - alone["model"][k].float()).abs().max().item()
+                   for k in alone["model"] if alone["model"][k].is_floating_point()) < 1e-4
+        assert len(joint["optimizer"]["state"]) == len(alone["optimizer"]["state"])  # no momentum for frozen ones

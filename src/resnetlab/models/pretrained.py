@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torchvision.models import get_model_weights
 
-from resnetlab.data.download import default_root, download, file_digest
+from resnetlab.data import download
 from resnetlab.data.normalization import Normalization
 from resnetlab.data.preprocess import Preprocess
 from resnetlab.errors import UserError
@@ -162,7 +162,7 @@ def weights_dir(folder: str | Path | None = None) -> Path:
         return Path(folder)
     if os.environ.get("RESNETLAB_WEIGHTS"):
         return Path(os.environ["RESNETLAB_WEIGHTS"])
-    return default_root() / "weights"
+    return download.default_root() / "weights"
 
 
 # torchvision's enum names for its entries, and "DEFAULT": the best published weights of a network, as
@@ -227,7 +227,7 @@ def lookup(model: str, name: "str | Weights") -> Weights:
 def identify(path: str | Path) -> Weights | None:
     """The registry entry a weights file is (by its sha256), or None: a file renamed or copied elsewhere is
     still recognised, and a torchvision file is loaded into the torchvision-style network it was trained as."""
-    digest = file_digest(Path(path), "sha256")
+    digest = download.file_digest(Path(path), "sha256")
     return next((w for w in REGISTRY.values() if len(w.sha256) >= 8 and digest.startswith(w.sha256.lower())), None)
 
 
@@ -255,7 +255,7 @@ def fetch(w: Weights, folder: str | Path | None = None) -> Path:
         raise UserError(f"the weights folder {where} is a file; name a folder with --weights-dir or $RESNETLAB_WEIGHTS")
     if not path.is_file():
         try:
-            download(w.url, path, w.sha256, "sha256", hint=" (or name the folder with --weights-dir / $RESNETLAB_WEIGHTS)")
+            download.download(w.url, path, w.sha256, "sha256", hint=" (or name the folder with --weights-dir / $RESNETLAB_WEIGHTS)")
         except OSError as e:  # a folder that cannot be made or written (under a file, read-only)
             raise UserError(f"cannot put {w.filename} in the weights folder {where} ({e.strerror or e}); name a "
                             "writable folder with --weights-dir or $RESNETLAB_WEIGHTS") from None
@@ -270,7 +270,7 @@ def check_digest(w: Weights, path: Path) -> None:
     """The file's sha256 against the registry's; where only the 8-hex prefix of a publisher's file name is known
     (32 bits: a forgery is within reach), also against the whole digest pinned the first time the file was
     verified here (trust on first use, in the weights folder's sha256-pins.json)."""
-    digest = file_digest(path, "sha256")
+    digest = download.file_digest(path, "sha256")
     if not digest.startswith(w.sha256.lower()):
         raise UserError(f"{path} does not have the sha256 of {w.model}'s {w.name} weights ({w.sha256}...): "
                         "it is damaged or another file; delete it and run again")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnetlab.models.freezing import carry_freezing
 from resnetlab.models.resnet import ZeroPadShortcut
 
 # Layers that hold no state and work per channel or per position: the same module serves K runs.
@@ -76,6 +77,7 @@ def stack(models: list[nn.Module]) -> nn.Module:
         for name, child in list(parent.named_children()):
             wide = widened(child, len(models))
             if wide is not None:
+                carry_freezing(child, wide)  # --freeze: frozen stages stay frozen for every run
                 setattr(parent, name, wide)
     net.load_state_dict(pack([m.state_dict() for m in models]))
     return net

@@ -55,13 +55,14 @@ class Together:
         self.net = stack(models).to(device)
         factor_of = {id(p): g.get("lr_factor", 1.0) for g in optimizers[0].param_groups for p in g["params"]}
         factors = {name: factor_of.get(id(p), 1.0) for name, p in models[0].named_parameters()}
-        self.optimizer = RunsSGD(dict(self.net.named_parameters()), self.k, group["momentum"], group["weight_decay"],
+        trained = {name: p for name, p in self.net.named_parameters() if p.requires_grad}  # not --freeze's
+        self.optimizer = RunsSGD(trained, self.k, group["momentum"], group["weight_decay"],
                                  factors)
         self._load_momenta()
 
     def _load_momenta(self) -> None:
         """Momentum buffers of resumed runs, in the stacked layout."""
-        names = [n for n, _ in self.models[0].named_parameters()]
+        names = [n for n, p in self.models[0].named_parameters() if p.requires_grad]  # the optimizers' order
         per_run = [o.state_dict()["state"] for o in self.optimizers]
         if not all(len(s) == len(names) for s in per_run):
             return  # new runs: zeros
@@ -81,7 +82,7 @@ class Together:
     def sync(self, lrs: list[float] | None) -> None:
         """Each run's model and optimizer as a run trained alone would hold them now."""
         states = unpack(self.net.state_dict(), self.template, self.k)
-        names = [n for n, _ in self.models[0].named_parameters()]
+        names = list(self.optimizer.params)
         buffers = self.optimizer.buffers
         momenta = unpack({n: buffers[n] for n in names}, {n: self.template[n] for n in names}, self.k)
         for k, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
@@ -90,7 +91,8 @@ class Together:
                 for g in optimizer.param_groups:
                     g["lr"] = lrs[k] * g.get("lr_factor", 1.0)
             for name, param in model.named_parameters():
-                optimizer.state[param] = {"momentum_buffer": momenta[k][name]}
+                if name in momenta[k]:  # frozen parameters have no momentum, as in a run alone
+                    optimizer.state[param] = {"momentum_buffer": momenta[k][name]}
 
 
 def check_together(configs: list, distributed: bool, same: tuple[str, ...]) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from resnetlab.data import Normalization
 from resnetlab.data.download import file_digest
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, load_weights, pretrained, read_checkpoint
+from resnetlab.models import create_model, freezing, load_weights, pretrained, read_checkpoint
 from resnetlab.models.weights import extract_state_dict, trained_as
 from resnetlab.training.config import TrainConfig
 
@@ -109,22 +109,10 @@ def freeze(model: nn.Module, names: str) -> list[str]:
         raise UserError(f"--freeze {unknown[0]!r}: not a stage of this network (its stages: {', '.join(valid)})")
     if "backbone" in wanted:
         wanted = valid[:-1]
-    modules = [m for n in wanted for m in ([model.conv1, model.bn1] if n == "stem" else [getattr(model, n)])]
-    for module in modules:
-        for p in module.parameters():
-            p.requires_grad_(False)
-        for bn in [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]:
-            _keep_evaluating(bn)
+    for name in wanted:
+        for module in ([model.conv1, model.bn1] if name == "stem" else [getattr(model, name)]):
+            freezing.freeze(module)
     return wanted
-
-
-def _keep_evaluating(bn: nn.Module) -> None:
-    """A frozen BatchNorm normalizes with its running statistics and never updates them, in training too."""
-    def train(mode: bool = True) -> nn.Module:
-        return nn.Module.train(bn, False)
-
-    bn.train = train  # nn.Module.train of its parent calls each child's own train()
-    bn.eval()
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -144,8 +132,5 @@ def frozen_parameters(model: nn.Module) -> dict[str, Tensor]:
 
 
 def check_start_options(cfg: TrainConfig, runs: int) -> None:
-    if runs > 1 and cfg.freeze:
-        raise UserError("--freeze is not supported for seeds trained together (--seeds K) yet: train the seeds one "
-                        "at a time")
     if cfg.head_lr < 0:
         raise UserError(f"--head-lr must be positive (0: the same as --lr), not {cfg.head_lr}")
