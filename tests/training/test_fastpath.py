@@ -48,7 +48,7 @@ def test_the_compiled_step_computes_the_eager_step(seeds, tiny_cifar, tmp_path):
     assert frames > 0
     torch._dynamo.utils.counters.clear()
     runs_again, stack_again = runs, train_step
-    _ = stack_again.step([r.data.train.batch(2) for r in runs_again], [0.001] * seeds)
+    _ = stack_again([r.data.train.batch(2) for r in runs_again], [0.001] * seeds)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 0  # another lr: no new graph
     for e, c in zip(eager, compiled):
         assert e.keys() == c.keys()

@@ -167,7 +167,7 @@ def test_reproduce_never_writes_into_a_folder_it_did_not_make(tiny_cifar, tmp_pa
     foreign = tmp_path / "paper"
     foreign.mkdir()
     (foreign / "report.md").write_text("my own report")
-    from tests.engine.test_imagenet_folders import imagenet_folders
+    from tests.training.test_imagenet_folders import imagenet_folders
 
     folders = imagenet_folders(tmp_path / "ds", train=1, val=1)
     for experiment, data in ((["cifar", "--depths", "8"], tiny_cifar), (["imagenet", "--workers", "0"], folders)):
@@ -259,7 +259,7 @@ def test_a_tiny_image_that_would_need_gigabytes_is_refused(tmp_path, capsys):
 
 
 def test_a_corrupt_image_read_by_dataloader_workers_is_one_line(tmp_path, capsys):
-    from tests.engine.test_imagenet_folders import imagenet_folders
+    from tests.training.test_imagenet_folders import imagenet_folders
 
     data = imagenet_folders(tmp_path / "ds", train=1, val=2)
     broken = data / "val" / "cat" / "0.jpg"
@@ -303,7 +303,7 @@ def test_a_folder_named_like_published_weights_does_not_shadow_them(tmp_path, mo
 
 
 def test_evaluate_split_holdout_on_a_folder_of_large_images_is_one_line(tmp_path, capsys):
-    from tests.engine.test_imagenet_folders import imagenet_folders
+    from tests.training.test_imagenet_folders import imagenet_folders
 
     data = imagenet_folders(tmp_path / "ds", train=2, val=1)
     torch.save(__import__("resnetlab").create_model("resnet18", num_classes=2).state_dict(), tmp_path / "r18.pth")
@@ -374,7 +374,7 @@ def test_time_estimates_read_as_a_person_says_them():
 
 def test_the_recipe_follows_the_network_and_is_said(tmp_path, capsys):
     """An ImageNet network on an image folder once got CIFAR's recipe and was refused (pixel-mean)."""
-    from tests.engine.test_imagenet_folders import imagenet_folders
+    from tests.training.test_imagenet_folders import imagenet_folders
 
     data = imagenet_folders(tmp_path / "ds", train=2, val=1)
     assert main(["train", "--model", "resnet18", "--data", str(data), "--out", str(tmp_path / "r"), "--iters", "1",
