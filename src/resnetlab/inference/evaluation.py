@@ -100,6 +100,32 @@ class Options:
     force: bool = False
 
 
+def evaluation_batches(o: Options, data, loads: list, device: torch.device):
+    """The batches of `data` as the loaded models take them: their size and normalization, the protocol's views."""
+    loaded = loads[0]
+    ref = loaded.normalization
+    if any(not (torch.equal(x.normalization.mean, ref.mean) and torch.equal(x.normalization.std, ref.std)
+                and x.input == loaded.input) for x in loads):
+        raise UserError("the checkpoints of this ensemble take their input at other sizes or normalizations; "
+                        "evaluate them apart")
+    if isinstance(data, ArrayDataset):
+        if o.protocol != "center":
+            raise UserError(f"--protocol {o.protocol} is for image-folder (ImageNet-style) data; in-memory data "
+                            "is tested on its single original view (Sec. 4.2)")
+        batches = DeviceLoader(data.images, data.labels, o.batch_size, device, loaded.normalization, augment=False)
+    else:
+        # The model's own input: its crop and resize, its normalization (a CIFAR net on a folder of larger
+        # images is tested at 32x32 with its per-pixel mean, as `predict` does, not with ImageNet's 224 crop).
+        imagenet_input = ref.kind == "imagenet"
+        if o.protocol == "multiscale" and not imagenet_input:
+            raise UserError(f"--protocol multiscale is the paper's ImageNet test (ImageNet mean/std, sides 224-640); "
+                            f"{name_of(loads)} takes {loaded.input['size']}x{loaded.input['size']} input normalized "
+                            f"by its {ref.kind} statistics: use --protocol center or 10-crop")
+        batches = eval_loader(data, o.batch_size, o.workers, protocol=o.protocol, crop=loaded.input["size"],
+                              resize=loaded.input["resize"], normalize=None if imagenet_input else ref)
+    return batches
+
+
 def measure(o: Options) -> dict:
     """The evaluation `o` asks for, its files written: `resnetlab evaluate` and `resnetlab.evaluate()`."""
     if o.batch_size <= 0 or o.topk <= 0:
@@ -122,26 +148,7 @@ def measure(o: Options) -> dict:
         raise UserError(f"--data {o.data}: its {split} split holds no images; nothing to evaluate")
     device = resolve_device(o.device)
     models = [x.model.to(device) for x in loads]
-    ref = loaded.normalization
-    if any(not (torch.equal(x.normalization.mean, ref.mean) and torch.equal(x.normalization.std, ref.std)
-                and x.input == loaded.input) for x in loads):
-        raise UserError("the checkpoints of this ensemble take their input at other sizes or normalizations; "
-                        "evaluate them apart")
-    if isinstance(data, ArrayDataset):
-        if o.protocol != "center":
-            raise UserError(f"--protocol {o.protocol} is for image-folder (ImageNet-style) data; in-memory data "
-                            "is tested on its single original view (Sec. 4.2)")
-        batches = DeviceLoader(data.images, data.labels, o.batch_size, device, loaded.normalization, augment=False)
-    else:
-        # The model's own input: its crop and resize, its normalization (a CIFAR net on a folder of larger
-        # images is tested at 32x32 with its per-pixel mean, as `predict` does, not with ImageNet's 224 crop).
-        imagenet_input = ref.kind == "imagenet"
-        if o.protocol == "multiscale" and not imagenet_input:
-            raise UserError(f"--protocol multiscale is the paper's ImageNet test (ImageNet mean/std, sides 224-640); "
-                            f"{name_of(loads)} takes {loaded.input['size']}x{loaded.input['size']} input normalized "
-                            f"by its {ref.kind} statistics: use --protocol center or 10-crop")
-        batches = eval_loader(data, o.batch_size, o.workers, protocol=o.protocol, crop=loaded.input["size"],
-                              resize=loaded.input["resize"], normalize=None if imagenet_input else ref)
+    batches = evaluation_batches(o, data, loads, device)
     name = name_of(loads)
     measured = evaluate(models, batches, predictions=o.topk if o.save_predictions else 0)
     confusion = measured.pop("confusion")
