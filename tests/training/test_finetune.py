@@ -154,3 +154,26 @@ def test_frozen_stages_stay_frozen_for_seeds_trained_together(animals, tmp_path)
         assert max((joint["model"][k].float() - alone["model"][k].float()).abs().max().item()
                    for k in alone["model"] if alone["model"][k].is_floating_point()) < 1e-4
         assert len(joint["optimizer"]["state"]) == len(alone["optimizer"]["state"])  # no momentum for frozen ones
+
+
+def test_a_weights_file_is_read_and_hashed_once(animals, tmp_path, monkeypatch):
+    from resnetlab.data import download
+    from resnetlab.models import pretrained as pretrained_module
+    from resnetlab.models import weights as weights_module
+    from resnetlab.training import start as start_module
+
+    calls = {"read": 0, "hash": 0}
+
+    def counted(kind, real):
+        def wrapper(*args, **kwargs):
+            calls[kind] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    for module in (start_module, weights_module, pretrained_module):
+        monkeypatch.setattr(module, "read_checkpoint", counted("read", module.read_checkpoint))
+    monkeypatch.setattr(start_module, "file_digest", counted("hash", start_module.file_digest))
+    monkeypatch.setattr(download, "file_digest", counted("hash", download.file_digest))
+    assert main(["train", "--model", "cifar_resnet20", "--weights", str(SHIPPED_R20), "--data", str(animals),
+                 "--out", str(tmp_path / "r"), "--iters", "1", *FAST]) == 0
+    assert calls == {"read": 1, "hash": 1}

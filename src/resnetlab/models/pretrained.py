@@ -224,10 +224,11 @@ def lookup(model: str, name: "str | Weights") -> Weights:
                     "; `resnetlab models --weights` lists every named weights") + here)
 
 
-def identify(path: str | Path) -> Weights | None:
-    """The registry entry a weights file is (by its sha256), or None: a file renamed or copied elsewhere is
-    still recognised, and a torchvision file is loaded into the torchvision-style network it was trained as."""
-    digest = download.file_digest(Path(path), "sha256")
+def identify(path: str | Path, digest: str | None = None) -> Weights | None:
+    """The registry entry a weights file is (by its sha256; `digest`: already computed), or None: a file renamed
+    or copied elsewhere is still recognised, and a torchvision file is loaded into the torchvision-style network
+    it was trained as."""
+    digest = digest or download.file_digest(Path(path), "sha256")
     return next((w for w in REGISTRY.values() if len(w.sha256) >= 8 and digest.startswith(w.sha256.lower())), None)
 
 

@@ -13,7 +13,8 @@ from resnetlab.models import pretrained
 from resnetlab.models.weight_files import extract_state_dict, read_checkpoint
 
 
-def load_weights(model: nn.Module, path: str | Path, style: str | None = None) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, style: str | None = None, *, contents: dict | None = None,
+                 digest: str | None = None) -> nn.Module:
     """Load a checkpoint into `model` strictly; a mismatch names the first offending key and shapes.
 
     Tensors that fit can still belong to another network: a torchvision ResNet-50 file fits the paper-style
@@ -21,8 +22,8 @@ def load_weights(model: nn.Module, path: str | Path, style: str | None = None) -
     shortcut tensors). So the file's network is checked where it can be known (a resnetlab checkpoint names it,
     a published file is known by its sha256, akamaster's format is always a ResNet), and for a bottleneck net
     whose file cannot say, `style` ("paper" or "torchvision") must say what it was trained as."""
-    obj = read_checkpoint(path)
-    _check_trained_as(model, obj, path, style)
+    obj = read_checkpoint(path) if contents is None else contents  # contents, digest: the caller read it
+    _check_trained_as(model, obj, path, style, digest)
     state = extract_state_dict(obj)
     own = model.state_dict()
     for k, v in own.items():
@@ -42,13 +43,13 @@ def load_weights(model: nn.Module, path: str | Path, style: str | None = None) -
     return model
 
 
-def trained_as(obj: dict, path: str | Path) -> tuple[str | None, str | None]:
+def trained_as(obj: dict, path: str | Path, digest: str | None = None) -> tuple[str | None, str | None]:
     """(the network, its style) a weights file was trained as, where the file can say: a resnetlab checkpoint
     names both, a published file is known by its sha256, akamaster's CIFAR files (keys `linear.*`) are ResNets."""
     if isinstance(obj.get("model_name"), str):
         options = obj.get("model_options") if isinstance(obj.get("model_options"), dict) else {}
         return obj["model_name"], options.get("style", "paper")
-    known = pretrained.identify(path)
+    known = pretrained.identify(path, digest)
     if known is not None:
         return known.model, known.options.get("style", "paper")
     state = obj.get("state_dict", obj)
@@ -58,8 +59,8 @@ def trained_as(obj: dict, path: str | Path) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _check_trained_as(model: nn.Module, obj: dict, path: str | Path, style: str | None) -> None:
-    network, file_style = trained_as(obj, path)
+def _check_trained_as(model: nn.Module, obj: dict, path: str | Path, style: str | None, digest: str | None) -> None:
+    network, file_style = trained_as(obj, path, digest)
     residual = getattr(model, "residual", None)
     if network is not None and residual is not None and ("plain" not in network) != residual:
         # Option-A nets have no shortcut tensors: a ResNet's fit the plain net of its depth. Said, not refused:

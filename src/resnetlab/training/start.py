@@ -10,7 +10,7 @@ per-pixel mean, or ImageNet's mean/std for torchvision's and akamaster's) unless
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ from resnetlab.training.config import TrainConfig
 
 @dataclass
 class Start:
-    """Trained weights a run starts from."""
+    """Trained weights a run starts from, read and hashed once (a ResNet-152 file takes ~1 s a pass)."""
     given: str  # as the user named them
     file: Path
     sha256: str
     classes: list[str] | None  # None: the file names no classes
     normalization: Normalization
     input: dict | None
+    contents: dict = field(repr=False, default_factory=dict)  # the file as read_checkpoint returned it
 
     def record(self) -> dict[str, Any]:
         """What config.json, checkpoints and reports say the run started from."""
@@ -46,34 +47,34 @@ def resolve_start(cfg: TrainConfig) -> Start:
     if pretrained.names_published_weights(given):
         w = pretrained.lookup(cfg.model, given)
         file = pretrained.fetch(w)
-        return Start(given, file, file_digest(file, "sha256"), list(w.classes), w.input_normalization(), dict(w.input))
+        return Start(given, file, file_digest(file, "sha256"), list(w.classes), w.input_normalization(), dict(w.input),
+                     read_checkpoint(file))
     path = Path(given)
     if not path.is_file():
         raise UserError(f"--weights {given}: no such file, and no named weights of {cfg.model} are called so")
-    obj = read_checkpoint(path)
-    known = pretrained.identify(path)
+    obj, digest = read_checkpoint(path), file_digest(path, "sha256")
+    known = pretrained.identify(path, digest)
     if isinstance(obj.get("model_name"), str) and isinstance(obj.get("normalization"), dict):
         norm = Normalization.from_dict(obj["normalization"])
         classes = obj.get("classes") if isinstance(obj.get("classes"), list) else None
-        return Start(given, path, file_digest(path, "sha256"), classes, norm, obj.get("input"))
+        return Start(given, path, digest, classes, norm, obj.get("input"), obj)
     if known is not None:
-        return Start(given, path, file_digest(path, "sha256"), list(known.classes), known.input_normalization(),
-                     dict(known.input))
+        return Start(given, path, digest, list(known.classes), known.input_normalization(), dict(known.input), obj)
     # A foreign state dict (torchvision's or akamaster's format): they were trained on ImageNet's mean/std.
-    return Start(given, path, file_digest(path, "sha256"), None, Normalization.imagenet(), None)
+    return Start(given, path, digest, None, Normalization.imagenet(), None, obj)
 
 
 def load_start(model: nn.Module, cfg: TrainConfig, start: Start, classes: list[str], options: dict) -> str:
     """Load `start` into `model` (built for `classes`); returns the start-up line that says what was kept."""
-    state = read_checkpoint(start.file)
-    network, _ = trained_as(state, start.file)
+    state = start.contents
+    network, _ = trained_as(state, start.file, start.sha256)
     if network is not None and network != cfg.model and network.replace("plain", "resnet") != cfg.model.replace(
             "plain", "resnet"):
         raise UserError(f"--weights {start.given} are {network}'s weights, not {cfg.model}'s: give weights of "
                         f"{cfg.model} (`resnetlab models --weights`), or --model {network}")
     rows = _classifier_rows(state)
     source = create_model(cfg.model, **{**options, "num_classes": rows})
-    load_weights(source, start.file, style=cfg.style)  # checks the network and style the file was trained as
+    load_weights(source, start.file, style=cfg.style, contents=state, digest=start.sha256)  # checks the network and style the file was trained as
     keep = start.classes == classes if start.classes else rows == len(classes)
     own = model.state_dict()
     loaded = {k: v for k, v in source.state_dict().items() if keep or not k.startswith("fc.")}
