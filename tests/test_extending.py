@@ -81,3 +81,12 @@ def test_zero_init_refuses_a_block_that_cannot_name_its_last_batchnorm():
         ResNet(Opaque, [1, 1, 1], imagenet=False, num_classes=10, shortcut="A", zero_init_residual=True)
     net = resnetlab.create_model("cifar_resnet8", zero_init_residual=True)
     assert all(torch.count_nonzero(b.bn2.weight) == 0 for layer in (net.layer1, net.layer2, net.layer3) for b in layer)
+
+
+def test_library_code_sets_a_recipe_by_keyword_and_a_misspelt_setting_is_refused():
+    from resnetlab.training import configure
+
+    cfg = configure("cifar-paper", model="cifar_resnet56", data="d", out="o", iters=16000)
+    assert (cfg.model, cfg.iters, cfg.milestones) == ("cifar_resnet56", 16000, [8000, 12000])
+    with pytest.raises(TypeError, match="'iter' is not a setting"):
+        configure("cifar-paper", model="cifar_resnet56", iter=16000)

@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
 from resnetlab.models import create_model
 from resnetlab.training import fastpath, seed_configs
-from resnetlab.training.config import resolve
+from resnetlab.training.config import configure
 from resnetlab.training.loop import prepare
 
 
@@ -102,9 +102,8 @@ def trainer_rate(opts: Options, device: torch.device, fast: str) -> dict:
     the fast path `fast` would choose for a run of the paper's length; the first step (which compiles,
     where the step is compiled) is timed apart."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = resolve("cifar-paper", {}, {"model": opts.model, "data": opts.data, "out": tmp, "device": device.type,
-                                           "val": "none", "amp": opts.amp, "channels_last": opts.channels_last,
-                                           "compile": opts.compile, "fast": fast})
+        cfg = configure("cifar-paper", model=opts.model, data=opts.data, out=tmp, device=device.type, val="none",
+                        amp=opts.amp, channels_last=opts.channels_last, compile=opts.compile, fast=fast)
         runs, train_step = prepare(seed_configs(cfg, opts.seeds) if opts.seeds > 1 else [cfg])
         train_step.net.train()
 
@@ -161,7 +160,7 @@ def bench_imagenet(opts: Options, device: torch.device) -> dict:
 
     tv = torchvision.models.resnet50().to(device, memory_format=torch.channels_last)
     ours = create_model("resnet50", style="torchvision").to(device, memory_format=torch.channels_last)
-    path = fastpath.choose(resolve("imagenet-paper", {}, {"fast": opts.fast, "compile": opts.compile}), device)
+    path = fastpath.choose(configure("imagenet-paper", fast=opts.fast, compile=opts.compile), device)
     if path.compiled:
         ours = torch.compile(ours, mode=None if path.compile_mode == "default" else path.compile_mode)
     return {"baseline_images_per_s": rate(step_fn(tv), opts.steps, batch, device),

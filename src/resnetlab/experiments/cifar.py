@@ -18,7 +18,7 @@ from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.training import train, train_runs
-from resnetlab.training.config import TrainConfig, resolve
+from resnetlab.training.config import TrainConfig, configure
 
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (6.61±0.16)", 1202: "7.93"}
 
@@ -53,10 +53,9 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
     pending: dict[tuple[str, int], list[tuple[RunSpec, TrainConfig, int]]] = {}
     for i, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.name
-        cfg = resolve("cifar-paper", {}, {
-            "model": spec.model, "data": data, "out": str(run_dir), "iters": iters, "seed": spec.seed,
-            "device": device, "eval_every": eval_every or max(1, iters // 20), "log_every": max(1, min(100, iters // 20)),
-        })
+        cfg = configure("cifar-paper", model=spec.model, data=data, out=str(run_dir), iters=iters, seed=spec.seed,
+                        device=device, eval_every=eval_every or max(1, iters // 20),
+                        log_every=max(1, min(100, iters // 20)))
         cfg, step, finished = existing_run(cfg)
         if finished:
             log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")

@@ -20,7 +20,7 @@ from resnetlab.runtime.checkpoint import write_json
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.training import train_runs
-from resnetlab.training.config import resolve
+from resnetlab.training.config import configure
 
 PAPER_ITERS = 600_000  # Sec. 3.4: "up to 60 x 10^4 iterations"
 # ../shared/reference/paper.md: 10-crop top-1 error on ImageNet val (Table 2), top-1/top-5 (Table 3).
@@ -57,11 +57,10 @@ def run_all(nets: list[Net], out: Path, data: str, iters: int, batch_size: int, 
             eval_every: int | None, workers: int, log=print) -> dict[Net, dict]:
     summaries = {}
     for i, net in enumerate(nets, 1):
-        cfg = resolve("imagenet-paper", {}, {
-            "model": net.model, "shortcut": net.shortcut, "data": data, "out": str(out / "runs" / net.name),
-            "iters": iters, "batch_size": batch_size, "lr": lr, "device": device, "workers": workers, "val": "val",
-            "eval_every": eval_every or max(1, iters // 20), "log_every": max(1, min(100, iters // 20)),
-        })
+        cfg = configure("imagenet-paper", model=net.model, shortcut=net.shortcut, data=data,
+                        out=str(out / "runs" / net.name), iters=iters, batch_size=batch_size, lr=lr, device=device,
+                        workers=workers, val="val", eval_every=eval_every or max(1, iters // 20),
+                        log_every=max(1, min(100, iters // 20)))
         cfg, step, finished = existing_run(cfg)
         if finished:
             log(f"[{i}/{len(nets)}] {net.name}: finished earlier, skipped")

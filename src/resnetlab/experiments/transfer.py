@@ -20,14 +20,14 @@ from resnetlab.errors import UserError
 from resnetlab.experiments.runs import existing_run
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.training import train
-from resnetlab.training.config import TrainConfig, resolve
+from resnetlab.training.config import TrainConfig, configure
 
 VEHICLES = ("airplane", "automobile", "ship", "truck")
 ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")
 HOLDOUT_PER_CLASS = 500
 WAYS = {  # way: (recipe, extra settings); from scratch gets the paper's recipe at the same iterations
     "fine-tuning": ("finetune", {}),
-    "linear probing": ("finetune", {"freeze": "backbone"}),
+    "linear probing": ("finetune", dict(freeze="backbone")),
     "from scratch": ("cifar-paper", {}),
 }
 
@@ -104,19 +104,17 @@ def run_all(plan: Plan, device: str = "auto", log=print) -> dict[tuple[str, int]
     """Pretrain once, then every (way, size, seed); returns the final hold-out errors per (way, size)."""
     vehicles, animals = make_datasets(plan)
     runs = plan.out / "runs"
-    pre = resolve("cifar-paper", {}, {"model": "cifar_resnet20", "data": str(vehicles), "out": str(runs / "pretrain"),
-                                      "iters": plan.pretrain_iters, "device": device, "val": "none",
-                                      "eval_every": max(1, plan.pretrain_iters // 10)})
+    pre = configure("cifar-paper", model="cifar_resnet20", data=str(vehicles), out=str(runs / "pretrain"),
+                    iters=plan.pretrain_iters, device=device, val="none", eval_every=max(1, plan.pretrain_iters // 10))
     _run(pre, log)
     errors: dict[tuple[str, int], list[float]] = {}
     for n, folder in animals.items():
         for way, (recipe, extra) in WAYS.items():
             for seed in range(plan.seeds):
-                start = {"weights": str(runs / "pretrain" / "last.pt")} if recipe == "finetune" else {}
-                cfg = resolve(recipe, {}, {"model": "cifar_resnet20", "data": str(folder), "val": "test",
-                                           "out": str(runs / f"{way.replace(' ', '-')}-{n}-seed{seed}"),
-                                           "iters": plan.iters, "seed": seed, "device": device,
-                                           "eval_every": max(1, plan.iters // 5), **start, **extra})
+                start = dict(weights=str(runs / "pretrain" / "last.pt")) if recipe == "finetune" else {}
+                cfg = configure(recipe, model="cifar_resnet20", data=str(folder), val="test",
+                                out=str(runs / f"{way.replace(' ', '-')}-{n}-seed{seed}"), iters=plan.iters, seed=seed,
+                                device=device, eval_every=max(1, plan.iters // 5), **start, **extra)
                 summary = _run(cfg, log)
                 errors.setdefault((way, n), []).append(summary["final_val_error"])
     return errors

@@ -142,6 +142,15 @@ def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def configure(recipe: str, **settings: Any) -> TrainConfig:
+    """A recipe with some settings changed, by keyword (the library's way; a misspelt setting is a TypeError):
+    `configure("cifar-paper", model="cifar_resnet56", data=..., out=..., iters=16000)`."""
+    unknown = sorted(set(settings) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"configure: {unknown[0]!r} is not a setting (training/settings.py lists them)")
+    return resolve(recipe, {}, settings)
+
+
 def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
     """recipe < config file < command-line flags; iterations given without milestones rescale them."""
     if recipe not in RECIPES:
