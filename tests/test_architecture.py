@@ -189,3 +189,15 @@ def test_the_step_is_three_files_from_the_cli():
     assert "resnetlab.training.loop" in (PACKAGE / "cli" / "train.py").read_text() or \
         "from resnetlab.training import" in (PACKAGE / "cli" / "train.py").read_text()
     assert "TrainingStep" in (PACKAGE / "training" / "loop.py").read_text()
+
+
+def test_one_run_and_k_runs_are_both_trainees():
+    import inspect
+
+    from resnetlab.multiseed import Together
+    from resnetlab.training.step import OneRun, Trainee
+
+    for member in ("momenta", "set_learning_rates", "sync"):
+        declared = inspect.signature(getattr(Trainee, member)).parameters
+        for cls in (OneRun, Together):
+            assert list(inspect.signature(getattr(cls, member)).parameters) == list(declared), (cls, member)
