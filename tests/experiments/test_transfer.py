@@ -40,3 +40,15 @@ def test_transfer_trains_three_ways_and_reports_them(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 4
+
+
+def test_the_trend_sentence_follows_the_numbers_and_the_noise():
+    from resnetlab.experiments.transfer import trend
+
+    shrinking = {("fine-tuning", 25): [0.50, 0.51], ("from scratch", 25): [0.70, 0.71],
+                 ("fine-tuning", 100): [0.40, 0.41], ("from scratch", 100): [0.50, 0.51],
+                 ("fine-tuning", 500): [0.30, 0.31], ("from scratch", 500): [0.33, 0.34]}
+    assert "shrinks at every step" in trend(shrinking) and "20.0 points at 25" in trend(shrinking)
+    noisy = {**shrinking, ("from scratch", 100): [0.40, 0.60]}
+    assert "not every step" in trend(noisy)
+    assert trend({("fine-tuning", 25): [0.5], ("from scratch", 25): [0.6]}) == ""

@@ -142,7 +142,28 @@ def verdict(errors: dict[tuple[str, int], list[float]]) -> str:
         judged = ("beats" if gap > 2 * noise else "does not beat, beyond the seeds' noise,")
         out.append(f"With {n} images per class, fine-tuning ({ft:.2%}) {judged} training from scratch ({scratch:.2%}); "
                    f"linear probing: {probe:.2%}; the largest seed std is {noise:.2%}." if probe is not None else "")
-    return " ".join(out)
+    return " ".join([*out, trend(errors)]).strip()
+
+
+def trend(errors: dict[tuple[str, int], list[float]]) -> str:
+    """How fine-tuning's gain over from scratch moves with the images per class, said only as far as the seeds'
+    noise allows: a step smaller than twice the larger std of its two sizes is called no change."""
+    sizes = sorted(n for w, n in errors if w == "fine-tuning" and ("from scratch", n) in errors)
+    if len(sizes) < 2:
+        return ""
+    gain = {n: statistics.fmean(errors[("from scratch", n)]) - statistics.fmean(errors[("fine-tuning", n)]) for n in sizes}
+    noise = {n: max((statistics.stdev(errors[(w, n)]) for w in ("fine-tuning", "from scratch") if len(errors[(w, n)]) > 1),
+                    default=0.0) for n in sizes}
+    steps = [gain[b] - gain[a] for a, b in zip(sizes, sizes[1:])]
+    margins = [2 * max(noise[a], noise[b]) for a, b in zip(sizes, sizes[1:])]
+    listed = ", ".join(f"{100 * gain[n]:.1f} points at {n}" for n in sizes)
+    if all(d < -m for d, m in zip(steps, margins)):
+        said = "it shrinks at every step as the new classes get more images, beyond the seeds' noise"
+    elif all(d > m for d, m in zip(steps, margins)):
+        said = "it grows at every step as the new classes get more images, beyond the seeds' noise"
+    else:
+        said = "not every step of it exceeds the seeds' noise"
+    return f"Fine-tuning's gain over training from scratch: {listed} images per class; {said}."
 
 
 def figure(errors: dict[tuple[str, int], list[float]], path: Path) -> None:
