@@ -156,7 +156,9 @@ def test_frozen_stages_stay_frozen_for_seeds_trained_together(animals, tmp_path)
         assert len(joint["optimizer"]["state"]) == len(alone["optimizer"]["state"])  # no momentum for frozen ones
 
 
-def test_a_weights_file_is_read_and_hashed_once(animals, tmp_path, monkeypatch):
+@pytest.mark.parametrize("given", [str(SHIPPED_R20), "resnetlab"])
+def test_weights_are_read_and_hashed_once(given, animals, tmp_path, monkeypatch):
+    """A weights file, or published weights by name (fetch checks their sha256, which the start then reuses)."""
     from resnetlab.data import download
     from resnetlab.models import pretrained as pretrained_module
     from resnetlab.models import weights as weights_module
@@ -174,6 +176,6 @@ def test_a_weights_file_is_read_and_hashed_once(animals, tmp_path, monkeypatch):
         monkeypatch.setattr(module, "read_checkpoint", counted("read", module.read_checkpoint))
     monkeypatch.setattr(start_module, "file_digest", counted("hash", start_module.file_digest))
     monkeypatch.setattr(download, "file_digest", counted("hash", download.file_digest))
-    assert main(["train", "--model", "cifar_resnet20", "--weights", str(SHIPPED_R20), "--data", str(animals),
+    assert main(["train", "--model", "cifar_resnet20", "--weights", given, "--data", str(animals),
                  "--out", str(tmp_path / "r"), "--iters", "1", *FAST]) == 0
     assert calls == {"read": 1, "hash": 1}

@@ -79,11 +79,13 @@ def run_imagenet(args) -> int:
     if args.lr is not None and not 0 < args.lr <= 10:
         raise UserError(f"--lr must be in (0, 10], not {args.lr}")
     budget = Budget(args.data, args.out, args.iters, args.batch_size, args.lr, args.shortcuts)
-    report = reproduce_imagenet(budget, shortcuts, args.device, args.eval_every, args.workers)
-    if report is not None:
-        tables = "table2.md, table3.md" if (report.parent / "table3.md").is_file() else "table2.md"
-        print(f"wrote {report}, {tables}, figure4.png")
+    _say_wrote(reproduce_imagenet(budget, shortcuts, args.device, args.eval_every, args.workers))
     return 0
+
+
+def _say_wrote(files: list) -> None:
+    if files:  # none on torchrun's other ranks
+        print(f"wrote {', '.join(map(str, files))}")
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -108,9 +110,8 @@ def run_cifar(args) -> int:
                           args.nets, "--seeds", str(args.seeds), "--iters", str(args.iters), "--data", args.data,
                           "--device", args.device] + (["--eval-every", str(args.eval_every)] if args.eval_every else [])
                          + (["--report-only"] if args.report_only else []))
-    report = reproduce_cifar(Cifar(args.data, args.out, nets, depths, args.seeds, args.iters, args.device,
-                                   args.eval_every, args.together, args.report_only, command))
-    print(f"wrote {report}, table6.md, figure6.png, figure7.png")
+    _say_wrote(reproduce_cifar(Cifar(args.data, args.out, nets, depths, args.seeds, args.iters, args.device,
+                                     args.eval_every, args.together, args.report_only, command)))
     return 0
 
 
@@ -136,7 +137,6 @@ def run_transfer(args) -> int:
     command = shlex.join(["resnetlab", "reproduce", "transfer", "--data", args.data, "--out", args.out, "--per-class",
                           args.per_class, "--seeds", str(args.seeds), "--pretrain-iters", str(args.pretrain_iters),
                           "--iters", str(args.iters)])
-    report = reproduce_transfer(Transfer(args.data, args.out, sizes, args.seeds, args.pretrain_iters, args.iters,
-                                         args.device, command))
-    print(f"wrote {report} and figure.png")
+    _say_wrote(reproduce_transfer(Transfer(args.data, args.out, sizes, args.seeds, args.pretrain_iters, args.iters,
+                                           args.device, command)))
     return 0

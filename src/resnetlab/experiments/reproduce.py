@@ -51,8 +51,8 @@ class Transfer:
 
 
 def reproduce_imagenet(o: imagenet.Budget, shortcuts: list[str], device: str, eval_every: int | None,
-                       workers: int) -> Path | None:
-    """Table 2, Table 3 and Fig. 4; the report's path (None on the ranks of torchrun other than the first)."""
+                       workers: int) -> list[Path]:
+    """Table 2, Table 3 and Fig. 4; the files written (none on the ranks of torchrun other than the first)."""
     imagenet.check_data(o.data)
     out = Path(o.out)
     nets = imagenet.plan(shortcuts)
@@ -67,7 +67,7 @@ def reproduce_imagenet(o: imagenet.Budget, shortcuts: list[str], device: str, ev
     finally:
         distributed.teardown(dist, clean)
     if not dist.is_main:
-        return None  # rank 0 tests and writes, in a process of its own; the others are done
+        return []  # rank 0 tests and writes, in a process of its own; the others are done
     tested = {net: imagenet.ten_crop(net, out, o.data, device, workers) for net in nets}
     table2, table3, rows = imagenet.tables(nets, out, tested)
     atomic_write(out / "table2.md", lambda tmp: tmp.write_text(table2))
@@ -78,10 +78,10 @@ def reproduce_imagenet(o: imagenet.Budget, shortcuts: list[str], device: str, ev
     text = imagenet.report(nets, out, o, rows, table2, table3, ran_on, git_commit())
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"rows": rows}, indent=2)))
-    return out / "report.md"
+    return [out / name for name in ("report.md", "table2.md", "table3.md" if table3 else "", "figure4.png") if name]
 
 
-def reproduce_cifar(o: Cifar) -> Path:
+def reproduce_cifar(o: Cifar) -> list[Path]:
     """The runs (resumed where they stopped; with report_only, none), then the report over the finished ones."""
     out = Path(o.out)
     claim_folder(out, "cifar")
@@ -100,7 +100,7 @@ def reproduce_cifar(o: Cifar) -> Path:
     report, rows, stds = cifar_report(o, out, specs, pending, summaries, start)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"table6": rows, "figure7": stds}, indent=2)))
-    return out / "report.md"
+    return [out / name for name in ("report.md", "table6.md", "figure6.png", "figure7.png")]
 
 
 def cifar_report(o: Cifar, out: Path, specs: list, pending: list, summaries: dict, start: float) -> tuple[str, list, dict]:
@@ -155,7 +155,7 @@ CIFAR-10 test set, while {'these runs validate on the ' + split_name if split_na
 
 
 
-def reproduce_transfer(o: Transfer) -> Path:
+def reproduce_transfer(o: Transfer) -> list[Path]:
     """Pretraining on the vehicles, then fine-tuning, linear probing and training from scratch on the animals."""
     out = Path(o.out)
     claim_folder(out, "transfer")
@@ -189,4 +189,4 @@ class that no run trains on (the test/ split of each animal set).
 {runs_table(runs, 128)}
 """
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
-    return out / "report.md"
+    return [out / "report.md", out / "figure.png"]

@@ -85,11 +85,12 @@ class Weights:
         image (path, PIL or tensor) -> normalized (3, size, size)."""
         return Preprocess(self.input["size"], self.input["resize"], self.input_normalization())
 
-    def input_normalization(self):
-        """The normalization the network expects: ImageNet's constants, or the one stored in a bundled file."""
+    def input_normalization(self, contents: dict | None = None):
+        """The normalization the network expects: ImageNet's constants, or the one stored in a bundled file
+        (`contents`: that file as read_checkpoint returned it, when the caller has read it already)."""
         if self.normalization != "checkpoint":
             return Normalization.imagenet()
-        return Normalization.from_dict(read_checkpoint(fetch(self))["normalization"])
+        return Normalization.from_dict((contents or read_checkpoint(fetch(self)))["normalization"])
 
 
 def _akamaster(depth: int, file: str, sha256: str, error: float) -> Weights:

@@ -46,9 +46,11 @@ def resolve_start(cfg: TrainConfig) -> Start:
     given = cfg.weights
     if pretrained.names_published_weights(given):
         w = pretrained.lookup(cfg.model, given)
-        file = pretrained.fetch(w)
-        return Start(given, file, file_digest(file, "sha256"), list(w.classes), w.input_normalization(), dict(w.input),
-                     read_checkpoint(file))
+        file = pretrained.fetch(w)  # checks the file's sha256 against the registry's
+        contents = read_checkpoint(file)
+        # A whole published digest is the one fetch has just checked; an 8-hex prefix is not the file's digest.
+        digest = w.sha256.lower() if len(w.sha256) == 64 else file_digest(file, "sha256")
+        return Start(given, file, digest, list(w.classes), w.input_normalization(contents), dict(w.input), contents)
     path = Path(given)
     if not path.is_file():
         raise UserError(f"--weights {given}: no such file, and no named weights of {cfg.model} are called so")
