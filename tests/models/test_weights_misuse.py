@@ -1,6 +1,7 @@
 """Weights that cannot be misused (issue 28): a file loads only into the network it was trained as, resnetlab's
 own weights say how their input is normalized, and weights objects round-trip as torchvision's do."""
 
+import json
 import warnings
 
 import pytest
@@ -87,6 +88,15 @@ def test_shipped_weights_say_the_rule_they_were_chosen_by():
         rule = get_weights(model, "resnetlab").meta["selection"]
         assert "final-iteration" in rule and "seed" in rule
     assert "selection" not in get_weights("cifar_resnet20", "akamaster").meta
+
+
+def test_the_selection_rule_quotes_the_seed_noise_that_was_measured():
+    """The noise the rule names is the committed 16k runs' ResNet-20 std over seeds, not a figure typed once."""
+    table6 = json.loads((REPO / "results" / "cifar10-16k" / "results.json").read_text())["table6"]
+    resnet20 = next(r for r in table6 if r["net"] == "resnet" and r["depth"] == 20)
+    assert resnet20["seeds"] >= 3
+    rule = get_weights("cifar_resnet20", "resnetlab").meta["selection"]
+    assert f"{100 * resnet20['std']:.2f}% (std over {resnet20['seeds']} seeds" in rule
 
 
 def test_shipped_weights_carry_the_split_they_were_validated_on():

@@ -17,8 +17,10 @@ from resnetlab.files import atomic_write
 from resnetlab.runtime import distributed
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.training import fastpath
+from resnetlab.training.config import TrainConfig
 
-PAPER_ITERS = 64000
+# The paper's CIFAR schedule (64k iterations) is the default of TrainConfig.iters: one place for it.
+PAPER_ITERS = TrainConfig().iters
 
 
 @dataclass(frozen=True)
