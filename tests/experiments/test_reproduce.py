@@ -96,3 +96,15 @@ def test_report_sentences_follow_the_numbers():
     assert "better in training error, as in the paper, but not in validation error" in text
     assert "smaller, as in the paper" in cifar_exp.response_sentence({"plain-20": [2.0, 1.0], "resnet-20": [1.0, 1.0]})
     assert "not smaller" in cifar_exp.response_sentence({"plain-20": [1.0], "resnet-20": [1.5]})
+
+
+def test_noise_sentence_says_which_depth_differences_exceed_the_seed_noise():
+    def row(depth, mean, std=0.0, seeds=1):
+        return {"net": "resnet", "depth": depth, "mean": mean, "std": std, "seeds": seeds}
+
+    rows = [row(20, 0.1385, 0.0041, 3), row(32, 0.1332), row(56, 0.1282)]
+    text = cifar_exp.noise_sentence(rows)
+    assert "beyond twice the largest, 0.82%" in text
+    assert "beyond it: 20->56 (-1.03 points); within it: 20->32 (-0.53), 32->56 (-0.50)." in text
+    assert "beyond it: none;" in cifar_exp.noise_sentence([row(20, 0.14, 0.01, 3), row(56, 0.13)])
+    assert "Each network ran once" in cifar_exp.noise_sentence([row(20, 0.14), row(56, 0.13)])

@@ -203,7 +203,20 @@ def noise_sentence(rows: list[dict]) -> str:
     parts = [f"{'ResNet' if r['net'] == 'resnet' else 'plain'}-{r['depth']} {r['mean']:.2%} ± {r['std']:.2%} "
              f"({r['seeds']} seeds)" for r in seeded]
     return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
-            f"counts here only beyond twice the largest, {2 * noise:.2%}.")
+            f"counts here only beyond twice the largest, {2 * noise:.2%}.{depth_differences(rows, 2 * noise)}")
+
+
+def depth_differences(rows: list[dict], threshold: float) -> str:
+    """The ResNets' validation error between every two depths, sorted into beyond and within `threshold`
+    (the noise was measured on ResNets: deep plain nets may vary more from seed to seed)."""
+    curve = sorted((r for r in rows if r["net"] == "resnet"), key=lambda r: r["depth"])
+    pairs = [(a, b, b["mean"] - a["mean"]) for i, a in enumerate(curve) for b in curve[i + 1:]]
+    if not pairs:
+        return ""
+    beyond = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f} points)" for a, b, d in pairs if abs(d) > threshold]
+    within = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f})" for a, b, d in pairs if abs(d) <= threshold]
+    return (f" Between ResNet depths, beyond it: {', '.join(beyond) or 'none'}; within it: "
+            f"{', '.join(within) or 'none'}.")
 
 
 def pending_sentence(pending: list[RunSpec], out: Path) -> str:
