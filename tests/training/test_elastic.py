@@ -48,8 +48,10 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
 def straight(tiny_cifar, tmp_path_factory):
     out = tmp_path_factory.mktemp("elastic") / "straight"
     proc = _torchrun(out, tiny_cifar, 29611)
-    _, err = proc.communicate(timeout=600)
+    said, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
+    # the start-up lines say how the step is split (once: rank 0 speaks for all)
+    assert (said + err).count("data-parallel: 2 processes (gloo), each computing") == 1
     return out
 
 

@@ -85,6 +85,10 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     for line in found:
         say(f"self-check: {line}")
     say(f"fast path: {train_step.path.why}")
+    if dist.enabled:
+        say(f"data-parallel: {dist.world_size} processes ({torch.distributed.get_backend()}), each computing "
+            f"{first.batch_size // dist.world_size} of the {first.batch_size} images of a step (BatchNorm's "
+            "statistics per process, as in the paper's multi-GPU training)")
     return runs, train_step
 
 
