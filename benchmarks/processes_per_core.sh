@@ -16,8 +16,9 @@ for spec in "cifar_resnet20 500" "cifar_resnet56 200"; do
   OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m resnetlab train "${common[@]}" \
     --out "$OUT/two-$1" > "$OUT/two-$1.log" 2>&1
   for way in one two; do
-    "$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); print(sys.argv[2], d['model'], d['precision'], d['mode'],
-      round(d['iterations'] * 128 / d['train_seconds']), 'images/s')" "$OUT/$way-$1/summary.json" \
-      "$([ $way = one ] && echo '1 process x 2 threads:' || echo '2 processes x 1 thread:')"
+    "$PY" -c "import json, sys; d = json.load(open(sys.argv[1] + '/summary.json'))
+batch = json.load(open(sys.argv[1] + '/config.json'))['batch_size']  # the global batch, all processes together
+print(sys.argv[2], d['model'], d['precision'], d['mode'], round(d['iterations'] * batch / d['train_seconds']), 'images/s')" \
+      "$OUT/$way-$1" "$([ $way = one ] && echo '1 process x 2 threads:' || echo '2 processes x 1 thread:')"
   done
 done

@@ -172,12 +172,17 @@ def evaluation_split(data: str) -> tuple[ArrayDataset, str]:
     return split, label
 
 
+def by_depth(rows: list[dict], net: str) -> list[dict]:
+    """The rows of one net ("plain" or "resnet"), shallowest first: a curve of Fig. 6."""
+    return sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
+
+
 def depth_curve_sentence(rows: list[dict]) -> str:
     """Fig. 6 in words, step by step over depth: does plain error grow, does ResNet error fall, at every step?"""
     out = []
     for net, key, should in (("plain", "final_train_error", "grows"), ("resnet", "mean", "falls"),
                              ("resnet", "final_train_error", "falls")):
-        curve = sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
+        curve = by_depth(rows, net)
         if len(curve) < 3:
             continue
         steps = [(a, b) for a, b in zip(curve, curve[1:])]
@@ -209,7 +214,7 @@ def noise_sentence(rows: list[dict]) -> str:
 def depth_differences(rows: list[dict], threshold: float) -> str:
     """The ResNets' validation error between every two depths, sorted into beyond and within `threshold`
     (the noise was measured on ResNets: deep plain nets may vary more from seed to seed)."""
-    curve = sorted((r for r in rows if r["net"] == "resnet"), key=lambda r: r["depth"])
+    curve = by_depth(rows, "resnet")
     pairs = [(a, b, b["mean"] - a["mean"]) for i, a in enumerate(curve) for b in curve[i + 1:]]
     if not pairs:
         return ""
@@ -233,13 +238,10 @@ def pending_sentence(pending: list[RunSpec], out: Path) -> str:
 
 def degradation_sentence(rows: list[dict]) -> str:
     """Plain words on whether the deeper plain net trains worse, and whether residual nets fix it."""
-    def pick(net: str) -> list[dict]:
-        return sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
-
     def pct(r: dict) -> str:
         return f"{r['final_train_error']:.2%} training, {r['mean']:.2%} validation error"
 
-    plain, res = pick("plain"), pick("resnet")
+    plain, res = by_depth(rows, "plain"), by_depth(rows, "resnet")
     sentences = []
     if len(plain) >= 2:
         a, b = plain[0], plain[-1]
@@ -260,9 +262,9 @@ def degradation_sentence(rows: list[dict]) -> str:
         else:
             sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
                              f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
-    by_depth = {r["depth"]: r for r in plain}
+    plain_at = {r["depth"]: r for r in plain}
     for r in res:
-        p = by_depth.get(r["depth"])
+        p = plain_at.get(r["depth"])
         if p:
             a, b = r["final_train_error"], p["final_train_error"]
             verdict = "lower error than" if a < b else "higher error than" if a > b else "the same error as"
