@@ -9,6 +9,10 @@ class UserError(ValueError):
     what is wrong. A ValueError, so that Python callers catch it as they catch any bad value."""
 
 
+class RunInUse(UserError):
+    """The run folder is locked by another process training it; `reproduce` goes on with its next run."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM (or Ctrl-C): the loop stopped; `saved` says whether last.pt holds its last step.
     A KeyboardInterrupt, so that a library caller's `except Exception` does not swallow the user's Ctrl-C."""

@@ -7,6 +7,7 @@ from torch import nn
 
 from resnetlab.cli.main import main
 from resnetlab.experiments import cifar as cifar_exp
+from resnetlab.experiments import cifar_sentences as sentences
 from resnetlab.experiments.responses import response_layers, response_stds
 from resnetlab.models import create_model
 
@@ -85,17 +86,17 @@ def test_report_sentences_follow_the_numbers():
     def row(net, depth, train, val):
         return {"net": net, "depth": depth, "final_train_error": train, "mean": val}
 
-    text = cifar_exp.degradation_sentence([row("plain", 20, 0.10, 0.12), row("plain", 56, 0.20, 0.22),
+    text = sentences.degradation_sentence([row("plain", 20, 0.10, 0.12), row("plain", 56, 0.20, 0.22),
                                            row("resnet", 20, 0.09, 0.11), row("resnet", 56, 0.05, 0.08)])
     assert "The degradation problem shows" in text and "the deeper ResNet is better in both errors" in text
     assert "At depth 56 the residual net trains to lower error than the plain one (5.00% vs 20.00%)" in text
-    text = cifar_exp.degradation_sentence([row("plain", 20, 0.30, 0.3), row("plain", 56, 0.20, 0.2),
+    text = sentences.degradation_sentence([row("plain", 20, 0.30, 0.3), row("plain", 56, 0.20, 0.2),
                                            row("resnet", 20, 0.09, 0.1), row("resnet", 56, 0.15, 0.2)])
     assert "does not show" in text and "has not overtaken" in text
-    text = cifar_exp.degradation_sentence([row("resnet", 20, 0.09, 0.10), row("resnet", 56, 0.05, 0.12)])
+    text = sentences.degradation_sentence([row("resnet", 20, 0.09, 0.10), row("resnet", 56, 0.05, 0.12)])
     assert "better in training error, as in the paper, but not in validation error" in text
-    assert "smaller, as in the paper" in cifar_exp.response_sentence({"plain-20": [2.0, 1.0], "resnet-20": [1.0, 1.0]})
-    assert "not smaller" in cifar_exp.response_sentence({"plain-20": [1.0], "resnet-20": [1.5]})
+    assert "smaller, as in the paper" in sentences.response_sentence({"plain-20": [2.0, 1.0], "resnet-20": [1.0, 1.0]})
+    assert "not smaller" in sentences.response_sentence({"plain-20": [1.0], "resnet-20": [1.5]})
 
 
 def test_noise_sentence_says_which_depth_differences_exceed_the_seed_noise():
@@ -103,8 +104,38 @@ def test_noise_sentence_says_which_depth_differences_exceed_the_seed_noise():
         return {"net": "resnet", "depth": depth, "mean": mean, "std": std, "seeds": seeds}
 
     rows = [row(20, 0.1385, 0.0041, 3), row(32, 0.1332), row(56, 0.1282)]
-    text = cifar_exp.noise_sentence(rows)
+    text = sentences.noise_sentence(rows)
     assert "beyond twice the largest, 0.82%" in text
     assert "beyond it: 20->56 (-1.03 points); within it: 20->32 (-0.53), 32->56 (-0.50)." in text
-    assert "beyond it: none;" in cifar_exp.noise_sentence([row(20, 0.14, 0.01, 3), row(56, 0.13)])
-    assert "Each network ran once" in cifar_exp.noise_sentence([row(20, 0.14), row(56, 0.13)])
+    assert "beyond it: none;" in sentences.noise_sentence([row(20, 0.14, 0.01, 3), row(56, 0.13)])
+    assert "Each network ran once" in sentences.noise_sentence([row(20, 0.14), row(56, 0.13)])
+
+
+def test_processes_given_the_same_command_split_the_runs(tiny_cifar, tmp_path, capsys):
+    """A run another process holds is skipped, not refused; the report lists it unfinished until it is done."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rep"
+    held = out / "runs" / "cifar_resnet8-seed0"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from resnetlab.training.rundir import RunDir; "
+         "r = RunDir(sys.argv[1]); r.take(resume=False); print('held', flush=True); time.sleep(120)", str(held)],
+        stdout=subprocess.PIPE, text=True)
+    argv = ["reproduce", "cifar", "--out", str(out), "--depths", "8", "--nets", "resnet", "--seeds", "2",
+            "--iters", "2", "--data", str(tiny_cifar), "--device", "cpu"]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(argv) == 0
+        log = capsys.readouterr().out
+        assert "cifar_resnet8-seed0: skipped, another process is training it" in log
+        assert (out / "runs" / "cifar_resnet8-seed1" / "summary.json").is_file()
+        assert not (held / "summary.json").exists()
+        report = (out / "report.md").read_text()
+        assert "unfinished: cifar_resnet8-seed0 (not started)" in report
+        assert "| ResNet | 8 |" in (out / "table6.md").read_text() and "| 1 |" in (out / "table6.md").read_text()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(argv) == 0  # the holder gone, the same command trains what it left and reports both seeds
+    assert "| 2 |" in (out / "table6.md").read_text() and "unfinished" not in (out / "report.md").read_text()

@@ -29,7 +29,10 @@ def build_parser() -> Parser:
     t.add_argument("--json", action="store_true", help="print JSON")
     c = sub.add_parser("cifar", help="train plain and residual CIFAR nets; write figure6.png, table6.md, "
                        "figure7.png and report.md", description="Trains every (net, depth, seed) with the paper's "
-                       "recipe (skipping finished runs, resuming interrupted ones), then writes the figures and report.")
+                       "recipe (skipping finished runs, resuming interrupted ones), then writes the figures and report. "
+                       "The same command in several processes (or on machines sharing --out on a filesystem with POSIX "
+                       "locks) splits the runs: each "
+                       "trains those no other process holds, and the last to finish writes the whole report.")
     c.add_argument("--out", required=True, help="output folder (runs/, figures, table6.md, report.md)")
     c.add_argument("--depths", default="20,32,44,56,110", help="comma-separated depths 6n+2 (default 20,32,44,56,110)")
     c.add_argument("--nets", default="plain,resnet", help="plain, resnet or both (default plain,resnet)")

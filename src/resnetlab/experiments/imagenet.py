@@ -11,7 +11,7 @@ from pathlib import Path
 from resnetlab.data import open_dataset
 from resnetlab.data.imagenet import eval_loader
 from resnetlab.errors import UserError
-from resnetlab.experiments.cifar import degradation_sentence
+from resnetlab.experiments.cifar_sentences import degradation_sentence
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, read_metrics, runs_table
 from resnetlab.inference.load import load_model
 from resnetlab.inference.scoring import evaluate

@@ -12,6 +12,7 @@ import torch
 
 from resnetlab.errors import UserError
 from resnetlab.experiments import cifar, imagenet, transfer
+from resnetlab.experiments import cifar_sentences as sentences
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, claim_folder, git_commit, runs_table
 from resnetlab.files import atomic_write
 from resnetlab.runtime import distributed
@@ -89,16 +90,19 @@ def reproduce_cifar(o: Cifar) -> list[Path]:
     claim_folder(out, "cifar")
     start = time.time()
     specs = cifar.plan(o.nets, o.depths, o.seeds)
-    pending: list = []
     if o.report_only:
         summaries = cifar.finished_summaries(specs, out)
-        pending = [s for s in specs if s not in summaries]
-        specs = [s for s in specs if s in summaries]
-        if not specs:
-            raise UserError(f"--report-only: no run of these networks has finished in {out / 'runs'}")
     else:
         together = o.together == "on" or (o.together == "auto" and resolve_device(o.device).type == "cuda")
         summaries = cifar.run_all(specs, out, o.data, o.iters, o.device, o.eval_every, together)
+        # Runs another process was training may have finished meanwhile; the rest are reported as in progress.
+        summaries.update(cifar.finished_summaries([s for s in specs if s not in summaries], out))
+    pending = [s for s in specs if s not in summaries]
+    specs = [s for s in specs if s in summaries]
+    if not specs:
+        raise UserError(f"no run of these networks has finished in {out / 'runs'} (those not trained here are "
+                        "being trained by another process)" if not o.report_only else
+                        f"--report-only: no run of these networks has finished in {out / 'runs'}")
     report, rows, stds = cifar_report(o, out, specs, pending, summaries, start)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"table6": rows, "figure7": stds}, indent=2)))
@@ -125,7 +129,7 @@ def cifar_report(o: Cifar, out: Path, specs: list, pending: list, summaries: dic
 ## How this was made
 - command: `{o.command}`
 - resnetlab commit {git_commit()}, torch {torch.__version__}, report written on {device_name} ({device})
-- training time {wall / 3600:.2f} h over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {cifar.elapsed_since(start)} this invocation)
+- training time {wall / 3600:.2f} h over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {sentences.elapsed_since(start)} this invocation)
 - data `{o.data}`; errors are measured on the {split_name}; recipe `cifar-paper` (batch 128, SGD momentum 0.9,
   weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of the run, 4-pixel pad + random crop + flip,
   per-pixel mean subtraction; lr 0.01 warm-up for depth >= 110)
@@ -142,13 +146,13 @@ Errors in % of the evaluation split at the end of each run; the paper's column i
 ![Figure 6](figure6.png)
 
 ## Figure 7
-{cifar.response_sentence(stds)}
+{sentences.response_sentence(stds)}
 
 ![Figure 7](figure7.png)
 
 ## Compared with the paper
-{cifar.depth_curve_sentence(rows)} {cifar.degradation_sentence(rows)} {cifar.noise_sentence(rows)}
-{cifar.pending_sentence(pending, out)}
+{sentences.depth_curve_sentence(rows)} {sentences.degradation_sentence(rows)} {sentences.noise_sentence(rows)}
+{sentences.pending_sentence(pending, out)}
 
 Where ours differs and why: {'this run is far shorter than the paper' + "'" + 's 64k iterations, so every error is higher than Table 6 and the ranking of close depths can change; ' if o.iters < PAPER_ITERS else ''}the paper reports test error on the original
 CIFAR-10 test set, while {'these runs validate on the ' + split_name if split_name != 'test' else 'these runs use the data' + "'" + 's test split'}{'; the shared data is JPEG-compressed (quality 75), which costs a few points of accuracy' if 'jpeg' in o.data.lower() else ''}.

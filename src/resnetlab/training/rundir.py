@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from resnetlab.errors import UserError
+from resnetlab.errors import RunInUse, UserError
 from resnetlab.files import atomic_write
 from resnetlab.runtime.checkpoint import save_checkpoint, write_json
 
@@ -109,7 +109,7 @@ class RunDir:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
-            raise UserError(f"{self.path} is in use by {holder} ({self.path / LOCK}); wait for it to finish, "
+            raise RunInUse(f"{self.path} is in use by {holder} ({self.path / LOCK}); wait for it to finish, "
                             "or choose another --out") from None
         f.seek(0)
         f.truncate()

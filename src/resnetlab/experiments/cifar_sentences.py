@@ -1,0 +1,134 @@
+"""What the CIFAR report says in words, each sentence computed from Table 6's rows (or Fig. 7's response
+stds), so that no claim of the report can drift from its numbers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from resnetlab.experiments.runs import read_metrics
+
+if TYPE_CHECKING:
+    from resnetlab.experiments.cifar import RunSpec
+
+
+def by_depth(rows: list[dict], net: str) -> list[dict]:
+    """The rows of one net ("plain" or "resnet"), shallowest first: a curve of Fig. 6."""
+    return sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
+
+
+def depth_curve_sentence(rows: list[dict]) -> str:
+    """Fig. 6 in words, step by step over depth: does plain error grow, does ResNet error fall, at every step?"""
+    out = []
+    for net, key, should in (("plain", "final_train_error", "grows"), ("resnet", "mean", "falls"),
+                             ("resnet", "final_train_error", "falls")):
+        curve = by_depth(rows, net)
+        if len(curve) < 3:
+            continue
+        steps = [(a, b) for a, b in zip(curve, curve[1:])]
+        good = [(a, b) for a, b in steps if (b[key] > a[key]) == (should == "grows")]
+        what = "training" if key == "final_train_error" else "validation"
+        name = "plain" if net == "plain" else "ResNet"
+        values = ", ".join(f"{r['depth']}: {r[key]:.2%}" for r in curve)
+        if len(good) == len(steps):
+            out.append(f"{name} {what} error {should} with depth at every step ({values}), as in the paper's Fig. 6.")
+        else:
+            bad = [f"{a['depth']}->{b['depth']}" for a, b in steps if (a, b) not in good]
+            out.append(f"{name} {what} error does not {should[:-1]} at every step ({values}; not at {', '.join(bad)}).")
+    return " ".join(out)
+
+
+def noise_sentence(rows: list[dict]) -> str:
+    """Which differences between ResNets exceed the seed noise measured (networks with 2+ seeds)."""
+    seeded = [r for r in rows if r["seeds"] > 1]
+    if not seeded:
+        return ("Each network ran once, so no difference between them can be told from seed noise (--seeds K "
+                "measures it).")
+    noise = max(r["std"] for r in seeded)
+    parts = [f"{'ResNet' if r['net'] == 'resnet' else 'plain'}-{r['depth']} {r['mean']:.2%} ± {r['std']:.2%} "
+             f"({r['seeds']} seeds)" for r in seeded]
+    return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
+            f"counts here only beyond twice the largest, {2 * noise:.2%}.{depth_differences(rows, 2 * noise)}")
+
+
+def depth_differences(rows: list[dict], threshold: float) -> str:
+    """The ResNets' validation error between every two depths, sorted into beyond and within `threshold`
+    (the noise was measured on ResNets: deep plain nets may vary more from seed to seed)."""
+    curve = by_depth(rows, "resnet")
+    pairs = [(a, b, b["mean"] - a["mean"]) for i, a in enumerate(curve) for b in curve[i + 1:]]
+    if not pairs:
+        return ""
+    beyond = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f} points)" for a, b, d in pairs if abs(d) > threshold]
+    within = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f})" for a, b, d in pairs if abs(d) <= threshold]
+    return (f" Between ResNet depths, beyond it: {', '.join(beyond) or 'none'}; within it: "
+            f"{', '.join(within) or 'none'}.")
+
+
+def pending_sentence(pending: list[RunSpec], out: Path) -> str:
+    """The runs asked for that have not finished: where each stands."""
+    if not pending:
+        return ""
+    parts = []
+    for spec in pending:
+        metrics = read_metrics(out / "runs" / spec.name) if (out / "runs" / spec.name / "metrics.jsonl").is_file() else []
+        parts.append(f"{spec.name} (at iteration {metrics[-1]['iteration']:,})" if metrics else f"{spec.name} (not started)")
+    return ("Not in the tables above, unfinished: " + ", ".join(parts) + "; the same command (without --report-only) "
+            "trains those that no other process is training.")
+
+
+def degradation_sentence(rows: list[dict]) -> str:
+    """Plain words on whether the deeper plain net trains worse, and whether residual nets fix it."""
+    def pct(r: dict) -> str:
+        return f"{r['final_train_error']:.2%} training, {r['mean']:.2%} validation error"
+
+    plain, res = by_depth(rows, "plain"), by_depth(rows, "resnet")
+    sentences = []
+    if len(plain) >= 2:
+        a, b = plain[0], plain[-1]
+        shows = b["final_train_error"] > a["final_train_error"]
+        sentences.append(f"The degradation problem {'shows' if shows else 'does not show'}: plain-{b['depth']} ends "
+                         f"with {pct(b)}, plain-{a['depth']} with {pct(a)}.")
+    if len(res) >= 2:
+        a, b = res[0], res[-1]
+        # The paper's deeper ResNet is better in both training and test error (Fig. 6, Table 6): judge each.
+        trains, generalizes = b["final_train_error"] < a["final_train_error"], b["mean"] < a["mean"]
+        both = f"ResNet-{b['depth']} {pct(b)}, ResNet-{a['depth']} {pct(a)}"
+        if trains and generalizes:
+            sentences.append(f"As in the paper, the deeper ResNet is better in both errors: {both}.")
+        elif trains or generalizes:
+            better, worse = ("training", "validation") if trains else ("validation", "training")
+            sentences.append(f"The deeper ResNet is better in {better} error, as in the paper, but not in {worse} "
+                             f"error: {both}.")
+        else:
+            sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
+                             f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
+    plain_at = {r["depth"]: r for r in plain}
+    for r in res:
+        p = plain_at.get(r["depth"])
+        if p:
+            a, b = r["final_train_error"], p["final_train_error"]
+            verdict = "lower error than" if a < b else "higher error than" if a > b else "the same error as"
+            sentences.append(f"At depth {r['depth']} the residual net trains to {verdict} the plain one "
+                             f"({a:.2%} vs {b:.2%}).")
+    return " ".join(sentences) or "Only one depth per network was run, so the degradation problem cannot be judged."
+
+
+def response_sentence(stds: dict[str, list[float]]) -> str:
+    """Fig. 7 in words: are ResNet responses smaller than plain ones of the same depth?"""
+    mean = {k: sum(v) / len(v) for k, v in stds.items()}
+    parts = []
+    for name, value in mean.items():
+        if name.startswith("resnet-") and f"plain-{name[7:]}" in mean:
+            other = mean[f"plain-{name[7:]}"]
+            parts.append(f"ResNet-{name[7:]} {value:.3f} vs plain-{name[7:]} {other:.3f} "
+                         f"({'smaller, as in the paper' if value < other else 'not smaller, unlike the paper'})")
+    listing = ", ".join(f"{k} {v:.3f}" for k, v in mean.items())
+    return f"Mean over layers of the response std: {listing}." + (f" {'; '.join(parts)}." if parts else "")
+
+
+def elapsed_since(start: float) -> str:
+    s = time.time() - start
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
+
+
