@@ -139,3 +139,14 @@ def test_processes_given_the_same_command_split_the_runs(tiny_cifar, tmp_path, c
         holder.wait()
     assert main(argv) == 0  # the holder gone, the same command trains what it left and reports both seeds
     assert "| 2 |" in (out / "table6.md").read_text() and "unfinished" not in (out / "report.md").read_text()
+
+
+def test_runs_table_reads_each_runs_batch_from_its_config(tmp_path):
+    from resnetlab.experiments.runs import runs_table
+
+    for name, batch in (("a", 128), ("b", 32)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"batch_size": batch}))
+        (tmp_path / name / "summary.json").write_text(json.dumps({"iterations": 100, "train_seconds": 10.0}))
+    table = runs_table({"a": tmp_path / "a", "b": tmp_path / "b"})
+    assert "| a | 100 |" in table and "| 1,280 |" in table and "| 320 |" in table

@@ -181,7 +181,7 @@ def report(nets: list[Net], out: Path, budget: Budget, rows: list[dict], table2:
 ## How each run trained
 {RUNS_TABLE_NOTE}
 
-{runs_table({net.name: out / "runs" / net.name for net in nets}, budget.batch_size)}
+{runs_table({net.name: out / "runs" / net.name for net in nets})}
 ## Table 2
 Errors in % on val; the paper's column is its 10-crop top-1 error on ImageNet val.
 

@@ -137,7 +137,7 @@ def cifar_report(o: Cifar, out: Path, specs: list, pending: list, summaries: dic
 ## How each run trained
 {RUNS_TABLE_NOTE}
 
-{runs_table({s.name: out / "runs" / s.name for s in specs}, 128)}
+{runs_table({s.name: out / "runs" / s.name for s in specs})}
 ## Table 6
 Errors in % of the evaluation split at the end of each run; the paper's column is its CIFAR-10 *test* error after 64k iterations.
 
@@ -192,7 +192,7 @@ class that no run trains on (the test/ split of each animal set).
 ## How each run trained
 {RUNS_TABLE_NOTE}
 
-{runs_table(runs, 128)}
+{runs_table(runs)}
 """
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     return [out / "report.md", out / "figure.png"]

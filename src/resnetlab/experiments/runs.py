@@ -93,8 +93,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def runs_table(run_dirs: dict[str, Path], batch_size: int) -> str:
-    """How each run trained: precision and mode (with the iteration each began), machine, time, speed."""
+def runs_table(run_dirs: dict[str, Path]) -> str:
+    """How each run trained: precision and mode (with the iteration each began), machine, time, speed (from the
+    batch in the run's own config.json: a transfer run's batch need not be the recipe's)."""
     lines = ["| run | iterations | precision and mode | machine | training time | images/s |", "|---|---|---|---|---|---|"]
     for name, run_dir in run_dirs.items():
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -103,7 +104,8 @@ def runs_table(run_dirs: dict[str, Path], batch_size: int) -> str:
                         for p in paths) or "not recorded"
         machines = ", ".join(dict.fromkeys(p["device"] for p in paths)) or summary.get("device", "?")
         seconds = summary.get("train_seconds") or 0.0
-        speed = f"{summary['iterations'] * batch_size / seconds:,.0f}" if seconds else "—"
+        batch = json.loads((run_dir / "config.json").read_text()).get("batch_size")
+        speed = f"{summary['iterations'] * batch / seconds:,.0f}" if seconds and batch else "—"
         lines.append(f"| {name} | {summary['iterations']:,} | {how} | {machines} | {seconds / 3600:.2f} h | {speed} |")
     return "\n".join(lines) + "\n"
 
