@@ -44,23 +44,30 @@ def _max_diff(a, b):
 
 def test_seeds_trained_together_match_runs_made_alone(tiny_cifar, tmp_path):
     """Grouped convolutions add in another order, so runs together equal runs alone to float precision.
-    Early training at lr 0.1 amplifies any such difference (1e-7 after one step, 1e-4 after three: the
-    same growth as running alone on 1 thread instead of 2), so weights are compared after two steps
-    (both SGD branches: the first step's and the momentum step's) and the run is then finished."""
+    Early training at lr 0.1 amplifies any such difference (1e-7 after one step, 1e-5 to 4e-5 after two,
+    depending on the thread count: the same growth as running alone on 1 thread instead of 2), so weights are
+    compared after two steps (both SGD branches: the first step's and the momentum step's), against what the
+    second step changed (a defect in either branch is of the step's size), and the run is then finished."""
     for seed in (0, 1):
         assert main(["train", *TINY, "--data", str(tiny_cifar), "--iters", "8", "--seed", str(seed),
                      "--stop-after", "2", "--out", str(tmp_path / f"alone{seed}")]) == 0
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--iters", "8", "--seed", "0",
+                 "--stop-after", "1", "--out", str(tmp_path / "alone0-step1")]) == 0
     together = tmp_path / "together"
     assert main(["train", *TINY, "--data", str(tiny_cifar), "--iters", "8", "--seeds", "2", "--stop-after", "2",
                  "--out", str(together)]) == 0
+    second_step = _max_diff(load_checkpoint(tmp_path / "alone0" / "last.pt")["model"],
+                            load_checkpoint(tmp_path / "alone0-step1" / "last.pt")["model"])
+    assert second_step > 1e-3  # the step moves the weights: a tolerance relative to it is meaningful
     for seed in (0, 1):
         alone = load_checkpoint(tmp_path / f"alone{seed}" / "last.pt")
         joint = load_checkpoint(together / f"seed{seed}" / "last.pt")
         assert joint["state"]["step"] == 2 and joint["config"]["seed"] == seed
-        assert _max_diff(alone["model"], joint["model"]) < 2e-5
+        assert _max_diff(alone["model"], joint["model"]) < 0.01 * second_step
         momenta = [s["momentum_buffer"] for s in alone["optimizer"]["state"].values()]
         joint_momenta = [s["momentum_buffer"] for s in joint["optimizer"]["state"].values()]
-        assert max((a - b).abs().max().item() for a, b in zip(momenta, joint_momenta)) < 1e-4  # gradient scale
+        momentum_scale = max(m.abs().max().item() for m in momenta)
+        assert max((a - b).abs().max().item() for a, b in zip(momenta, joint_momenta)) < 0.01 * momentum_scale
 
     # Resumed together, and alone, to the end: the same records, each run's own files.
     assert main(["train", "--resume", str(together)]) == 0
