@@ -164,6 +164,24 @@ def test_a_restart_in_a_run_folder_without_checkpoint_starts_clean(tiny_cifar, t
     assert [r["iteration"] for r in metrics(out)] == [2, 4] and metrics(out)[0]["train_loss"] != 9
 
 
+def test_a_restart_after_a_kill_during_the_first_checkpoint_write_starts_clean(tiny_cifar, tmp_path):
+    """SIGKILL inside atomic_write leaves its temporary file (no last.pt yet): a restart (the same command, or
+    torchrun's --resume-if-exists) must not take that orphan for someone else's file and refuse the folder."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".resnetlab-run").write_text("")
+    (out / "config.json").write_text("{}")
+    (out / "metrics.jsonl").write_text('{"iteration": 2, "train_loss": 9}\n')
+    (out / ".last.pt.k3j9x_2a.tmp.pt").write_bytes(b"PK\x03\x04 torn")
+    assert _train(tiny_cifar, out, "--iters", "8", "--stop-after", "4", "--resume-if-exists") == 0
+    assert [r["iteration"] for r in metrics(out)] == [2, 4] and metrics(out)[0]["train_loss"] != 9
+    assert not list(out.glob(".last.pt.*.tmp.pt"))  # the orphan is cleared with the rest of the failed start
+    orphan = out / ".best.pt.a1b2c3d4.tmp.pt"
+    orphan.write_bytes(b"torn")
+    assert _train(tiny_cifar, out, "--iters", "8", "--resume-if-exists") == 0  # a resumed run clears them too
+    assert not orphan.exists() and (out / "best.pt").is_file()
+
+
 def test_an_exploding_loss_stops_the_run_naming_a_checkpoint_that_exists(tiny_cifar, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(tiny_cifar, out, "--iters", "200", "--lr", "10", "--log-every", "1", "--save-every", "1",

@@ -31,6 +31,12 @@ RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt",
 UNFINISHED_START = (MARKER, LOCK, "config.json", "split.json", "metrics.jsonl", "tensorboard")
 
 
+def _torn_write(name: str) -> bool:
+    """A temporary file atomic_write left when the process was killed inside a write of one of the run's files
+    (`.last.pt.<random>.tmp.pt`): the file it was writing is as it was before, so the orphan is only clutter."""
+    return any(name.startswith(f".{own}.") and name.endswith(f".tmp{Path(own).suffix}") for own in RUN_FILES)
+
+
 def _open_new_or_own(path: Path, flags: int) -> int:
     """Open (creating it with the umask's mode) a file of the run folder, never through a symbolic link: a link
     planted at a run's lock or metrics would make the run write into its target (OSError ELOOP instead)."""
@@ -63,7 +69,7 @@ class RunDir:
         if not any(name in RUN_FILES for name in entries):
             raise UserError(f"--out {p}: the folder holds other files ({', '.join(entries[:3])}) and is not "
                             "a resnetlab run; choose a new or empty folder")
-        foreign = [name for name in entries if name not in UNFINISHED_START]
+        foreign = [name for name in entries if name not in UNFINISHED_START and not _torn_write(name)]
         if foreign:  # another's files, or results of a run whose last.pt is gone: never replaced
             raise UserError(f"--out {p}: the folder holds {', '.join(foreign[:3])}, and a new run would replace "
                             "what is there; choose a new or empty folder (or --resume a run whose last.pt is there)")
@@ -83,6 +89,9 @@ class RunDir:
                 os.close(_open_new_or_own(self.path / MARKER, os.O_WRONLY))
         except OSError as e:
             raise UserError(f"--out {self.path}: cannot write there ({e.strerror})") from None
+        for entry in os.scandir(self.path):  # ours, and no other process writes here while we hold the lock
+            if _torn_write(entry.name) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
         if resume:
             if (self.path / "metrics.jsonl").is_symlink():
                 raise UserError(f"{self.path / 'metrics.jsonl'} is a link; a run's metrics are never written through "
