@@ -274,3 +274,19 @@ def test_config_files_take_tables_and_a_runs_config_json(tiny_cifar, tmp_path, c
     for argv, message in ((["--sync-bn"], "unrecognized arguments"), (["--channels-last", "auto"], "invalid choice")):
         assert main(["train", "--data", str(tiny_cifar), "--out", str(tmp_path / "x"), *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_evaluation_time_is_recorded_and_unknown_for_older_checkpoints(tiny_cifar, tmp_path):
+    from resnetlab.experiments.runs import runs_table
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(out), "--iters", "8", "--stop-after", "4"]) == 0
+    ckpt = load_checkpoint(out / "last.pt", training=True)
+    assert ckpt["state"]["eval_seconds"] > 0  # one evaluation at iteration 4, carried by the checkpoint
+    assert "of training) |" in runs_table({"run": out})
+    del ckpt["state"]["eval_seconds"]  # what a checkpoint of an older resnetlab holds
+    ckpt_module.save_checkpoint(out / "last.pt", {k: v for k, v in ckpt.items() if k != "format"})
+    assert main(["train", "--resume", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["eval_seconds"] is None  # its earlier evaluations' time is not known
+    assert runs_table({"run": out}).splitlines()[-1].endswith("| — |")

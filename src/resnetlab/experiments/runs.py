@@ -95,8 +95,10 @@ def git_commit() -> str:
 
 def runs_table(run_dirs: dict[str, Path]) -> str:
     """How each run trained: precision and mode (with the iteration each began), machine, time, speed (from the
-    batch in the run's own config.json: a transfer run's batch need not be the recipe's)."""
-    lines = ["| run | iterations | precision and mode | machine | training time | images/s |", "|---|---|---|---|---|---|"]
+    batch in the run's own config.json: a transfer run's batch need not be the recipe's), and what evaluating
+    cost beside it."""
+    lines = ["| run | iterations | precision and mode | machine | training time | images/s | evaluation time |",
+             "|---|---|---|---|---|---|---|"]
     for name, run_dir in run_dirs.items():
         summary = json.loads((run_dir / "summary.json").read_text())
         paths = summary.get("fast_paths") or []
@@ -106,9 +108,12 @@ def runs_table(run_dirs: dict[str, Path]) -> str:
         seconds = summary.get("train_seconds") or 0.0
         batch = json.loads((run_dir / "config.json").read_text()).get("batch_size")
         speed = f"{summary['iterations'] * batch / seconds:,.0f}" if seconds and batch else "—"
-        lines.append(f"| {name} | {summary['iterations']:,} | {how} | {machines} | {seconds / 3600:.2f} h | {speed} |")
+        evaluating = summary.get("eval_seconds")  # not recorded before resnetlab recorded it
+        cost = f"{evaluating / 3600:.2f} h ({evaluating / seconds:.1%} of training)" if evaluating and seconds else "—"
+        lines.append(f"| {name} | {summary['iterations']:,} | {how} | {machines} | {seconds / 3600:.2f} h | {speed} | {cost} |")
     return "\n".join(lines) + "\n"
 
 
 RUNS_TABLE_NOTE = ("Training time excludes compiling and evaluation; images/s is what the run measured on its machine "
-                   "(runs that shared a machine with another job are slower than one alone).")
+                   "(runs that shared a machine with another job are slower than one alone); evaluation time is "
+                   "the hold-out evaluations' (— where the run predates its recording).")

@@ -24,6 +24,7 @@ class RunState:
     evals_since_best: int = 0
     train_seconds: float = 0.0
     compile_seconds: float = 0.0  # spent compiling the step: not counted in train_seconds or images/s
+    eval_seconds: float | None = 0.0  # spent evaluating (the loop's main cost beside the step); None: not recorded
     # Training loss/errors summed since the last log point: kept across an interrupt so that the
     # resumed run logs exactly what an uninterrupted one does.
     window_loss: float = 0.0

@@ -191,7 +191,10 @@ def log_point(runs: list[Run], train_step: TrainingStep, lrs: list[float], batch
         train_step.sync()  # the runs' own models and optimizers hold the trained state
     if evaluating:
         for k, run in enumerate(runs):
+            started = time.perf_counter()
             figures, bests[k] = run.evaluate()
+            if run.state.eval_seconds is not None:
+                run.state.eval_seconds += time.perf_counter() - started
             records[k].update(figures)
     for run, record in zip(runs, records):
         run.write(record)

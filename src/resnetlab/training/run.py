@@ -134,7 +134,8 @@ class Run:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler_state = dict(ckpt["scaler"])
-            self.state = RunState(**ckpt["state"])
+            # A checkpoint from before evaluations were timed: their total is unknown, not zero.
+            self.state = RunState(**{"eval_seconds": None, **ckpt["state"]})
             torch.set_rng_state(ckpt["rng"]["torch"])
             restore_cuda_rng(ckpt["rng"].get("cuda"))
             step = self.state.step
@@ -285,6 +286,7 @@ class Run:
             "best_val_error": self.state.best_val_error if chosen else None,
             "best_chosen_on": self.data.split["val"] if chosen else None,
             "train_seconds": self.state.train_seconds, "compile_seconds": self.state.compile_seconds,
+            "eval_seconds": self.state.eval_seconds,
             "precision": "/".join(dict.fromkeys(p["precision"] for p in self.state.fast_paths)),
             "mode": "/".join(dict.fromkeys(p["mode"] for p in self.state.fast_paths)),
             "fast_paths": self.state.fast_paths,
