@@ -173,9 +173,10 @@ def test_a_restart_after_a_kill_during_the_first_checkpoint_write_starts_clean(t
     (out / "config.json").write_text("{}")
     (out / "metrics.jsonl").write_text('{"iteration": 2, "train_loss": 9}\n')
     (out / ".last.pt.k3j9x_2a.tmp.pt").write_bytes(b"PK\x03\x04 torn")
+    (out / ".write-test.q8z1m0").write_bytes(b"")
     assert _train(tiny_cifar, out, "--iters", "8", "--stop-after", "4", "--resume-if-exists") == 0
     assert [r["iteration"] for r in metrics(out)] == [2, 4] and metrics(out)[0]["train_loss"] != 9
-    assert not list(out.glob(".last.pt.*.tmp.pt"))  # the orphan is cleared with the rest of the failed start
+    assert not list(out.glob(".last.pt.*.tmp.pt")) and not list(out.glob(".write-test.*"))  # cleared
     orphan = out / ".best.pt.a1b2c3d4.tmp.pt"
     orphan.write_bytes(b"torn")
     assert _train(tiny_cifar, out, "--iters", "8", "--resume-if-exists") == 0  # a resumed run clears them too

@@ -31,10 +31,14 @@ RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt",
 UNFINISHED_START = (MARKER, LOCK, "config.json", "split.json", "metrics.jsonl", "tensorboard")
 
 
-def _torn_write(name: str) -> bool:
-    """A temporary file atomic_write left when the process was killed inside a write of one of the run's files
-    (`.last.pt.<random>.tmp.pt`): the file it was writing is as it was before, so the orphan is only clutter."""
-    return any(name.startswith(f".{own}.") and name.endswith(f".tmp{Path(own).suffix}") for own in RUN_FILES)
+WRITE_PROBE = ".write-test."
+
+
+def _orphan(name: str) -> bool:
+    """A temporary file a run left when it was killed inside a write of one of its files (atomic_write's
+    `.last.pt.<random>.tmp.pt`: the file it was writing is as it was before) or inside its write probe."""
+    return name.startswith(WRITE_PROBE) or any(name.startswith(f".{own}.") and name.endswith(f".tmp{Path(own).suffix}")
+                                               for own in RUN_FILES)
 
 
 def _open_new_or_own(path: Path, flags: int) -> int:
@@ -69,7 +73,7 @@ class RunDir:
         if not any(name in RUN_FILES for name in entries):
             raise UserError(f"--out {p}: the folder holds other files ({', '.join(entries[:3])}) and is not "
                             "a resnetlab run; choose a new or empty folder")
-        foreign = [name for name in entries if name not in UNFINISHED_START and not _torn_write(name)]
+        foreign = [name for name in entries if name not in UNFINISHED_START and not _orphan(name)]
         if foreign:  # another's files, or results of a run whose last.pt is gone: never replaced
             raise UserError(f"--out {p}: the folder holds {', '.join(foreign[:3])}, and a new run would replace "
                             "what is there; choose a new or empty folder (or --resume a run whose last.pt is there)")
@@ -82,7 +86,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
             # Can we write here? A new file under an unpredictable name (never a link planted in advance).
-            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=self.path)
+            fd, probe = tempfile.mkstemp(prefix=WRITE_PROBE, dir=self.path)
             os.close(fd)
             os.unlink(probe)
             if not resume:
@@ -90,7 +94,7 @@ class RunDir:
         except OSError as e:
             raise UserError(f"--out {self.path}: cannot write there ({e.strerror})") from None
         for entry in os.scandir(self.path):  # ours, and no other process writes here while we hold the lock
-            if _torn_write(entry.name) and entry.is_file(follow_symlinks=False):
+            if _orphan(entry.name) and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
         if resume:
             if (self.path / "metrics.jsonl").is_symlink():
