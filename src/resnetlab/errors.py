@@ -10,7 +10,12 @@ class UserError(ValueError):
 
 
 class RunInUse(UserError):
-    """The run folder is locked by another process training it; `reproduce` goes on with its next run."""
+    """The run folder is locked by another process training it; `reproduce` goes on with its next run.
+    `holder` names that process ("process 1234")."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -128,7 +128,7 @@ def test_processes_given_the_same_command_split_the_runs(tiny_cifar, tmp_path, c
         assert holder.stdout.readline().strip() == "held"
         assert main(argv) == 0
         log = capsys.readouterr().out
-        assert "cifar_resnet8-seed0: skipped, another process is training it" in log
+        assert f"cifar_resnet8-seed0: skipped, another process is training it (process {holder.pid})" in log
         assert (out / "runs" / "cifar_resnet8-seed1" / "summary.json").is_file()
         assert not (held / "summary.json").exists()
         report = (out / "report.md").read_text()

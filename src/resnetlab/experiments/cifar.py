@@ -72,7 +72,7 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
                 summaries.update({spec: r for (spec, _, _), r in zip(group, results)})
                 continue
             except RunInUse as e:  # one of them trains in another process: the others go one by one
-                log(f"{names}: not together ({e})")
+                log(f"{names}: not together, one of them is trained by {e.holder}")
         for spec, cfg, step in group:
             log(f"{spec.name}: {'resuming' if step >= 0 else 'training'} for {iters:,} iterations")
             try:
@@ -80,7 +80,7 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             except RunInUse as e:
                 # Several processes (or machines sharing the folder) given the same command split the plan:
                 # each trains the runs no other one holds, and the report lists the rest as in progress.
-                log(f"{spec.name}: skipped, another process is training it ({e})")
+                log(f"{spec.name}: skipped, another process is training it ({e.holder})")
     return summaries
 
 

@@ -123,7 +123,7 @@ class RunDir:
             holder = f.read().strip() or "another process"
             f.close()
             raise RunInUse(f"{self.path} is in use by {holder} ({self.path / LOCK}); wait for it to finish, "
-                            "or choose another --out") from None
+                           "or choose another --out", holder) from None
         f.seek(0)
         f.truncate()
         f.write(f"process {os.getpid()}\n")
