@@ -25,7 +25,8 @@ def atomic_write(path: Path, write: Any) -> None:
     path = Path(path)
     tmp = None
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        prefix, suffix = _temporary_affixes(path.name)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
         try:
             os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the file from colleagues
         finally:
@@ -46,6 +47,17 @@ def atomic_write(path: Path, write: Any) -> None:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def _temporary_affixes(name: str) -> tuple[str, str]:
+    return f".{name}.", f".tmp{Path(name).suffix}"
+
+
+def is_temporary_of(entry: str, name: str) -> bool:
+    """Whether the file `entry` is a temporary file atomic_write made for a file called `name`: what a process
+    killed inside that write leaves behind (the file `name` itself is as it was before)."""
+    prefix, suffix = _temporary_affixes(name)
+    return entry.startswith(prefix) and entry.endswith(suffix)
 
 
 def current_umask() -> int:

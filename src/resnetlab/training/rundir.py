@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.errors import RunInUse, UserError
-from resnetlab.files import atomic_write
+from resnetlab.files import atomic_write, is_temporary_of
 from resnetlab.runtime.checkpoint import save_checkpoint, write_json
 
 try:
@@ -37,8 +37,7 @@ WRITE_PROBE = ".write-test."
 def _orphan(name: str) -> bool:
     """A temporary file a run left when it was killed inside a write of one of its files (atomic_write's
     `.last.pt.<random>.tmp.pt`: the file it was writing is as it was before) or inside its write probe."""
-    return name.startswith(WRITE_PROBE) or any(name.startswith(f".{own}.") and name.endswith(f".tmp{Path(own).suffix}")
-                                               for own in RUN_FILES)
+    return name.startswith(WRITE_PROBE) or any(is_temporary_of(name, own) for own in RUN_FILES)
 
 
 def _open_new_or_own(path: Path, flags: int) -> int:
