@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,6 +25,21 @@ def refused(argv: list[str], message: str, capsys) -> str:
     assert message in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     return err
+
+
+@contextmanager
+def run_held_by_another_process(run_dir: Path):
+    """Another process takes `run_dir`'s lock (as a second `train` would) and holds it; yields that process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from resnetlab.training.rundir import RunDir; "
+         "r = RunDir(sys.argv[1]); r.take(resume=False); print('held', flush=True); time.sleep(120)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -10,6 +10,7 @@ from resnetlab.experiments import cifar as cifar_exp
 from resnetlab.experiments import cifar_sentences as sentences
 from resnetlab.experiments.responses import response_layers, response_stds
 from resnetlab.models import create_model
+from tests.clitools import run_held_by_another_process
 
 
 def test_table1_json_within_3_percent(capsys):
@@ -111,34 +112,48 @@ def test_noise_sentence_says_which_depth_differences_exceed_the_seed_noise():
     assert "Each network ran once" in sentences.noise_sentence([row(20, 0.14), row(56, 0.13)])
 
 
+def test_unfinished_runs_say_where_they_stand_and_unstarted_ones_are_grouped_by_seeds(tmp_path):
+    (tmp_path / "runs" / "cifar_resnet56-seed1").mkdir(parents=True)
+    (tmp_path / "runs" / "cifar_resnet56-seed1" / "metrics.jsonl").write_text('{"iteration": 11000}\n')
+    spec = cifar_exp.RunSpec
+    pending = [spec("plain", 20, 1), spec("plain", 20, 2), spec("resnet", 32, 1), spec("resnet", 32, 2),
+               spec("resnet", 56, 1), spec("resnet", 56, 2), spec("resnet", 110, 0)]
+    text = sentences.pending_sentence(pending, tmp_path)
+    assert text.startswith("Not in the tables above, unfinished: cifar_resnet56-seed1 (at iteration 11,000); "
+                           "not started: seeds 1, 2 of plain-20, ResNet-32; seed 2 of ResNet-56; seed 0 of ResNet-110; ")
+    assert sentences.pending_sentence([], tmp_path) == ""
+
+
+def test_the_budget_line_says_how_many_seeds_each_network_has():
+    rows = [{"seeds": 3}, {"seeds": 1}]
+    assert sentences.seeds_reported(rows, 3) == "1 to 3 seeds per network, as Table 6's seeds column gives them (3 asked for)"
+    assert sentences.seeds_reported([{"seeds": 1}], 1) == "1 seed per network"
+    assert sentences.seeds_reported([{"seeds": 2}], 3) == "2 seeds per network (3 asked for)"
+
+
+def resnet8_row(out):
+    return next(line for line in (out / "table6.md").read_text().splitlines() if line.startswith("| ResNet | 8 |"))
+
+
 def test_processes_given_the_same_command_split_the_runs(tiny_cifar, tmp_path, capsys):
     """A run another process holds is skipped, not refused; the report lists it unfinished until it is done."""
-    import subprocess
-    import sys
-
     out = tmp_path / "rep"
     held = out / "runs" / "cifar_resnet8-seed0"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from resnetlab.training.rundir import RunDir; "
-         "r = RunDir(sys.argv[1]); r.take(resume=False); print('held', flush=True); time.sleep(120)", str(held)],
-        stdout=subprocess.PIPE, text=True)
     argv = ["reproduce", "cifar", "--out", str(out), "--depths", "8", "--nets", "resnet", "--seeds", "2",
             "--iters", "2", "--data", str(tiny_cifar), "--device", "cpu"]
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with run_held_by_another_process(held) as holder:
         assert main(argv) == 0
         log = capsys.readouterr().out
         assert f"cifar_resnet8-seed0: skipped, another process is training it (process {holder.pid})" in log
         assert (out / "runs" / "cifar_resnet8-seed1" / "summary.json").is_file()
         assert not (held / "summary.json").exists()
         report = (out / "report.md").read_text()
-        assert "unfinished: cifar_resnet8-seed0 (not started)" in report
+        assert "unfinished: not started: seed 0 of ResNet-8;" in report
         assert "| ResNet | 8 |" in (out / "table6.md").read_text() and "| 1 |" in (out / "table6.md").read_text()
-    finally:
-        holder.kill()
-        holder.wait()
+        assert "±" not in resnet8_row(out)  # one run: no std to show (not "± 0.00%")
     assert main(argv) == 0  # the holder gone, the same command trains what it left and reports both seeds
     assert "| 2 |" in (out / "table6.md").read_text() and "unfinished" not in (out / "report.md").read_text()
+    assert "±" in resnet8_row(out) and "2 seeds per network." in (out / "report.md").read_text()
 
 
 def test_runs_table_reads_each_runs_batch_from_its_config(tmp_path):

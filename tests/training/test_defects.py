@@ -10,7 +10,7 @@ from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.training import batches as batches_module
 from resnetlab.training import run as run_module
 from resnetlab.training.config import resolve
-from tests.clitools import TINY, metrics, refused, same_weights, without_speed
+from tests.clitools import TINY, metrics, refused, run_held_by_another_process, same_weights, without_speed
 
 
 def _train(tiny_cifar, out, *extra):
@@ -129,21 +129,10 @@ def test_ctrl_c_during_an_evaluation_resumes_to_the_uninterrupted_end(tiny_cifar
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tiny_cifar, tmp_path, capsys):
-    import subprocess
-    import sys
-
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from resnetlab.training.rundir import RunDir; "
-         "r = RunDir(sys.argv[1]); r.take(resume=False); print('held', flush=True); time.sleep(120)", str(out)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with run_held_by_another_process(out) as holder:
         err = refused(["train", *TINY, "--data", str(tiny_cifar), "--out", str(out), "--iters", "2"], "is in use by", capsys)
         assert f"process {holder.pid}" in err
-    finally:
-        holder.kill()
-        holder.wait()
     assert _train(tiny_cifar, out, "--iters", "2") == 0  # free again once the holder is gone
 
 

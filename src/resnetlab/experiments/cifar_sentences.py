@@ -65,16 +65,40 @@ def depth_differences(rows: list[dict], threshold: float) -> str:
             f"{', '.join(within) or 'none'}.")
 
 
+def net_label(net: str, depth: int) -> str:
+    return f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
+
+
+def seeds_reported(rows: list[dict], asked: int) -> str:
+    """How many seeds each network of Table 6 has: one figure when all have the same, else the range."""
+    counts = sorted({r["seeds"] for r in rows})
+    if len(counts) == 1:
+        asked_note = f" ({asked} asked for)" if counts[0] != asked else ""
+        return f"{counts[0]} seed{'s' if counts[0] > 1 else ''} per network{asked_note}"
+    return f"{counts[0]} to {counts[-1]} seeds per network, as Table 6's seeds column gives them ({asked} asked for)"
+
+
 def pending_sentence(pending: list[RunSpec], out: Path) -> str:
-    """The runs asked for that have not finished: where each stands."""
+    """The runs asked for that have not finished: where each started one stands, and the rest grouped by seeds
+    (`--seeds 3` over every net, when only some nets were meant to be seeded, would otherwise name each)."""
     if not pending:
         return ""
-    parts = []
+    started, unstarted = [], {}
     for spec in pending:
-        metrics = read_metrics(out / "runs" / spec.name) if (out / "runs" / spec.name / "metrics.jsonl").is_file() else []
-        parts.append(f"{spec.name} (at iteration {metrics[-1]['iteration']:,})" if metrics else f"{spec.name} (not started)")
-    return ("Not in the tables above, unfinished: " + ", ".join(parts) + "; the same command (without --report-only) "
-            "trains those that no other process is training.")
+        folder = out / "runs" / spec.name
+        metrics = read_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
+        if metrics:
+            started.append(f"{spec.name} (at iteration {metrics[-1]['iteration']:,})")
+        else:
+            unstarted.setdefault((spec.net, spec.depth), []).append(spec.seed)
+    by_seeds: dict[tuple[int, ...], list[str]] = {}
+    for (net, depth), seeds in unstarted.items():
+        by_seeds.setdefault(tuple(seeds), []).append(net_label(net, depth))
+    groups = [f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} of {', '.join(nets)}"
+              for seeds, nets in by_seeds.items()]
+    parts = ([", ".join(started)] if started else []) + (["not started: " + "; ".join(groups)] if groups else [])
+    return ("Not in the tables above, unfinished: " + "; ".join(parts) + "; the same command (without "
+            "--report-only) trains those that no other process is training.")
 
 
 def degradation_sentence(rows: list[dict]) -> str:

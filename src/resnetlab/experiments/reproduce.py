@@ -124,7 +124,7 @@ def cifar_report(o: Cifar, out: Path, specs: list, pending: list, summaries: dic
               f"(lr milestones scaled to {o.iters // 2:,} and {o.iters * 3 // 4:,})")
     report = f"""# CIFAR-10: plain vs residual networks (Table 6, Fig. 6, Fig. 7)
 
-**Budget: {budget}; {o.seeds} seed(s) per network.**
+**Budget: {budget}; {sentences.seeds_reported(rows, o.seeds)}.**
 
 ## How this was made
 - command: `{o.command}`
