@@ -74,7 +74,9 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             except RunInUse as e:  # one of them trains in another process: the others go one by one
                 log(f"{names}: not together, one of them is trained by {e.holder}")
         for spec, cfg, step in group:
-            log(f"{spec.name}: {'resuming' if step >= 0 else 'training'} for {iters:,} iterations")
+            # train() says "resuming ... at iteration N" itself once it holds the run: saying it here would
+            # announce a resume that the next line may refuse (another process holding the run)
+            log(f"{spec.name}: {iters:,} iterations")
             try:
                 summaries[spec] = train(cfg, resume=step >= 0)
             except RunInUse as e:
