@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -165,3 +166,23 @@ def test_runs_table_reads_each_runs_batch_from_its_config(tmp_path):
         (tmp_path / name / "summary.json").write_text(json.dumps({"iterations": 100, "train_seconds": 10.0}))
     table = runs_table({"a": tmp_path / "a", "b": tmp_path / "b"})
     assert "| a | 100 |" in table and "| 1,280 |" in table and "| 320 |" in table
+
+
+def test_a_run_another_process_finished_meanwhile_is_not_loaded_again(tiny_cifar, tmp_path, monkeypatch):
+    """Two processes split a plan; the one still on seed 0 when the other finishes seed 1 reads seed 1 as
+    done, rather than loading, checking and compiling it to train zero steps."""
+    trained = []
+    real_train = cifar_exp.train
+
+    def train(cfg, resume):
+        trained.append(cfg.out)
+        if cfg.out.endswith("seed0"):  # meanwhile, "another process" trains seed 1 to its end
+            real_train(dataclasses.replace(cfg, out=cfg.out[:-1] + "1", seed=1), resume=False)
+        return real_train(cfg, resume)
+
+    monkeypatch.setattr(cifar_exp, "train", train)
+    specs = cifar_exp.plan(["resnet"], [8], 2)
+    log = []
+    summaries = cifar_exp.run_all(specs, tmp_path, str(tiny_cifar), 2, "cpu", None, log=log.append)
+    assert len(trained) == 1 and set(summaries) == set(specs)
+    assert "cifar_resnet8-seed1: finished by another process meanwhile, skipped" in log

@@ -73,7 +73,14 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
                 continue
             except RunInUse as e:  # one of them trains in another process: the others go one by one
                 log(f"{names}: not together, one of them is trained by {e.holder}")
-        for spec, cfg, step in group:
+        for spec, cfg, _ in group:
+            # Another process given the same command may have finished this run (or moved it on) since the
+            # plan was made: read it again rather than load, check and compile a run only to find it done.
+            cfg, step, finished = existing_run(cfg)
+            if finished:
+                log(f"{spec.name}: finished by another process meanwhile, skipped")
+                summaries[spec] = finished
+                continue
             # train() says "resuming ... at iteration N" itself once it holds the run: saying it here would
             # announce a resume that the next line may refuse (another process holding the run)
             log(f"{spec.name}: {iters:,} iterations")
