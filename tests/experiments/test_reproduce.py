@@ -97,6 +97,12 @@ def test_report_sentences_follow_the_numbers():
     assert "does not show" in text and "has not overtaken" in text
     text = sentences.degradation_sentence([row("resnet", 20, 0.09, 0.10), row("resnet", 56, 0.05, 0.12)])
     assert "better in training error, as in the paper, but not in validation error" in text
+    seeded = [{**row("resnet", 20, 0.077, 0.1385), "std": 0.0041, "seeds": 3},
+              {**row("resnet", 56, 0.054, 0.1314), "std": 0.0028, "seeds": 3}]
+    text = sentences.degradation_sentence(seeded)
+    assert "better in both errors" in text and "differ by 0.71 points, within twice the seed noise (0.82%)" in text
+    seeded[1]["mean"] = 0.1282
+    assert "seed noise" not in sentences.degradation_sentence(seeded)  # 1.03 points: beyond the noise
     assert "smaller, as in the paper" in sentences.response_sentence({"plain-20": [2.0, 1.0], "resnet-20": [1.0, 1.0]})
     assert "not smaller" in sentences.response_sentence({"plain-20": [1.0], "resnet-20": [1.5]})
 

@@ -91,12 +91,16 @@ def test_shipped_weights_say_the_rule_they_were_chosen_by():
 
 
 def test_the_selection_rule_quotes_the_seed_noise_that_was_measured():
-    """The noise the rule names is the committed 16k runs' ResNet-20 std over seeds, not a figure typed once."""
+    """The noise the rule names is the committed 16k runs' std over seeds, not a figure typed once."""
     table6 = json.loads((REPO / "results" / "cifar10-16k" / "results.json").read_text())["table6"]
-    resnet20 = next(r for r in table6 if r["net"] == "resnet" and r["depth"] == 20)
-    assert resnet20["seeds"] >= 3
     rule = get_weights("cifar_resnet20", "resnetlab").meta["selection"]
-    assert f"{100 * resnet20['std']:.2f}% (std over {resnet20['seeds']} seeds" in rule
+    seeded = {r["depth"]: r for r in table6 if r["net"] == "resnet" and r["seeds"] >= 3}
+    assert set(seeded) >= {20, 56}
+    assert f"by {100 * seeded[20]['std']:.2f}% at ResNet-20 and {100 * seeded[56]['std']:.2f}% at ResNet-56" in rule
+    assert f"(std over {seeded[20]['seeds']} seeds" in rule and seeded[56]["seeds"] == seeded[20]["seeds"]
+    assert f"twice the larger ({200 * max(seeded[20]['std'], seeded[56]['std']):.1f} point)" in rule
+    shipped = get_weights("cifar_resnet56", "resnetlab")
+    assert f"{100 * seeded[56]['mean']:.2f}% ± {100 * seeded[56]['std']:.2f}%" in shipped.meta["source"]
 
 
 def test_shipped_weights_carry_the_split_they_were_validated_on():

@@ -39,17 +39,23 @@ def depth_curve_sentence(rows: list[dict]) -> str:
     return " ".join(out)
 
 
+def noise_threshold(rows: list[dict]) -> float | None:
+    """Twice the largest std over seeds among the networks that ran several: the least difference that counts."""
+    stds = [r["std"] for r in rows if r.get("seeds", 1) > 1]  # ImageNet's rows have no seeds
+    return 2 * max(stds) if stds else None
+
+
 def noise_sentence(rows: list[dict]) -> str:
     """Which differences between ResNets exceed the seed noise measured (networks with 2+ seeds)."""
     seeded = [r for r in rows if r["seeds"] > 1]
     if not seeded:
         return ("Each network ran once, so no difference between them can be told from seed noise (--seeds K "
                 "measures it).")
-    noise = max(r["std"] for r in seeded)
+    threshold = noise_threshold(rows)
     parts = [f"{'ResNet' if r['net'] == 'resnet' else 'plain'}-{r['depth']} {r['mean']:.2%} ± {r['std']:.2%} "
              f"({r['seeds']} seeds)" for r in seeded]
     return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
-            f"counts here only beyond twice the largest, {2 * noise:.2%}.{depth_differences(rows, 2 * noise)}")
+            f"counts here only beyond twice the largest, {threshold:.2%}.{depth_differences(rows, threshold)}")
 
 
 def depth_differences(rows: list[dict], threshold: float) -> str:
@@ -127,6 +133,10 @@ def degradation_sentence(rows: list[dict]) -> str:
         else:
             sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
                              f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
+        threshold = noise_threshold(rows)
+        if threshold is not None and abs(b["mean"] - a["mean"]) <= threshold:
+            sentences.append(f"Their validation errors differ by {abs(b['mean'] - a['mean']) * 100:.2f} points, within "
+                             f"twice the seed noise ({threshold:.2%}): not a ranking.")
     plain_at = {r["depth"]: r for r in plain}
     for r in res:
         p = plain_at.get(r["depth"])
