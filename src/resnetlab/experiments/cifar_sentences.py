@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from resnetlab.experiments.cifar import RunSpec
 
 
+def net_label(net: str, depth: int) -> str:
+    return f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
+
+
 def by_depth(rows: list[dict], net: str) -> list[dict]:
     """The rows of one net ("plain" or "resnet"), shallowest first: a curve of Fig. 6."""
     return sorted((r for r in rows if r["net"] == net), key=lambda r: r["depth"])
@@ -52,8 +56,7 @@ def noise_sentence(rows: list[dict]) -> str:
         return ("Each network ran once, so no difference between them can be told from seed noise (--seeds K "
                 "measures it).")
     threshold = noise_threshold(rows)
-    parts = [f"{'ResNet' if r['net'] == 'resnet' else 'plain'}-{r['depth']} {r['mean']:.2%} ± {r['std']:.2%} "
-             f"({r['seeds']} seeds)" for r in seeded]
+    parts = [f"{net_label(r['net'], r['depth'])} {r['mean']:.2%} ± {r['std']:.2%} ({r['seeds']} seeds)" for r in seeded]
     return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
             f"counts here only beyond twice the largest, {threshold:.2%}.{depth_differences(rows, threshold)}")
 
@@ -69,10 +72,6 @@ def depth_differences(rows: list[dict], threshold: float) -> str:
     within = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f})" for a, b, d in pairs if abs(d) <= threshold]
     return (f" Between ResNet depths, beyond it: {', '.join(beyond) or 'none'}; within it: "
             f"{', '.join(within) or 'none'}.")
-
-
-def net_label(net: str, depth: int) -> str:
-    return f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
 
 
 def seeds_reported(rows: list[dict], asked: int) -> str:
