@@ -192,3 +192,25 @@ def test_a_run_another_process_finished_meanwhile_is_not_loaded_again(tiny_cifar
     summaries = cifar_exp.run_all(specs, tmp_path, str(tiny_cifar), 2, "cpu", None, log=log.append)
     assert len(trained) == 1 and set(summaries) == set(specs)
     assert "cifar_resnet8-seed1: finished by another process meanwhile, skipped" in log
+
+
+def test_seeds_to_train_together_are_read_again_before_they_are_stacked(tiny_cifar, tmp_path, monkeypatch):
+    """The plan saw both seeds unstarted; seed 1 finished elsewhere before the group's turn: seed 0 trains
+    alone instead of stacking a finished run beside it."""
+    specs = cifar_exp.plan(["resnet"], [8], 2)
+    cifar_exp.run_all(specs[1:], tmp_path, str(tiny_cifar), 2, "cpu", None, log=lambda _: None)  # "elsewhere"
+    real_existing, seen = cifar_exp.existing_run, set()
+
+    def stale_once(cfg):  # what the plan read before seed 1 finished
+        if cfg.out not in seen:
+            seen.add(cfg.out)
+            return cfg, -1, None
+        return real_existing(cfg)
+
+    stacked = []
+    monkeypatch.setattr(cifar_exp, "existing_run", stale_once)
+    monkeypatch.setattr(cifar_exp, "train_runs", lambda cfgs, resume: stacked.append(cfgs))
+    log = []
+    summaries = cifar_exp.run_all(specs, tmp_path, str(tiny_cifar), 2, "cpu", None, together=True, log=log.append)
+    assert stacked == [] and set(summaries) == set(specs)
+    assert "cifar_resnet8-seed1: finished by another process meanwhile, skipped" in log

@@ -63,6 +63,8 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             continue
         pending.setdefault((spec.net, spec.depth), []).append((spec, cfg, step))
     for group in pending.values():
+        if together and len(group) > 1:  # whether they stand at one iteration, as they are now
+            group = [(spec, *now) for spec, cfg, _ in group if (now := still_pending(spec, cfg, summaries, log))]
         names = ", ".join(spec.name for spec, _, _ in group)
         if together and len(group) > 1 and len({step for _, _, step in group}) == 1:
             resume = group[0][2] >= 0
@@ -74,13 +76,9 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             except RunInUse as e:  # one of them trains in another process: the others go one by one
                 log(f"{names}: not together, one of them is trained by {e.holder}")
         for spec, cfg, _ in group:
-            # Another process given the same command may have finished this run (or moved it on) since the
-            # plan was made: read it again rather than load, check and compile a run only to find it done.
-            cfg, step, finished = existing_run(cfg)
-            if finished:
-                log(f"{spec.name}: finished by another process meanwhile, skipped")
-                summaries[spec] = finished
+            if not (now := still_pending(spec, cfg, summaries, log)):  # the runs before it took hours
                 continue
+            cfg, step = now
             # train() says "resuming ... at iteration N" itself once it holds the run: saying it here would
             # announce a resume that the next line may refuse (another process holding the run)
             log(f"{spec.name}: {iters:,} iterations")
@@ -91,6 +89,18 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
                 # each trains the runs no other one holds, and the report lists the rest as in progress.
                 log(f"{spec.name}: skipped, another process is training it ({e.holder})")
     return summaries
+
+
+def still_pending(spec: RunSpec, cfg: TrainConfig, summaries: dict, log) -> tuple[TrainConfig, int] | None:
+    """(config, step) to train `spec` from, read again now; None, with its summary kept, if it has finished.
+    Another process given the same command may have finished the run (or moved it on) since the plan was made:
+    better read it again than load, check and compile a run only to find it done."""
+    cfg, step, finished = existing_run(cfg)
+    if finished:
+        log(f"{spec.name}: finished by another process meanwhile, skipped")
+        summaries[spec] = finished
+        return None
+    return cfg, step
 
 
 def finished_summaries(specs: list[RunSpec], out: Path) -> dict[RunSpec, dict]:
