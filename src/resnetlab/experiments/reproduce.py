@@ -39,6 +39,7 @@ class Cifar:
     together: str  # "on", "off" or "auto" (on with CUDA)
     report_only: bool
     command: str  # the command line, for the report
+    protocol: str = "holdout"  # cifar.PROTOCOLS: "holdout" (45k/5k) or "paper" (all 50k, no validation)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def reproduce_cifar(o: Cifar) -> list[Path]:
         summaries = cifar.finished_summaries(specs, out)
     else:
         together = o.together == "on" or (o.together == "auto" and resolve_device(o.device).type == "cuda")
-        summaries = cifar.run_all(specs, out, o.data, o.iters, o.device, o.eval_every, together)
+        summaries = cifar.run_all(specs, out, o.data, o.iters, o.device, o.eval_every, together,
+                                  protocol=o.protocol)
         # Runs another process was training may have finished meanwhile; the rest are reported as in progress.
         summaries.update(cifar.finished_summaries([s for s in specs if s not in summaries], out))
     pending = [s for s in specs if s not in summaries]
