@@ -28,11 +28,11 @@ def depth_curve_sentence(rows: list[dict]) -> str:
     for net, key, should in (("plain", "final_train_error", "grows"), ("resnet", "mean", "falls"),
                              ("resnet", "final_train_error", "falls")):
         curve = by_depth(rows, net)
-        if len(curve) < 3:
+        if len(curve) < 3 or any(r[key] is None for r in curve):  # no test error under the final protocol
             continue
         steps = [(a, b) for a, b in zip(curve, curve[1:])]
         good = [(a, b) for a, b in steps if (b[key] > a[key]) == (should == "grows")]
-        what = "training" if key == "final_train_error" else "validation"
+        what = "training" if key == "final_train_error" else curve[0].get("reported", "validation")
         name = "plain" if net == "plain" else "ResNet"
         values = ", ".join(f"{r['depth']}: {r[key]:.2%}" for r in curve)
         if len(good) == len(steps):
@@ -45,7 +45,8 @@ def depth_curve_sentence(rows: list[dict]) -> str:
 
 def noise_threshold(rows: list[dict]) -> float | None:
     """Twice the largest std over seeds among the networks that ran several: the least difference that counts."""
-    stds = [r["std"] for r in rows if r.get("seeds", 1) > 1]  # ImageNet's rows have no seeds
+    # ImageNet's rows have no seeds; the final protocol's have no std without a test split
+    stds = [r["std"] for r in rows if r.get("seeds", 1) > 1 and r["std"] is not None]
     return 2 * max(stds) if stds else None
 
 
@@ -56,6 +57,8 @@ def noise_sentence(rows: list[dict]) -> str:
         return ("Each network ran once, so no difference between them can be told from seed noise (--seeds K "
                 "measures it).")
     threshold = noise_threshold(rows)
+    if threshold is None:
+        return "Seed noise is not measured: the networks run over several seeds have no test error to compare."
     parts = [f"{net_label(r['net'], r['depth'])} {r['mean']:.2%} ± {r['std']:.2%} ({r['seeds']} seeds)" for r in seeded]
     return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
             f"counts here only beyond twice the largest, {threshold:.2%}.{depth_differences(rows, threshold)}")
@@ -109,7 +112,8 @@ def pending_sentence(pending: list[RunSpec], out: Path) -> str:
 def degradation_sentence(rows: list[dict]) -> str:
     """Plain words on whether the deeper plain net trains worse, and whether residual nets fix it."""
     def pct(r: dict) -> str:
-        return f"{r['final_train_error']:.2%} training, {r['mean']:.2%} validation error"
+        held_out = f", {r['mean']:.2%} {r.get('reported', 'validation')} error" if r["mean"] is not None else ""
+        return f"{r['final_train_error']:.2%} training" + (held_out or " error")
 
     plain, res = by_depth(rows, "plain"), by_depth(rows, "resnet")
     sentences = []
@@ -121,9 +125,14 @@ def degradation_sentence(rows: list[dict]) -> str:
     if len(res) >= 2:
         a, b = res[0], res[-1]
         # The paper's deeper ResNet is better in both training and test error (Fig. 6, Table 6): judge each.
-        trains, generalizes = b["final_train_error"] < a["final_train_error"], b["mean"] < a["mean"]
+        trains = b["final_train_error"] < a["final_train_error"]
+        # None: the final protocol without a test split, where training error is all there is to judge
+        generalizes = None if None in (a["mean"], b["mean"]) else b["mean"] < a["mean"]
         both = f"ResNet-{b['depth']} {pct(b)}, ResNet-{a['depth']} {pct(a)}"
-        if trains and generalizes:
+        if generalizes is None:
+            sentences.append(f"The deeper ResNet {'trains better, as in the paper' if trains else 'does not train better'}"
+                             f": {both}.")
+        elif trains and generalizes:
             sentences.append(f"As in the paper, the deeper ResNet is better in both errors: {both}.")
         elif trains or generalizes:
             better, worse = ("training", "validation") if trains else ("validation", "training")
@@ -133,7 +142,7 @@ def degradation_sentence(rows: list[dict]) -> str:
             sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
                              f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
         threshold = noise_threshold(rows)
-        if threshold is not None and abs(b["mean"] - a["mean"]) <= threshold:
+        if threshold is not None and generalizes is not None and abs(b["mean"] - a["mean"]) <= threshold:
             sentences.append(f"Their validation errors differ by {abs(b['mean'] - a['mean']) * 100:.2f} points, within "
                              f"twice the seed noise ({threshold:.2%}): not a ranking.")
     plain_at = {r["depth"]: r for r in plain}
