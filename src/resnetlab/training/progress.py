@@ -8,6 +8,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from resnetlab.runtime import distributed, messages
+from resnetlab.training.expected_speed import duration
 from resnetlab.training.run import Run
 
 
@@ -46,15 +47,6 @@ class Progress:
 def _estimate(run: Run, step: int, images_per_s: float) -> str:
     cfg = run.cfg
     seconds = (cfg.iters - step) * cfg.batch_size / images_per_s
-    return (f"at {images_per_s:,.0f} images/s on this CPU the remaining {cfg.iters - step:,} iterations take about "
+    return (f"at {images_per_s:,.0f} images/s on this machine the remaining {cfg.iters - step:,} iterations take about "
             f"{duration(seconds)}; --iters N shortens the run (the lr milestones scale with it), and Ctrl-C stops it "
             f"resumably (--resume {cfg.out})")
-
-
-def duration(seconds: float) -> str:
-    """A time as a person says it: 40 s, 12 min, 2.3 h."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"

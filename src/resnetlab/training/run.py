@@ -17,7 +17,7 @@ from resnetlab.inference.scoring import evaluate
 from resnetlab.models import create_model
 from resnetlab.runtime import distributed, messages
 from resnetlab.runtime.checkpoint import load_checkpoint
-from resnetlab.training import fastpath, start
+from resnetlab.training import expected_speed, fastpath, start
 from resnetlab.training import learning_rate as schedule
 from resnetlab.training.batches import Data
 from resnetlab.training.config import TrainConfig
@@ -191,6 +191,8 @@ class Run:
             self.run_dir.write_json("split.json", self.data.split)
             verb = f"resuming {cfg.out} at iteration {state.step:,}" if state.step else f"training {cfg.out}"
             messages.say(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}")
+            if expected := expected_speed.expectation(cfg.model, cfg.iters - state.step, cfg.batch_size, self.device):
+                messages.say(expected)
             if change:
                 messages.say(change)
         self.window = MetricWindow(self.device, self.dist, state)
