@@ -56,6 +56,17 @@ def test_without_a_test_split_the_report_says_it_has_no_unseen_images(tmp_path, 
                  "--protocol", "paper", "--data", str(tmp_path / "data"), "--device", "cpu", "--report-only"]) == 0
     assert (out / "runs" / "cifar_plain8-seed0" / "final_errors.json").stat().st_mtime_ns == mtime
 
+    # evaluate has nothing unseen to measure such weights on, and says so, instead of measuring seen images
+    last = str(out / "runs" / "cifar_plain8-seed0" / "last.pt")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", last, "--data", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "trained on every training image" in err and "nothing unseen" in err and "150" in err
+    for split in ("train", "holdout"):  # asked for by name: measured, and the figure called what it is
+        assert main(["evaluate", "--checkpoint", last, "--data", str(tmp_path / "data"), "--split", split,
+                     "--json"]) == 0
+        assert "this error is on seen images" in json.loads(capsys.readouterr().out)["note"]
+
 
 def test_sentences_judge_training_error_alone_when_there_is_no_test_error():
     rows = [{"net": n, "depth": d, "final_train_error": e, "mean": None, "std": None, "seeds": 1}

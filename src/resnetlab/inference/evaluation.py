@@ -143,6 +143,12 @@ def measure(o: Options) -> dict:
             raise UserError(f"{o.data} has classes {ds.classes[:5]}..., a checkpoint {other.classes[:5]}...")
     recorded = (loaded.checkpoint or {}).get("split", {})
     split = evaluation_name(ds, o.split, recorded.get("val"))
+    seen = trained_on_all(recorded, ds) and split in ("train", "holdout")
+    if seen and o.split == "auto":
+        raise UserError(f"{name_of(loads)} trained on every training image of {o.data} ({recorded['train_images']:,}, "
+                        "no hold-out kept: the paper's final protocol) and the data has no test or val/ split, so "
+                        "there is nothing unseen to measure it on; give data with a test split, or --split train "
+                        "to measure the images it trained on")
     data = select_split(ds, split, recorded.get("holdout", PAPER_HOLDOUT))
     if len(data) == 0:
         raise UserError(f"--data {o.data}: its {split} split holds no images; nothing to evaluate")
@@ -164,10 +170,17 @@ def measure(o: Options) -> dict:
         items = ([str(p) for p in data.paths] if not isinstance(data, ArrayDataset) else
                  [f"{data.split}[{i}]" for i in data.index])  # traceable: the split and the index in it
         write_predictions(Path(o.save_predictions), {"predictions": predictions}, ds.classes, items)
-    note = caveat(o, split, loads)
+    note = caveat(o, split, loads) or (f"these weights trained on every training image of {o.data}, the {split} "
+                                        "split's included: this error is on seen images" if seen else None)
     if note:
         result["note"] = note
     return result
+
+
+def trained_on_all(recorded: dict, ds) -> bool:
+    """Whether the run behind a checkpoint trained on all of `ds`'s training split (split.json: no validation,
+    as many images): then neither train nor a hold-out cut from it is unseen."""
+    return recorded.get("val") == "none" and recorded.get("train_images") == len(ds.splits["train"])
 
 
 def caveat(o: Options, split: str, loads: list) -> str | None:
