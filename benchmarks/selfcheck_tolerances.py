@@ -92,13 +92,42 @@ def gradients_replaced(train_step, how: str):
         del opt.step
 
 
+@contextlib.contextmanager
+def learning_rate_wrong(train_step, factor: float = 1.0, head_ignored: bool = False):
+    """The step reads a wrong lr: the schedule's times `factor` (a stale or mis-scaled lr tensor in a compiled
+    step), or with head_ignored the classifier at --lr instead of --head-lr."""
+    trainee = train_step.trainee
+    original = trainee.set_learning_rates
+    groups = getattr(train_step.optimizer, "param_groups", [])
+    factors = [g.get("lr_factor", 1.0) for g in groups]
+
+    def wrong(lrs):
+        for g in groups:
+            g["lr_factor"] = 1.0 if head_ignored else g.get("lr_factor", 1.0)
+        original([lr * factor for lr in lrs])
+
+    trainee.set_learning_rates, train_step._lrs = wrong, None
+    try:
+        yield
+    finally:
+        del trainee.set_learning_rates
+        for g, f in zip(groups, factors):
+            g["lr_factor"] = f
+        train_step._lrs = None
+        train_step.set_learning_rates([run.lr for run in train_step.runs])
+
+
 DEFECTS = {
     "BatchNorm statistics never updated": frozen_batchnorm,
     "weight decay dropped": lambda train_step: optimizer_setting(train_step, weight_decay=0.0),
     "momentum ignored": lambda train_step: optimizer_setting(train_step, momentum=0.0),
     "gradients replaced by noise of the same norm": lambda train_step: gradients_replaced(train_step, "noise"),
     "conv gradients sign-flipped": lambda train_step: gradients_replaced(train_step, "sign"),
+    "lr x10 in the step": lambda train_step: learning_rate_wrong(train_step, 10.0),
+    "lr x0.1 in the step": lambda train_step: learning_rate_wrong(train_step, 0.1),
 }
+# Needs a run with --head-lr (eager_stack(..., head_lr=...)): elsewhere there is no factor to drop.
+HEAD_LR_IGNORED = ("--head-lr ignored", lambda train_step: learning_rate_wrong(train_step, head_ignored=True))
 
 
 def eager_stack(model: str, data: str, out: str, channels_last: str = "on", **extra):
@@ -141,7 +170,8 @@ def measure(model: str, data: str, compiled: bool) -> list[str]:
         verdicts = ["pass" if checks.compare(step, reference, p, twin)[0] is None else "REJECT" for p in ("fp32", "bf16")]
         chaotic = ", ".join(p for p in ("fp32", "bf16") if checks.violations(checks.distances(twin, reference), p))
         lines.append(f"| {model} | {name} | {d['loss']:.2e} | {d['cosine']:.3f} | {d['classifier']:.3g} | "
-                     f"{d['bn']:.3g} | {d['bn_moved']:.2f} | {d['sgd']:.1e} | {chaotic or '—'} | {' | '.join(verdicts)} |")
+                     f"{d['bn']:.3g} | {d['bn_moved']:.2f} | {d['update']:.3f} | {d['classifier_update']:.3f} | "
+                     f"{d['sgd']:.1e} | {chaotic or '—'} | {' | '.join(verdicts)} |")
     return lines
 
 
@@ -155,7 +185,8 @@ def main() -> int:
     args = p.parse_args()
     lines = [f"## {cpu_isa()}, torch {torch.__version__}, {torch.get_num_threads()} threads", "",
              "| network | candidate | loss off | grad cosine (10th pct) | classifier | BN stats away | BN moved | "
-             "SGD rule | chaotic at | verdict fp32 | verdict bf16 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "weights moved (median ratio) | classifier moved | SGD rule | chaotic at | verdict fp32 | verdict bf16 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.nets.split(","):
         for line in measure(model, args.data, args.compiled):
             lines.append(line)

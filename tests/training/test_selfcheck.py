@@ -167,3 +167,46 @@ def test_a_ctrl_c_that_breaks_the_compiler_is_the_users_stop_not_a_rejection():
 
     why, _, _ = fastcheck._probe_path(Failing(), None, None, "bf16")
     assert why.startswith("it failed: RuntimeError")
+
+
+@pytest.fixture(scope="module")
+def plain20_with_head_lr(tiny_cifar):
+    """plain-20 (chaotic at fp32: judged next to the output) with the classifier at its own lr (--head-lr)."""
+    with tempfile.TemporaryDirectory() as out:
+        train_step, batches, lrs, runs = tolerances.eager_stack("cifar_plain20", str(tiny_cifar), out, head_lr=1.0)
+        reference = tolerances.probe(train_step, batches, lrs, fastcheck.EAGER_FP32)
+        twin = tolerances.probe(train_step, checks.perturbed(batches), lrs, fastcheck.EAGER_FP32)
+        yield train_step, batches, lrs, reference, twin
+        for run in runs:
+            run.run_dir.release()
+
+
+@pytest.mark.parametrize("defect", ["lr x10 in the step", "lr x0.1 in the step", "--head-lr ignored"])
+def test_a_wrong_learning_rate_in_the_step_is_rejected_on_a_plain_net(plain20_with_head_lr, defect):
+    """Issue 40.1: the lr the step reads was checked against the optimizer's own copy (which the step wrote),
+    and plain-20's loss moves too little in one step to show it: the weights' movement and SGD's rule at the
+    schedule's lr see it."""
+    train_step, batches, lrs, reference, twin = plain20_with_head_lr
+    make = tolerances.HEAD_LR_IGNORED[1] if defect == "--head-lr ignored" else tolerances.DEFECTS[defect]
+    broken = tolerances.probe(train_step, batches, lrs, fastcheck.EAGER_FP32, make)
+    for precision in ("fp32", "bf16"):
+        why, _ = checks.compare(broken, reference, precision, twin)
+        assert why is not None and "weights moved" in why, (precision, checks.distances(broken, reference))
+    healthy = tolerances.probe(train_step, batches, lrs, FastPath(None, torch.bfloat16, "eager bf16"))
+    assert checks.compare(healthy, reference, "bf16", twin)[0] is None
+
+
+@pytest.mark.parametrize("setting, value", [("freeze", "backbone"), ("head_lr", 1.0), ("label_smoothing", 0.1),
+                                            ("momentum", 0.5), ("weight_decay", 0.0)])
+def test_a_verdict_is_not_reused_for_a_step_it_never_checked(resnet20, setting, value):
+    """Issue 40.3: a from-scratch verdict was reused for a frozen fine-tuning graph (and other settings that
+    change the step)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    train_step = resnet20[0]
+    run = train_step.runs[0]
+    path = FastPath("default", torch.bfloat16, "compiled bf16")
+    other = SimpleNamespace(runs=[SimpleNamespace(cfg=dataclasses.replace(run.cfg, **{setting: value}), data=run.data)],
+                            k=train_step.k, device=train_step.device)
+    assert fastcheck.verdict_key(other, path) != fastcheck.verdict_key(train_step, path)

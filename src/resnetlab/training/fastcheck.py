@@ -94,13 +94,18 @@ def resnetlab_version() -> str:
 
 def verdict_key(train_step: TrainingStep, path: FastPath) -> str:
     """Everything that changes the step: torch and resnetlab, the machine by what it computes (device_name
-    names the ISA), the network as built (shortcut, style, zero-init, classes), the batch, layout and path."""
+    names the ISA), the network as built (shortcut, style, zero-init, classes), what is trained and how (frozen
+    stages, the classifier's own lr, label smoothing, momentum, weight decay: each changes the compiled graph
+    or the update), the batch, layout and path. A verdict on a from-scratch step says nothing of a frozen one."""
     cfg = train_step.runs[0].cfg
     layout = "channels_last" if cfg.channels_last != "off" else "contiguous"
     classes = len(train_step.runs[0].data.classes)
+    training = (f"freeze {cfg.freeze or 'none'} head-lr {cfg.head_lr / cfg.lr if cfg.head_lr else 1:g}x "
+                f"smoothing {cfg.label_smoothing:g} momentum {cfg.momentum:g} wd {cfg.weight_decay:g}")
     return (f"torch {torch.__version__} | resnetlab {resnetlab_version()} | {device_name(train_step.device)} | {cfg.model} "
             f"shortcut {cfg.shortcut or 'default'} style {cfg.style} zero-init {cfg.zero_init_residual} "
-            f"classes {classes} x{train_step.k} {layout} batch {cfg.batch_size} | {path.precision} | {path.mode}")
+            f"classes {classes} x{train_step.k} {layout} batch {cfg.batch_size} | {training} | {path.precision} | "
+            f"{path.mode}")
 
 
 @contextlib.contextmanager

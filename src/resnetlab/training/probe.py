@@ -32,6 +32,12 @@ TOLERANCE = {
 }
 SGD_RULE_TOLERANCE = 1e-3  # healthy: ~1e-7 (fp32 rounding); weight decay dropped: ~0.1; momentum ignored: 1
 BN_MOVED = (0.5, 2.0)  # how far the statistics move against the reference's; never updated: 0
+# The weights' update over the probe, per tensor, against the reference's: its norm ratio (the median over
+# tensors, and the classifier's own) within this factor. A wrong learning rate in the value the step reads moves
+# every weight by that factor (lr x10: 10, x0.1: 0.1), and --head-lr dropped moves the classifier by its own;
+# rounding moves the median by a few percent (benchmarks/results/selfcheck.md). Chaotic nets get up to 3x their
+# twin's own deviation (chaotic_violations).
+UPDATE_RATIO = 1.25
 TWIN_AGREES = 0.8  # plain-110: the last block's tensors agree at 0.80-0.99 with a rounding twin, the rest near 0
 # The twin's input perturbation, relative: bf16's unit roundoff, whatever the precision checked. Smaller ones
 # understate chaos: at fp32's 2^-24, plain-110's second-step loss moved 10x less than under a change of memory
@@ -71,7 +77,7 @@ class Probe:
                     torch.cuda.synchronize(train_step.device)
                 seconds = seconds or time.perf_counter() - start
                 step_grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).float().clone() for p in params]
-                rule = max(rule, sgd_rule_error(train_step, weights, momenta, step_grads))
+                rule = max(rule, sgd_rule_error(train_step, self.lrs, weights, momenta, step_grads))
                 losses.append(loss.detach().float().clone())
                 grads = grads or step_grads
                 stats = stats or [b.detach().float().clone() for b in buffers]
@@ -100,13 +106,15 @@ class Probe:
         return result
 
 
-def sgd_rule_error(train_step: TrainingStep, weights: list[Tensor], momenta: list[Tensor], grads: list[Tensor]) -> float:
+def sgd_rule_error(train_step: TrainingStep, lrs: list[float], weights: list[Tensor], momenta: list[Tensor],
+                   grads: list[Tensor]) -> float:
     """How far the step's momentum buffers and weights are from SGD's rule applied to its own gradients
-    (buf = m * buf + g + wd * w; w -= lr * buf), relative to each one's change: about 1e-7 for a healthy
-    step, 1e-3 when weight decay is dropped, order 1 when momentum is ignored or the update not applied.
+    (buf = m * buf + g + wd * w; w -= lr * buf), relative to each one's change, with the lr the schedule gave the
+    step (`lrs`) and the settings' factor of each parameter: about 1e-7 for a healthy step, 1e-3 when weight decay
+    is dropped, order 1 when momentum is ignored, the update not applied or the lr wrong.
     Frozen parameters (no gradient) must not move at all."""
     cfg, k = train_step.runs[0].cfg, train_step.k
-    lrs = _learning_rates(train_step)
+    expected_lrs = scheduled_learning_rates(train_step, lrs)
     worst = 0.0
     for (buf, p), w, m, g in zip(train_step.momenta(), weights, momenta, grads):
         if not p.requires_grad:
@@ -114,22 +122,21 @@ def sgd_rule_error(train_step: TrainingStep, weights: list[Tensor], momenta: lis
             continue
         expected = m * cfg.momentum + g + cfg.weight_decay * w
         worst = max(worst, _relative(buf.float(), expected, expected - m))
-        lr = lrs.get(id(p), lrs["runs"]).to(w.device)
+        lr = expected_lrs[id(p)].to(w.device)
         moved = (w.reshape(k, -1) - lr[:, None] * buf.float().reshape(k, -1)).reshape(w.shape)
         worst = max(worst, _relative(p.detach().float(), moved, moved - w) / 100)  # w's rounding: ~eps*|w|/|lr*buf|
     return worst
 
 
-def _learning_rates(train_step: TrainingStep) -> dict:
-    """Each parameter's lr (by id; one per run under "runs"), as the step used it."""
-    runs = torch.tensor([float(lr) for lr in (train_step._lrs or [train_step.runs[0].lr])])
-    out: dict = {"runs": runs}
-    for group in getattr(train_step.optimizer, "param_groups", []):  # one run's torch SGD: --head-lr's own group
-        lr = torch.tensor([float(group["lr"])])
-        out.update({id(p): lr for p in group["params"]})
-    for name, p in getattr(train_step.optimizer, "factors", {}) and train_step.optimizer.params.items():  # K runs' SGD
-        out[id(p)] = runs * train_step.optimizer.factors[name]
-    return out
+def scheduled_learning_rates(train_step: TrainingStep, lrs: list[float]) -> dict[int, Tensor]:
+    """Each parameter's lr per run (by id), as the schedule and settings make it: `lrs` (one per run) times
+    --head-lr over --lr for the classifier. Never the optimizer's own copy: a step that reads a wrong lr has
+    written that copy itself, and agrees with it."""
+    cfg = train_step.runs[0].cfg
+    runs = torch.tensor([float(lr) for lr in lrs])
+    head = cfg.head_lr / cfg.lr if cfg.head_lr else 1.0
+    return {id(p): runs * (head if name.removeprefix("module.").startswith("fc.") else 1.0)
+            for name, p in train_step.net.named_parameters()}
 
 
 def _relative(actual: Tensor, expected: Tensor, change: Tensor) -> float:
@@ -175,9 +182,13 @@ def distances(candidate: Step, reference: Step) -> dict[str, float]:
     moved = sum((r - b).pow(2).sum().item() for r, b in zip(reference.stats, reference.stats_before)) ** 0.5
     apart = sum((c - r).pow(2).sum().item() for c, r in zip(candidate.stats, reference.stats)) ** 0.5
     own = sum((c - b).pow(2).sum().item() for c, b in zip(candidate.stats, candidate.stats_before)) ** 0.5
+    ratios = sorted(c.norm().item() / r.norm().item() for c, r in zip(candidate.updates, reference.updates)
+                    if r.norm().item() > 0)  # frozen tensors do not move
+    head = reference.updates[i].norm().item()
     return {"loss": loss, "cosine": cosines[len(cosines) // 10] if cosines else 1.0, "classifier": classifier,
             "bn": apart / moved if moved > 0 else 0.0, "bn_moved": own / moved if moved > 0 else 1.0,
-            "sgd": candidate.sgd_rule}
+            "sgd": candidate.sgd_rule, "update": ratios[len(ratios) // 2] if ratios else 1.0,
+            "classifier_update": candidate.updates[i].norm().item() / head if head > 0 else 1.0}
 
 
 def violations(d: dict[str, float], precision: str) -> list[str]:
@@ -193,9 +204,19 @@ def violations(d: dict[str, float], precision: str) -> list[str]:
     return out + _always(d)
 
 
-def _always(d: dict[str, float]) -> list[str]:
-    """What holds however chaotic the net: the statistics move as far as the reference's, SGD's rule holds."""
+def _off_by(ratio: float) -> float:
+    """How far a ratio is from 1, either way (0.5 and 2 are both 2)."""
+    return max(ratio, 1 / ratio) if ratio > 0 else float("inf")
+
+
+def _always(d: dict[str, float], update_ratio: float = UPDATE_RATIO) -> list[str]:
+    """What holds however chaotic the net: the statistics move as far as the reference's, the weights as far as
+    the reference's (within `update_ratio`), SGD's rule holds at the schedule's learning rate."""
     out = []
+    for key, what in (("update", "the weights moved"), ("classifier_update", "the classifier's weights moved")):
+        if _off_by(d[key]) > update_ratio:
+            out.append(f"{what} {d[key]:.3g}x as far as the reference's (allowed {1 / update_ratio:.2f}-"
+                       f"{update_ratio:.2f}x: a wrong learning rate?)")
     if not BN_MOVED[0] <= d["bn_moved"] <= BN_MOVED[1]:
         out.append(f"BatchNorm statistics moved {d['bn_moved']:.2g}x as far as the reference's "
                    f"(allowed {BN_MOVED[0]:g}-{BN_MOVED[1]:g}x)")
@@ -221,7 +242,8 @@ def chaotic_violations(candidate: Step, reference: Step, twin: Step, precision: 
         allowed = max(tol[key], 3 * chaos[key])
         if d[key] > allowed:
             out.append(f"{key} {d[key]:.2g} away (allowed {allowed:.2g}: 3x a perturbed twin's)")
-    return out + _always(d)
+    twin_off = max(_off_by(chaos["update"]), _off_by(chaos["classifier_update"]))
+    return out + _always(d, max(UPDATE_RATIO, twin_off ** 3))
 
 
 def compare(candidate: Step, reference: Step, precision: str, twin: Step | None = None) -> tuple[str | None, str]:
@@ -233,7 +255,8 @@ def compare(candidate: Step, reference: Step, precision: str, twin: Step | None 
         return "its weight updates are not finite", ""
     d = distances(candidate, reference)
     measured = (f"loss {d['loss']:.2%} off, gradient cosine {d['cosine']:.3f}, classifier gradient "
-                f"{d['classifier']:.2g} away, BatchNorm statistics {d['bn']:.2g} away, SGD's rule {d['sgd']:.1g} off")
+                f"{d['classifier']:.2g} away, BatchNorm statistics {d['bn']:.2g} away, weights moved {d['update']:.3g}x "
+                f"(classifier {d['classifier_update']:.3g}x), SGD's rule {d['sgd']:.1g} off")
     wrong = violations(d, precision)
     if wrong and twin is not None and violations(distances(twin, reference), precision):
         wrong = chaotic_violations(candidate, reference, twin, precision)
