@@ -18,6 +18,7 @@ from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
 from resnetlab.inference.load import load_model
 from resnetlab.inference.scoring import evaluate
+from resnetlab.models import pretrained
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.runtime.outputs import check_output, inert_cell
@@ -139,7 +140,7 @@ def measure(o: Options) -> dict:
              for c in o.checkpoints or [None]]
     loaded = loads[0]
     for other in loads:
-        if other.classes is not None and other.classes != ds.classes:
+        if other.classes is not None and not pretrained.same_classes(other.classes, ds.classes):
             raise UserError(f"{o.data} has classes {ds.classes[:5]}..., a checkpoint {other.classes[:5]}...")
     recorded = (loaded.checkpoint or {}).get("split", {})
     split = evaluation_name(ds, o.split, recorded.get("val"))

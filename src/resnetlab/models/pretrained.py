@@ -227,6 +227,25 @@ def lookup(model: str, name: "str | Weights") -> Weights:
                     "; `resnetlab models --weights` lists every named weights") + here)
 
 
+# ImageNet-1K's classes as torchvision's weights name them (meta["categories"]: "tench", ...) and as an ImageNet
+# folder names them (WordNet ids: n01440764, ...) are one list in one order: torchvision's categories follow the
+# sorted WordNet ids of the 1,000 classes, tench first (n01440764), toilet tissue last (n15075141).
+IMAGENET_ENDS = (("tench", "toilet tissue"), ("n01440764", "n15075141"))
+
+
+def same_classes(weights_classes: list[str] | tuple[str, ...], data_classes: list[str]) -> bool:
+    """Whether weights trained on `weights_classes` predict `data_classes`, in their order: the same names, or
+    ImageNet-1K named by torchvision's categories on one side and by sorted WordNet ids on the other."""
+    a, b = list(weights_classes), list(data_classes)
+    if a == b:
+        return True
+    if len(a) != 1000 or len(b) != 1000:
+        return False
+    names, wnids = IMAGENET_ENDS
+    return ((a[0], a[-1]) == names and (b[0], b[-1]) == wnids and b == sorted(b)
+            and all(len(c) == 9 and c[0] == "n" and c[1:].isdigit() for c in b))
+
+
 def identify(path: str | Path, digest: str | None = None) -> Weights | None:
     """The registry entry a weights file is (by its sha256; `digest`: already computed), or None: a file renamed
     or copied elsewhere is still recognised, and a torchvision file is loaded into the torchvision-style network

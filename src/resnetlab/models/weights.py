@@ -59,6 +59,29 @@ def trained_as(obj: dict, path: str | Path, digest: str | None = None) -> tuple[
     return None, None
 
 
+def weights_style(model: str, given: str) -> str | None:
+    """The style the weights `given` (named, or a file) were trained as, where they say; None where they do not
+    or cannot be read (the run's start then says why, naming the file)."""
+    if pretrained.names_published_weights(given):
+        try:
+            return pretrained.lookup(model, given).options.get("style")
+        except UserError:
+            return None
+    path = Path(given)
+    try:
+        obj = read_checkpoint(path) if path.is_file() else None
+    except (UserError, OSError):
+        return None
+    if obj is None:
+        return None
+    style = trained_as(obj, path)[1]
+    if style is None and model in ("resnet18", "resnet34"):
+        # The keys tell: the paper's ResNet-18/34 have option-A shortcuts (no tensors), torchvision's have a
+        # projection (downsample.0.weight) where the shape changes.
+        style = "torchvision" if any(".downsample." in str(k) for k in extract_state_dict(obj)) else "paper"
+    return style
+
+
 def _check_trained_as(model: nn.Module, obj: dict, path: str | Path, style: str | None, digest: str | None) -> None:
     network, file_style = trained_as(obj, path, digest)
     residual = getattr(model, "residual", None)

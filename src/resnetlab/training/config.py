@@ -17,6 +17,7 @@ else:  # pragma: no cover
 from resnetlab.errors import UserError
 from resnetlab.files import read_small_text
 from resnetlab.models.registry import check_name, default_recipe
+from resnetlab.models.weights import weights_style
 from resnetlab.training.settings import CHOICES, FIELDS, GROUPS, TrainConfig
 
 __all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_recipe", "from_dict", "read_toml",
@@ -167,9 +168,24 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
         for name in ("lr", "warmup_lr", "head_lr"):
             if name not in explicit and isinstance(values["batch_size"], int) and values["batch_size"] > 0:
                 values[name] = base_value(recipe, name) * values["batch_size"] / base_value(recipe, "batch_size")
+    if values.get("weights"):
+        values.update(weights_defaults(values, explicit))
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def weights_defaults(values: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """What starting from --weights changes where neither a flag nor the config file says: the input follows the
+    weights whatever the recipe (their per-pixel mean, or ImageNet's mean/std), and the network is built in the
+    style the weights were trained as (torchvision's ResNet-50 is v1.5: style torchvision), as create_model does."""
+    out: dict[str, Any] = {} if "normalization" in explicit else {"normalization": "weights"}
+    # CIFAR nets have one style; ResNet-18/34 with a shortcut given are built as asked
+    if "style" not in explicit and not str(values["model"]).startswith("cifar_") and "shortcut" not in explicit:
+        style = weights_style(str(values["model"]), str(values["weights"]))
+        if style is not None:
+            out["style"] = style
+    return out
 
 
 def recipe_for(model: str, weights: str | None) -> str:

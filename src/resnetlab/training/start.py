@@ -77,7 +77,7 @@ def load_start(model: nn.Module, cfg: TrainConfig, start: Start, classes: list[s
     rows = _classifier_rows(state)
     source = create_model(cfg.model, **{**options, "num_classes": rows})
     load_weights(source, start.file, style=cfg.style, contents=state, digest=start.sha256)  # checks the network and style the file was trained as
-    keep = start.classes == classes if start.classes else rows == len(classes)
+    keep = pretrained.same_classes(start.classes, classes) if start.classes else rows == len(classes)
     own = model.state_dict()
     loaded = {k: v for k, v in source.state_dict().items() if keep or not k.startswith("fc.")}
     own.update({k: v.to(own[k].dtype) for k, v in loaded.items()})
