@@ -147,6 +147,7 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tiny_cifar, tmp_path, 
 def test_a_restart_in_a_run_folder_without_checkpoint_starts_clean(tiny_cifar, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / ".resnetlab-run").write_text("")  # a start writes its mark first (without it: a user's files, kept)
     (out / "config.json").write_text("{}")
     (out / "metrics.jsonl").write_text('{"iteration": 2, "train_loss": 9}\n')
     assert _train(tiny_cifar, out, "--iters", "4") == 0

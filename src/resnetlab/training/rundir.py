@@ -72,6 +72,12 @@ class RunDir:
         if not any(name in RUN_FILES for name in entries):
             raise UserError(f"--out {p}: the folder holds other files ({', '.join(entries[:3])}) and is not "
                             "a resnetlab run; choose a new or empty folder")
+        unmarked = [name for name in entries if name != LOCK and not _orphan(name)]
+        if MARKER not in entries and unmarked:
+            # A user's config.json or metrics.jsonl bears a run's file name, not its mark: never cleared
+            raise UserError(f"--out {p}: the folder holds {', '.join(unmarked[:3])} without the mark resnetlab "
+                            f"writes into its runs ({MARKER}), so they are not a run's and are never replaced; choose "
+                            "a new or empty folder")
         foreign = [name for name in entries if name not in UNFINISHED_START and not _orphan(name)]
         if foreign:  # another's files, or results of a run whose last.pt is gone: never replaced
             raise UserError(f"--out {p}: the folder holds {', '.join(foreign[:3])}, and a new run would replace "
