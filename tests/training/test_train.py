@@ -163,6 +163,8 @@ def test_warmup_for_resnet110_until_training_error_below_80_percent():
 
     cfg = resolve("cifar-paper", {}, {"model": "cifar_resnet110"})
     assert uses_warmup(cfg) and not uses_warmup(resolve("cifar-paper", {}, {"model": "cifar_resnet56"}))
+    assert not uses_warmup(resolve("cifar-paper", {}, {"model": "cifar_plain110"}))  # the paper's is ResNet-110's
+    assert uses_warmup(resolve("cifar-paper", {}, {"model": "cifar_resnet1202"}))
     assert learning_rate(cfg, RunState(step=10), True) == 0.01
     assert learning_rate(cfg, RunState(step=10, warm_done=True), True) == 0.1
     assert learning_rate(cfg, RunState(step=32000, warm_done=True), True) == pytest.approx(0.01)

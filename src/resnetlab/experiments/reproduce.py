@@ -158,7 +158,7 @@ def _cifar_text(o: Cifar, out: Path, specs: list, rows: list, table: str, split_
 - training time {wall / 3600:.2f} h over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {sentences.elapsed_since(start)} this invocation)
 - data `{o.data}`; recipe `cifar-paper` (batch 128, SGD momentum 0.9,
   weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of the run, 4-pixel pad + random crop + flip,
-  per-pixel mean subtraction; lr 0.01 warm-up for depth >= 110)
+  per-pixel mean subtraction; lr 0.01 warm-up for ResNets of depth >= 110)
 
 ## How each run trained
 {RUNS_TABLE_NOTE}
