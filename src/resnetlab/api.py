@@ -12,6 +12,7 @@ keyword arguments and returns what the subcommand prints as data.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -60,9 +61,13 @@ def train(*, model: str, data: str, out: str, recipe: str | None = None, seeds: 
     _check_stop_after("train", stop_after)
     if isinstance(overrides.get("weights"), Weights):  # get_weights(...)'s object: its name
         overrides["weights"] = overrides["weights"].name
+    elif isinstance(overrides.get("weights"), os.PathLike):  # a file, as data= and out= take one
+        overrides["weights"] = os.fspath(overrides["weights"])
     _check_overrides("train", overrides)
+    model = _named("train", "model", model)
+    data, out = _named("train", "data", data, path=True), _named("train", "out", out, path=True)
     recipe = recipe or recipe_for(model, overrides.get("weights"))
-    cfg = resolve(recipe, {}, {"model": model, "data": str(data), "out": str(out), **overrides})
+    cfg = resolve(recipe, {}, {"model": model, "data": data, "out": out, **overrides})
     summaries = train_runs(seed_configs(cfg, seeds) if seeds > 1 else [cfg], stop_after=stop_after, quiet=bool(quiet))
     return summaries if seeds > 1 else summaries[0]
 
@@ -76,6 +81,14 @@ def resume(run_dir: str, stop_after: int | None = None, quiet: bool = False, **c
     configs = resume_configs(Path(run_dir), changes)
     summaries = train_runs(configs, resume=True, stop_after=stop_after, quiet=bool(quiet))
     return summaries if len(configs) > 1 else summaries[0]
+
+
+def _named(function: str, name: str, value: Any, path: bool = False) -> str:
+    """A name or path keyword, as given or refused by name: `train(out=None)` would train into ./None."""
+    if not (isinstance(value, str) or (path and isinstance(value, os.PathLike))) or not str(os.fspath(value)).strip():
+        raise ValueError(f"{function}: {name} must be {'a path (str or pathlib.Path)' if path else 'a string'}, "
+                         f"not {value!r}")
+    return os.fspath(value)
 
 
 def _check_stop_after(function: str, value: Any) -> None:

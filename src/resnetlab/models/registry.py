@@ -156,8 +156,19 @@ def default_recipe(name: str) -> str:
     return f.recipe if f is not None else IMAGENET_FAMILY.recipe
 
 
+# Bounds on what a name or a file may ask to be built, so that a typo or a tiny hostile file cannot make a
+# network of hundreds of GB: ImageNet-21K has 21,843 classes; the paper's deepest net is ResNet-1202 (19.4M
+# parameters; 5,000 layers would be ~80M and need tens of GB of activations at batch 128).
+MAX_CLASSES = 100_000
+MAX_CIFAR_DEPTH = 5000
+
+
 def check_name(name: str) -> None:
     """Refuse an unknown network name at once, before any data is read."""
+    depth = cifar_depth(name)
+    if depth is not None and depth > MAX_CIFAR_DEPTH:
+        raise UserError(f"{name}: depth {depth:,} is beyond the {MAX_CIFAR_DEPTH:,} layers resnetlab builds (the "
+                        "paper's deepest is cifar_resnet1202)")
     if family_of(name) is not None:
         return
     close = difflib.get_close_matches(name, model_names(), n=3, cutoff=0.5)
@@ -186,6 +197,9 @@ def check_options(name: Any, options: dict[str, Any]) -> None:
     value = options.get("num_classes", 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"create_model: num_classes must be a positive whole number, not {value!r}")
+    if value > MAX_CLASSES:
+        raise UserError(f"num_classes {value:,} is beyond the {MAX_CLASSES:,} classes resnetlab builds a classifier "
+                        f"for (ImageNet-21K has 21,843); a file that declares so many is damaged")
 
 
 def build(name: str, **options: Any) -> ResNet:
@@ -193,5 +207,6 @@ def build(name: str, **options: Any) -> ResNet:
     if name in _REGISTRY:
         return _REGISTRY[name](**options)
     check_name(name)
+    check_options(name, options)
     f = family_of(name)
     return f.build(int(f.pattern.match(name).group(1)), **options)

@@ -156,10 +156,10 @@ class Run:
         if not self.dist.is_main:
             return
         payload = self._payload()
+        if best is not None:  # first: a kill between the two leaves last.pt's record of the best behind best.pt,
+            self.run_dir.save("best.pt", {**payload, "best": best})  # and the resumed run writes it again
         self.run_dir.save("last.pt", payload)
         self.last_save = time.monotonic()
-        if best is not None:
-            self.run_dir.save("best.pt", {**payload, "best": best})
 
     def save_between_log_points(self) -> None:
         """last.pt with the open metric window in it (resumed, the window reopens: the same figures are logged);
