@@ -60,3 +60,38 @@ def test_best_pt_is_written_before_last_pt(tiny_cifar, tmp_path, monkeypatch):
     assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(tmp_path / "r"),
                  "--iters", "2", "--eval-every", "2", "--device", "cpu", "--fast", "off", "--batch-size", "16"]) == 0
     assert order[-2:] == ["best.pt", "last.pt"]
+
+
+@pytest.mark.parametrize("tensor, value", [("bn1.running_var", float("nan")), ("layer1.0.bn1.running_mean", float("inf"))])
+def test_non_finite_weights_are_refused_naming_the_tensor(tiny_cifar, tmp_path, capsys, tensor, value):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(run), *FAST]) == 0
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["model"][tensor].fill_(value)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    state = tmp_path / "state.pt"
+    torch.save(ckpt["model"], state)
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    for argv in (["train", "--model", "cifar_resnet8", "--weights", str(state), "--data", str(tiny_cifar), "--out",
+                  str(tmp_path / "tuned"), "--freeze", "stem", *FAST],
+                 ["predict", "--checkpoint", str(bad), str(tmp_path / "cat.png")],
+                 ["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.pt"), "--format", "weights"]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        assert f"{tensor!r} holds NaN or infinite values" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "tuned" / "last.pt").exists()
+
+
+def test_tensorboard_never_writes_through_a_planted_link(tiny_cifar, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(run), "--iters", "2",
+                 "--device", "cpu", "--fast", "off", "--batch-size", "16", "--stop-after", "1", "--tensorboard"]) == 0
+    elsewhere.mkdir()
+    import shutil
+    shutil.rmtree(run / "tensorboard")
+    (run / "tensorboard").symlink_to(elsewhere)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "never through one" in capsys.readouterr().err and not list(elsewhere.iterdir())

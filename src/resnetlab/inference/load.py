@@ -12,6 +12,7 @@ from resnetlab.data import Normalization
 from resnetlab.data.preprocess import Preprocess
 from resnetlab.errors import UserError
 from resnetlab.models import create_model, load_weights, pretrained
+from resnetlab.models.weights import check_finite
 from resnetlab.models.registry import STYLE_AMBIGUOUS, model_input
 from resnetlab.runtime.checkpoint import load_checkpoint
 
@@ -101,6 +102,7 @@ def _checked_contents(ckpt: dict, path: str) -> tuple[nn.Module, Normalization]:
         raise damaged(f"it describes no buildable network ({str(e).splitlines()[0]})") from None
     if not isinstance(ckpt["model"], dict):
         raise damaged("its model entry is not a state dict")
+    check_finite(ckpt["model"], path)
     try:
         net.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -39,8 +39,18 @@ def load_weights(model: nn.Module, path: str | Path, style: str | None = None, *
     extra = [k for k in state if k not in own]
     if extra:
         raise UserError(f"checkpoint {path} does not fit this network: unexpected key {extra[0]!r}")
+    check_finite(state, path)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def check_finite(state: dict, path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a NaN BatchNorm variance would train a chance-level network to
+    exit 0 and copy the NaN into every checkpoint; predict would answer NaN), naming the tensor."""
+    for k, v in state.items():
+        if hasattr(v, "is_floating_point") and v.is_floating_point() and not bool(v.isfinite().all()):
+            raise UserError(f"{path}: {k!r} holds NaN or infinite values; these weights cannot be used (a run "
+                            "that diverged, or a damaged file)")
 
 
 def trained_as(obj: dict, path: str | Path, digest: str | None = None) -> tuple[str | None, str | None]:

@@ -95,7 +95,7 @@ class Run:
                     from torch.utils.tensorboard import SummaryWriter
                 except ImportError:
                     raise UserError("--tensorboard needs the tensorboard package: pip install 'resnetlab[tensorboard]'") from None
-                self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+                self.tensorboard = SummaryWriter(str(self.run_dir.tensorboard_dir()))
 
     @property
     def lr(self) -> float:

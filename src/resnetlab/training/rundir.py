@@ -110,6 +110,14 @@ class RunDir:
             for name in ("metrics.jsonl", "summary.json", "best.pt"):
                 (self.path / name).unlink(missing_ok=True)
 
+    def tensorboard_dir(self) -> Path:
+        """Where --tensorboard writes its event files: the run's own folder, never through a link planted there."""
+        path = self.path / "tensorboard"
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise UserError(f"{path} is a link or a file; a run's TensorBoard events are written into a folder of "
+                            "its own, never through one: remove it")
+        return path
+
     def _lock(self) -> None:
         if fcntl is None:
             return
