@@ -3,6 +3,7 @@ stds), so that no claim of the report can drift from its numbers."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,11 +44,23 @@ def depth_curve_sentence(rows: list[dict]) -> str:
     return " ".join(out)
 
 
-def noise_threshold(rows: list[dict]) -> float | None:
-    """Twice the largest std over seeds among the networks that ran several: the least difference that counts."""
+def run_noise(rows: list[dict]) -> float | None:
+    """One run's seed noise: the largest std over seeds among the networks that ran several (taken for every
+    network, the unseeded ones too: deep plain nets may vary more)."""
     # ImageNet's rows have no seeds; the final protocol's have no std without a test split
     stds = [r["std"] for r in rows if r.get("seeds", 1) > 1 and r["std"] is not None]
-    return 2 * max(stds) if stds else None
+    return max(stds) if stds else None
+
+
+def noise_threshold(rows: list[dict], a: dict | None = None, b: dict | None = None) -> float | None:
+    """The least difference between two networks' errors that counts: twice that difference's own noise, with
+    one run's noise s (run_noise) and the seeds n each mean is over, 2 s sqrt(1/n_a + 1/n_b): a run against a
+    3-seed mean needs 2.3 s, two 3-seed means 1.6 s, two single runs 2.8 s. Without a and b: two single runs."""
+    s = run_noise(rows)
+    if s is None:
+        return None
+    n_a, n_b = (a or {}).get("seeds", 1), (b or {}).get("seeds", 1)
+    return 2 * s * math.sqrt(1 / n_a + 1 / n_b)
 
 
 def noise_sentence(rows: list[dict]) -> str:
@@ -56,23 +69,27 @@ def noise_sentence(rows: list[dict]) -> str:
     if not seeded:
         return ("Each network ran once, so no difference between them can be told from seed noise (--seeds K "
                 "measures it).")
-    threshold = noise_threshold(rows)
-    if threshold is None:
+    s = run_noise(rows)
+    if s is None:
         return "Seed noise is not measured: the networks run over several seeds have no test error to compare."
     parts = [f"{net_label(r['net'], r['depth'])} {r['mean']:.2%} ± {r['std']:.2%} ({r['seeds']} seeds)" for r in seeded]
-    return (f"Seed noise (std of the final validation error): {'; '.join(parts)}; a difference between networks "
-            f"counts here only beyond twice the largest, {threshold:.2%}.{depth_differences(rows, threshold)}")
+    return (f"Seed noise (std of the final validation error): {'; '.join(parts)}. A difference between two networks "
+            f"counts here only beyond twice its own noise, 2 s sqrt(1/n_a + 1/n_b) with s = {s:.2%} (the largest std) "
+            f"and n the seeds of each mean: {2 * s * math.sqrt(2):.2%} between two single runs, "
+            f"{2 * s * math.sqrt(1 + 1 / 3):.2%} between a run and a 3-seed mean.{depth_differences(rows)}")
 
 
-def depth_differences(rows: list[dict], threshold: float) -> str:
-    """The ResNets' validation error between every two depths, sorted into beyond and within `threshold`
-    (the noise was measured on ResNets: deep plain nets may vary more from seed to seed)."""
+def depth_differences(rows: list[dict]) -> str:
+    """The ResNets' validation error between every two depths, sorted into beyond and within the pair's own
+    threshold (noise_threshold: it depends on how many seeds each of the two has)."""
     curve = by_depth(rows, "resnet")
-    pairs = [(a, b, b["mean"] - a["mean"]) for i, a in enumerate(curve) for b in curve[i + 1:]]
+    pairs = [(a, b, b["mean"] - a["mean"], noise_threshold(rows, a, b)) for i, a in enumerate(curve)
+             for b in curve[i + 1:]]
     if not pairs:
         return ""
-    beyond = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f} points)" for a, b, d in pairs if abs(d) > threshold]
-    within = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f})" for a, b, d in pairs if abs(d) <= threshold]
+    beyond = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f} points, threshold {t:.2%})" for a, b, d, t in pairs
+              if abs(d) > t]
+    within = [f"{a['depth']}->{b['depth']} ({d * 100:+.2f}; {t:.2%})" for a, b, d, t in pairs if abs(d) <= t]
     return (f" Between ResNet depths, beyond it: {', '.join(beyond) or 'none'}; within it: "
             f"{', '.join(within) or 'none'}.")
 
@@ -129,7 +146,13 @@ def degradation_sentence(rows: list[dict]) -> str:
         # None: the final protocol without a test split, where training error is all there is to judge
         generalizes = None if None in (a["mean"], b["mean"]) else b["mean"] < a["mean"]
         both = f"ResNet-{b['depth']} {pct(b)}, ResNet-{a['depth']} {pct(a)}"
-        if generalizes is None:
+        threshold = noise_threshold(rows, a, b)
+        tied = generalizes is not None and threshold is not None and abs(b["mean"] - a["mean"]) <= threshold
+        if tied:  # said before any "better": a difference within the noise is no ranking
+            sentences.append(f"The deeper ResNet {'trains better, as in the paper' if trains else 'does not train better'}"
+                             f"; their validation errors differ by {abs(b['mean'] - a['mean']) * 100:.2f} points, within "
+                             f"twice the seed noise of that difference ({threshold:.2%}): not a ranking ({both}).")
+        elif generalizes is None:
             sentences.append(f"The deeper ResNet {'trains better, as in the paper' if trains else 'does not train better'}"
                              f": {both}.")
         elif trains and generalizes:
@@ -141,10 +164,6 @@ def degradation_sentence(rows: list[dict]) -> str:
         else:
             sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
                              f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
-        threshold = noise_threshold(rows)
-        if threshold is not None and generalizes is not None and abs(b["mean"] - a["mean"]) <= threshold:
-            sentences.append(f"Their validation errors differ by {abs(b['mean'] - a['mean']) * 100:.2f} points, within "
-                             f"twice the seed noise ({threshold:.2%}): not a ranking.")
     plain_at = {r["depth"]: r for r in plain}
     for r in res:
         p = plain_at.get(r["depth"])

@@ -1,8 +1,8 @@
 """The fast path proves itself on this machine before a run uses it.
 
-A compiled or reduced-precision step can be wrong on one machine and right on the next: on an Intel Xeon with
-AMX, torch 2.14's compiled BatchNorm backward under CPU bf16 autocast gives non-finite gradients, while the
-same step is exact on an AMD EPYC with AVX-512 BF16. So two real steps of the chosen path, on the run's own
+A compiled or reduced-precision step can be wrong on one machine and right on the next: an earlier session saw
+torch 2.14's compiled BatchNorm backward under CPU bf16 autocast give non-finite gradients on an Intel Xeon with
+AMX (not reproduced there on torch 2.14.1), while the same step is exact on an AMD EPYC with AVX-512 BF16. So two real steps of the chosen path, on the run's own
 network and first batch, are compared with two eager fp32 steps: everything a step changes is looked at (the
 loss, each gradient's direction, the classifier's gradient, BatchNorm's running statistics, and SGD's rule with
 momentum and weight decay on the step's own gradients), each within probe.TOLERANCE; a net too chaotic at a
