@@ -95,3 +95,47 @@ def test_tensorboard_never_writes_through_a_planted_link(tiny_cifar, tmp_path, c
     (run / "tensorboard").symlink_to(elsewhere)
     assert main(["train", "--resume", str(run)]) == 2
     assert "never through one" in capsys.readouterr().err and not list(elsewhere.iterdir())
+
+
+def test_transfers_link_tree_never_deletes_through_a_planted_link(tmp_path):
+    """Issue 40.13: with OUT/data/vehicles/airplane a link to a user's folder, a second invocation deleted the
+    user's files and wrote its links there; a folder where a link goes gave an IsADirectoryError traceback."""
+    from resnetlab.errors import UserError
+    from resnetlab.experiments.transfer import _link_tree
+
+    source = tmp_path / "source"
+    source.mkdir()
+    images = [source / f"{i}.png" for i in range(3)]
+    for p in images:
+        p.write_bytes(b"png")
+    target = tmp_path / "out" / "data" / "vehicles"
+    _link_tree(target, {"airplane": images})
+    assert sorted(p.name for p in (target / "airplane").iterdir()) == ["0.png", "1.png", "2.png"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    for p in (target / "airplane").iterdir():
+        p.unlink()
+    (target / "airplane").rmdir()
+    (target / "airplane").symlink_to(mine)
+    with pytest.raises(UserError, match="is a link or a file"):
+        _link_tree(target, {"airplane": images})
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+    (target / "airplane").unlink()
+    (target / "airplane").mkdir()
+    (target / "airplane" / "0.png").mkdir()  # a folder where a link goes
+    with pytest.raises(UserError, match="not one of the image links"):
+        _link_tree(target, {"airplane": images})
+    (target / "airplane" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not one of the image links"):
+        _link_tree(target, {"airplane": images})
+    assert (target / "airplane" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("experiment", ["cifar", "transfer"])
+def test_reproduce_out_inside_data_is_refused_before_anything_is_made(tmp_path, capsys, experiment):
+    data = tmp_path / "data"
+    (data / "train" / "cat").mkdir(parents=True)
+    out = data / "train" / "zzz"
+    assert main(["reproduce", experiment, "--data", str(data), "--out", str(out), "--iters", "1"]) == 2
+    assert "is inside --data" in capsys.readouterr().err and not out.exists()

@@ -64,7 +64,7 @@ def reproduce_imagenet(o: imagenet.Budget, shortcuts: list[str], device: str, ev
     clean = False
     try:
         if dist.is_main:
-            claim_folder(out, "imagenet")
+            claim_folder(out, "imagenet", o.data)
         summaries = imagenet.run_all(nets, out, o.data, o.iters, o.batch_size, o.lr, device,
                                      eval_every, workers)
         clean = True
@@ -88,7 +88,7 @@ def reproduce_imagenet(o: imagenet.Budget, shortcuts: list[str], device: str, ev
 def reproduce_cifar(o: Cifar) -> list[Path]:
     """The runs (resumed where they stopped; with report_only, none), then the report over the finished ones."""
     out = Path(o.out)
-    claim_folder(out, "cifar")
+    claim_folder(out, "cifar", o.data)
     start = time.time()
     specs = cifar.plan(o.nets, o.depths, o.seeds)
     if o.report_only:
@@ -195,7 +195,7 @@ def _differences(o: Cifar, split_name: str) -> str:
 def reproduce_transfer(o: Transfer) -> list[Path]:
     """Pretraining on the vehicles, then fine-tuning, linear probing and training from scratch on the animals."""
     out = Path(o.out)
-    claim_folder(out, "transfer")
+    claim_folder(out, "transfer", o.data)
     plan = transfer.Plan(Path(o.data), out, o.sizes, o.seeds, o.pretrain_iters, o.iters)
     errors = transfer.run_all(plan, o.device)
     transfer.figure(errors, out / "figure.png")

@@ -59,10 +59,14 @@ def reconcile(old: TrainConfig, new: TrainConfig, step: int, run_dir: Path) -> T
 MARKER = ".resnetlab-reproduce"  # in a folder `reproduce` made: its reports may be rewritten
 
 
-def claim_folder(out: Path, experiment: str) -> None:
-    """Make or adopt `out` for `reproduce EXPERIMENT`, refusing a file, or a folder of other things (its
-    report.md or results.json are not ours to overwrite). A folder is ours when it carries the marker, or
-    holds nothing but a runs/ folder of resnetlab runs beside the files a reproduction writes."""
+def claim_folder(out: Path, experiment: str, data: str) -> None:
+    """Make or adopt `out` for `reproduce EXPERIMENT`, refusing a folder inside the dataset (its runs would become
+    a class folder without images), a file, or a folder of other things (its report.md or results.json are not
+    ours to overwrite). A folder is ours when it carries the marker, or holds nothing but a runs/ folder of
+    resnetlab runs beside the files a reproduction writes."""
+    if Path(data).is_dir() and out.resolve().is_relative_to(Path(data).resolve()):
+        raise UserError(f"--out {out} is inside --data {data}: the dataset would hold the runs (as a class folder "
+                        "without images); choose a folder outside it")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: a file is there, not a folder")
     if out.is_dir() and not (out / MARKER).is_file():

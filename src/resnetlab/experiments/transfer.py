@@ -54,17 +54,30 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
+def _not_ours(path: Path) -> None:
+    raise UserError(f"{path} is not one of the image links reproduce transfer makes; it is kept: move it away, or "
+                    "choose another --out")
+
+
 def _link_tree(target: Path, files: dict[str, list[Path]]) -> None:
     """target/<class>/<file> -> the source image, made anew (a stale or partial tree is replaced)."""
     for cls, paths in files.items():
         folder = target / cls
+        for level in (target.parent, target, folder):  # never through a link planted on the way: a user's folder
+            if level.is_symlink() or (level.exists() and not level.is_dir()):
+                raise UserError(f"{level} is a link or a file where reproduce transfer keeps its folder of image "
+                                "links; nothing is deleted through it: remove it, or choose another --out")
         folder.mkdir(parents=True, exist_ok=True)
         wanted = {p.name: p for p in paths}
         for existing in folder.iterdir():
             if existing.name not in wanted:
+                if not existing.is_symlink():  # only the links this tree holds are ever removed
+                    _not_ours(existing)
                 existing.unlink()
         for name, path in wanted.items():
             link = folder / name
+            if link.exists() and not link.is_symlink():
+                _not_ours(link)
             if not (link.is_symlink() and os.readlink(link) == str(path)):
                 link.unlink(missing_ok=True)
                 link.symlink_to(path)
