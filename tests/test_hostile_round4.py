@@ -139,3 +139,22 @@ def test_reproduce_out_inside_data_is_refused_before_anything_is_made(tmp_path, 
     out = data / "train" / "zzz"
     assert main(["reproduce", experiment, "--data", str(data), "--out", str(out), "--iters", "1"]) == 2
     assert "is inside --data" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_resubmit_takes_the_settings_a_resume_may_change_and_says_so(tiny_cifar, tmp_path, capsys):
+    """Issue 40.18: under --resume-if-exists (or a torchrun restart) a new --eval-every or --save-minutes was
+    dropped silently, the stored config winning."""
+    import json
+
+    out = tmp_path / "r"
+    argv = ["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(out), "--iters", "4",
+            "--device", "cpu", "--fast", "off", "--batch-size", "16", "--resume-if-exists"]
+    assert main([*argv, "--stop-after", "2"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--eval-every", "2", "--save-minutes", "5"]) == 0
+    said = capsys.readouterr().out
+    assert "continuing with this command line's --eval-every 2 (the run had 1000), --save-minutes 5.0" in said
+    config = json.loads((out / "config.json").read_text())
+    assert config["eval_every"] == 2 and config["save_minutes"] == 5.0
+    assert [m["iteration"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if "val_error" in m] == [4]

@@ -18,7 +18,7 @@ from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
 from resnetlab.training import resume_configs, seed_configs, train_runs
 from resnetlab.training.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, recipe_for, resolve
 from resnetlab.training.run import SPLIT_NAMES
-from resnetlab.training.settings import HELP, SAME_RUN
+from resnetlab.training.settings import HELP, RESUME_CHANGEABLE, SAME_RUN
 
 
 def _int_list(text: str) -> list[int]:
@@ -89,6 +89,14 @@ def continue_existing(configs: list[TrainConfig], asked: bool) -> list[TrainConf
         return None
     out = Path(_resume_hint(configs, None))
     stored = resume_configs(out, {})
+    # What a resume may change (--save-minutes, --eval-every, ...) is taken from this command line, and said:
+    # a resubmit with a new setting must not train on the stored one unannounced.
+    taken = {name: getattr(configs[0], name) for name in sorted(RESUME_CHANGEABLE - {"iters", "milestones", "data"})
+             if getattr(configs[0], name) != getattr(stored[0], name)}
+    if taken and os.environ.get("RANK", "0") == "0":
+        print(f"{out}: continuing with this command line's " + ", ".join(
+            f"--{k.replace('_', '-')} {v} (the run had {getattr(stored[0], k)})" for k, v in taken.items()))
+    stored = [dataclasses.replace(cfg, **taken) for cfg in stored]
     for old, new in zip(stored, configs):
         for name in (*SAME_RUN, "iters", "data"):
             if getattr(old, name) != getattr(new, name):
