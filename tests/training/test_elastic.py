@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from resnetlab.runtime.checkpoint import load_checkpoint
-from tests.clitools import TINY, same_weights
+from tests.clitools import TINY, metrics, same_weights, without_speed
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
@@ -21,11 +21,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
 ENV.pop("TORCHELASTIC_RESTART_COUNT", None)
 
 
-def _torchrun(out: Path, data: Path, port: int, restarts: int = 1) -> subprocess.Popen:
+def _torchrun(out: Path, data: Path, port: int, restarts: int = 1, log_every: int = 2, save_every: int = 4,
+              iters: int = 24, eval_every: int = 4) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
            "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", str(restarts), "-m", "resnetlab", "train", *TINY,
-           "--data", str(data), "--out", str(out), "--iters", "24", "--save-every", "4", "--log-every", "2",
-           "--fast", "off", "--resume-if-exists"]
+           "--data", str(data), "--out", str(out), "--iters", str(iters), "--save-every", str(save_every),
+           "--log-every", str(log_every), "--eval-every", str(eval_every), "--fast", "off", "--resume-if-exists"]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -103,3 +104,35 @@ def test_two_launchers_with_c10d_rendezvous_train_as_one_process_of_the_same_glo
     assert [r["iteration"] for r in one] == [r["iteration"] for r in two] == [2, 4, 6]
     for a, b in zip(one, two):
         assert abs(a["train_loss"] - b["train_loss"]) <= 0.10 * a["train_loss"], (a, b)
+
+
+def test_a_restart_from_a_save_between_log_points_logs_what_an_uninterrupted_run_logs(tiny_cifar, tmp_path):
+    """Issue 40.7: a checkpoint between log points (--save-every 4, --log-every 3) stored rank 0's own window
+    sums and every rank reopened them, so the first record after a restart counted them once per rank."""
+    straight3 = tmp_path / "straight3"
+    proc = _torchrun(straight3, tiny_cifar, 29615, log_every=3, eval_every=12)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    out = tmp_path / "killed3"
+    proc = _torchrun(out, tiny_cifar, 29616, log_every=3, eval_every=12)
+    _wait_for(out / "last.pt", proc)  # iteration 4: between the log points 3 and 6
+    os.kill(_workers(proc)[-1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert without_speed(metrics(out)) == without_speed(metrics(straight3))
+    assert same_weights(straight3 / "last.pt", out / "last.pt")
+
+
+def test_sigterm_to_the_launcher_stops_within_its_grace_period_whatever_the_log_interval(tiny_cifar, tmp_path):
+    """Issue 40.15: torchrun forwards SIGTERM (what SLURM sends) to its workers and SIGKILLs them 30 s later; they
+    stopped only at the next log point (here none before 400 iterations, and no --save-every): nothing saved."""
+    out = tmp_path / "slurm"
+    proc = _torchrun(out, tiny_cifar, 29617, restarts=0, log_every=400, save_every=0, iters=400, eval_every=400)
+    _wait_for(out / "config.json", proc)
+    time.sleep(3)  # some steps in
+    os.kill(proc.pid, signal.SIGTERM)  # the launcher, as SLURM or a scheduler signals it
+    started = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - started < 30, "the workers outlived torchrun's grace period"
+    step = load_checkpoint(out / "last.pt")["state"]["step"]
+    assert 0 < step < 400 and "Resume with" in err

@@ -31,8 +31,8 @@ class RunState:
     eval_seconds: float | None = 0.0  # spent evaluating (the loop's main cost beside the step); None: not recorded
     # Training loss/errors summed since the last log point: kept across an interrupt so that the
     # resumed run logs exactly what an uninterrupted one does.
-    window_loss: float = 0.0
-    window_errors: int = 0
+    window_loss: float | list[float] = 0.0  # under torchrun, one sum per rank (metrics.MetricWindow.store)
+    window_errors: int | list[int] = 0
     window_steps: int = 0
     first_loss: float = 0.0  # mean loss of the first logged window: the reference for an exploding loss
     # How the steps ran: {"from_iteration", "precision", "mode", "device"}, one entry per change (a run resumed

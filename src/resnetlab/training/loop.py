@@ -143,20 +143,38 @@ def loop(runs: list[Run], train_step: TrainingStep, stop_after: int | None = Non
                     run.window.add(losses[k], errors[k], len(batches[k][1]), waited)
                 progress.update()
                 stop = signals.requested is not None
-                agreed = at_log_point(cfg, step, end) and log_point(runs, train_step, lrs, len(batches[0][1]), end, stop,
-                                                                     progress)
+                logged = at_log_point(cfg, step, end)
+                agreed = logged and log_point(runs, train_step, lrs, len(batches[0][1]), end, stop, progress)
+                if not logged and train_step.dist.enabled and step % STOP_POLL.get(train_step.device.type, 10) == 0:
+                    agreed = agree_to_stop(train_step, stop)
                 half_done = False
-                if agreed or (stop and not train_step.dist.enabled):  # under torchrun the ranks agree at a log point
+                if agreed or (stop and not train_step.dist.enabled):  # under torchrun the ranks agree first
                     raise _StopRequested
-        except (KeyboardInterrupt, _StopRequested):
+        except (KeyboardInterrupt, _StopRequested) as stopped:
             progress.close()
-            if not half_done:
+            # Under torchrun only a stop the ranks agreed on is saved (saving gathers the metric window from every
+            # rank); a second Ctrl-C on one rank keeps the last checkpoint.
+            consistent = not half_done and (isinstance(stopped, _StopRequested) or not train_step.dist.enabled)
+            if consistent:
                 train_step.sync()
-            saved = [run.interrupted(not half_done) for run in runs]
+            saved = [run.interrupted(consistent) for run in runs]
             raise RunInterrupted(signals.requested or "SIGINT", step, all(saved)) from None
     progress.close()
     train_step.sync()
     return [run.finish() for run in runs]
+
+
+# Under torchrun the ranks stop together, at a step they agree on: torchrun's agent SIGKILLs its workers 30 s after
+# forwarding a SIGTERM, and a log interval can be longer (ImageNet, --log-every 300 on ResNet-56). So between
+# log points they agree every STOP_POLL steps: one all-reduce of one number, next to the gradients' every step
+# on a CPU; every 10 steps on a GPU, where it also waits for the device (~0.1 s a step on ImageNet: about 1 s).
+STOP_POLL = {"cpu": 1, "cuda": 10}
+
+
+def agree_to_stop(train_step: TrainingStep, stop: bool) -> bool:
+    """Whether any rank was asked to stop (every rank calls it at the same step)."""
+    flag = torch.tensor([float(stop)], device=train_step.device)
+    return bool(distributed.all_sum(train_step.dist, flag).item() > 0)
 
 
 def at_log_point(cfg: TrainConfig, step: int, end: int) -> bool:

@@ -33,8 +33,9 @@ class MetricWindow:
     def __init__(self, device: torch.device, dist: distributed.DistInfo, state: RunState) -> None:
         """Reopen the window `state` carries (zero for a new run), and take it out of the state."""
         self.device, self.dist = device, dist
-        self.loss_sum = torch.tensor(state.window_loss, device=device)
-        self.err_sum = torch.tensor(state.window_errors, device=device, dtype=torch.long)
+        loss, errors = _own_share(state, dist)
+        self.loss_sum = torch.tensor(loss, device=device)
+        self.err_sum = torch.tensor(errors, device=device, dtype=torch.long)
         self.steps = state.window_steps
         state.window_loss, state.window_errors, state.window_steps = 0.0, 0, 0
         self.restart_clock()
@@ -71,8 +72,31 @@ class MetricWindow:
     def store(self, state: RunState) -> bool:
         """Keep the open window in `state` for a checkpoint (stopped between log points); False when its loss
         is not finite (nothing worth saving)."""
-        loss = self.loss_sum.item()
+        # Every rank calls this at the same step (a checkpoint between log points, or a stop they agreed on) and
+        # the main process saves what each rank has summed, each reopening its own (_own_share): the same sums in
+        # the same order as an uninterrupted run, so the next record is the same to the bit.
+        if not self.dist.enabled:
+            loss = self.loss_sum.item()
+            state.window_loss, state.window_errors = loss, int(self.err_sum.item())
+        else:
+            rows = torch.zeros(self.dist.world_size, 2, dtype=torch.float64, device=self.device)
+            rows[self.dist.rank] = torch.stack([self.loss_sum.double(), self.err_sum.double()])
+            per_rank = distributed.all_sum(self.dist, rows).tolist()
+            loss = sum(r[0] for r in per_rank)
+            state.window_loss, state.window_errors = [r[0] for r in per_rank], [round(r[1]) for r in per_rank]
         if not math.isfinite(loss):
             return False
-        state.window_loss, state.window_errors, state.window_steps = loss, int(self.err_sum.item()), self.steps
+        state.window_steps = self.steps
         return True
+
+
+def _own_share(state: RunState, dist: distributed.DistInfo) -> tuple[float, int]:
+    """This rank's part of a stored window: its own sums where the checkpoint holds one per rank of a job of
+    this size; otherwise the whole on the main process (a checkpoint of one process, or of another world size)
+    and nothing on the others, so that close() adds it once, not once per rank."""
+    loss, errors = state.window_loss, state.window_errors
+    if isinstance(loss, list):
+        if dist.enabled and len(loss) == dist.world_size:
+            return loss[dist.rank], errors[dist.rank]
+        loss, errors = sum(loss), sum(errors)
+    return (loss, errors) if dist.is_main or not dist.enabled else (0.0, 0)
