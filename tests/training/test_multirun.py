@@ -83,3 +83,35 @@ def test_seeds_trained_together_match_runs_made_alone(tiny_cifar, tmp_path):
 def test_multirun_refuses_imagenet_nets(tiny_cifar, tmp_path, capsys):
     assert main(["train", "--model", "resnet18", "--data", str(tiny_cifar), "--seeds", "2", "--out", str(tmp_path / "x")]) == 2
     assert "only for the CIFAR nets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kill", ["between the two checkpoint writes", "before the second seed's first checkpoint"])
+def test_seeds_a_kill_left_apart_are_brought_together_on_resubmit(tiny_cifar, tmp_path, capsys, kill):
+    """Issue 40.20: --seeds K refused every resubmit after a SIGKILL between the K checkpoint writes ("must be
+    at the same iteration, not [2, 4]") or before some seed's first one ("holds 1 run(s) ... asks for 2"): a
+    scheduler resubmitting never got further. The laggard now trains alone to the others' iteration first."""
+    import shutil
+
+    argv = ["train", *TINY, "--data", str(tiny_cifar), "--iters", "8", "--seeds", "2", "--resume-if-exists"]
+    reference = tmp_path / "straight"
+    assert main([*argv, "--out", str(reference)]) == 0
+    out = tmp_path / "killed"
+    assert main([*argv, "--out", str(out), "--stop-after", "2"]) == 0
+    early = tmp_path / "seed1-at-2"
+    shutil.copytree(out / "seed1", early)
+    assert main([*argv, "--out", str(out), "--stop-after", "2"]) == 0  # both at 4
+    shutil.rmtree(out / "seed1")
+    if kill == "between the two checkpoint writes":
+        shutil.copytree(early, out / "seed1")  # seed 0 wrote its iteration-4 checkpoint, seed 1 did not
+    else:
+        (out / "seed1").mkdir()
+        (out / "seed1" / ".resnetlab-run").touch()  # what a start leaves before its first checkpoint
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "training it alone to there first" in capsys.readouterr().out
+    for seed in (0, 1):
+        done = load_checkpoint(out / f"seed{seed}" / "last.pt")
+        assert done["state"]["step"] == 8
+        assert _max_diff(done["model"], load_checkpoint(reference / f"seed{seed}" / "last.pt")["model"]) < 0.05
+        iterations = [json.loads(x)["iteration"] for x in (out / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()]
+        assert iterations == [2, 4, 6, 8]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
+from resnetlab.runtime import messages
 from resnetlab.training import resume_configs, seed_configs, train_runs
+from resnetlab.training.loop import catch_up
 from resnetlab.training.config import CHOICES, FIELDS, RECIPES, TrainConfig, read_toml, recipe_for, resolve
 from resnetlab.training.run import SPLIT_NAMES
 from resnetlab.training.settings import HELP, RESUME_CHANGEABLE, SAME_RUN
@@ -89,6 +91,21 @@ def continue_existing(configs: list[TrainConfig], asked: bool) -> list[TrainConf
         return None
     out = Path(_resume_hint(configs, None))
     stored = resume_configs(out, {})
+    asked_for = {os.path.normpath(c.out): c for c in configs}
+    for old in stored:
+        new = asked_for.get(os.path.normpath(old.out))
+        if new is None:
+            raise UserError(f"--resume-if-exists: {out} holds {len(stored)} run(s), this command line asks for "
+                            f"{len(configs)}")
+        for name in (*SAME_RUN, "iters", "data"):
+            if getattr(old, name) != getattr(new, name):
+                raise UserError(f"--resume-if-exists: {old.out} holds a run with {name} = {getattr(old, name)!r}, not "
+                                f"{getattr(new, name)!r} as this command line asks; give another --out, or --resume "
+                                f"{out} to continue it as it is")
+    if len(stored) != len(configs):  # seeds a kill left without their first checkpoint: trained to the others'
+        with messages.printed(os.environ.get("RANK", "0") != "0"):
+            catch_up(configs)
+        stored = resume_configs(out, {})
     # What a resume may change (--save-minutes, --eval-every, ...) is taken from this command line, and said:
     # a resubmit with a new setting must not train on the stored one unannounced.
     taken = {name: getattr(configs[0], name) for name in sorted(RESUME_CHANGEABLE - {"iters", "milestones", "data"})
@@ -96,16 +113,7 @@ def continue_existing(configs: list[TrainConfig], asked: bool) -> list[TrainConf
     if taken and os.environ.get("RANK", "0") == "0":
         print(f"{out}: continuing with this command line's " + ", ".join(
             f"--{k.replace('_', '-')} {v} (the run had {getattr(stored[0], k)})" for k, v in taken.items()))
-    stored = [dataclasses.replace(cfg, **taken) for cfg in stored]
-    for old, new in zip(stored, configs):
-        for name in (*SAME_RUN, "iters", "data"):
-            if getattr(old, name) != getattr(new, name):
-                raise UserError(f"--resume-if-exists: {old.out} holds a run with {name} = {getattr(old, name)!r}, not "
-                                f"{getattr(new, name)!r} as this command line asks; give another --out, or --resume "
-                                f"{out} to continue it as it is")
-    if len(stored) != len(configs):
-        raise UserError(f"--resume-if-exists: {out} holds {len(stored)} run(s), this command line asks for {len(configs)}")
-    return stored
+    return [dataclasses.replace(cfg, **taken) for cfg in stored]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from resnetlab.errors import RunInterrupted, UserError
 from resnetlab.multiseed import check_together
 from resnetlab.runtime import distributed, messages
+from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.training import fastcheck, fastpath, start
 from resnetlab.training.config import TrainConfig, validate
@@ -101,7 +103,23 @@ def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int
         return _train_runs(configs, resume, stop_after, teardown)
 
 
+def catch_up(configs: list[TrainConfig]) -> None:
+    """Runs to be trained together that stand at different iterations (a kill between their K checkpoint writes,
+    or before the first of some) are brought to the leaders' iteration first, each alone: runs trained alone
+    match runs trained together (README), and a resubmitted job then goes on instead of being refused for good."""
+    steps = [load_checkpoint(Path(c.out) / "last.pt", training=True)["state"]["step"]
+             if (Path(c.out) / "last.pt").is_file() else -1 for c in configs]
+    lead = max(steps)
+    for cfg, step in zip(configs, steps):
+        if step < lead:
+            messages.say(f"{cfg.out} stands at iteration {max(step, 0):,}, the others at {lead:,} (a kill between "
+                         "their checkpoints): training it alone to there first")
+            _train_runs([cfg], step >= 0, lead - max(step, 0), teardown=False)
+
+
 def _train_runs(configs: list[TrainConfig], resume: bool, stop_after: int | None, teardown: bool) -> list[dict[str, Any]]:
+    if resume and len(configs) > 1:
+        catch_up(configs)
     runs, train_step = prepare(configs, resume)
     clean = False
     try:
