@@ -158,3 +158,59 @@ def test_a_resubmit_takes_the_settings_a_resume_may_change_and_says_so(tiny_cifa
     assert config["eval_every"] == 2 and config["save_minutes"] == 5.0
     assert [m["iteration"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
             if "val_error" in m] == [4]
+
+
+def test_tracebacks_of_round_4_are_one_line(tiny_cifar, tmp_path, capsys, monkeypatch):
+    """Issue 40.22: a checkpoint whose per-pixel mean does not fit its input, a 0-row classifier in --weights,
+    RESNETLAB_DIST_TIMEOUT that is no positive number, a damaged summary.json in a reproduction's run folder."""
+    from resnetlab.runtime import distributed
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(run), *FAST]) == 0
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["normalization"]["mean"] = ckpt["normalization"]["mean"][:, :24, :24].tolist()
+    bad = tmp_path / "mean.pt"
+    torch.save(ckpt, bad)
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(bad), str(tmp_path / "cat.png")]) == 2
+    assert "mean of the input's size" in capsys.readouterr().err
+    state = torch.load(run / "last.pt", weights_only=True)["model"]
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][:0], state["fc.bias"][:0]
+    torch.save(state, tmp_path / "empty.pt")
+    assert main(["train", "--model", "cifar_resnet8", "--weights", str(tmp_path / "empty.pt"), "--data",
+                 str(tiny_cifar), "--out", str(tmp_path / "e"), *FAST]) == 2
+    assert "one row per class" in capsys.readouterr().err
+    for value in ("abc", "-5", "0", "nan"):
+        monkeypatch.setenv("RESNETLAB_DIST_TIMEOUT", value)
+        with pytest.raises(ValueError, match="RESNETLAB_DIST_TIMEOUT"):
+            distributed.dist_timeout()
+    monkeypatch.delenv("RESNETLAB_DIST_TIMEOUT")
+    out = tmp_path / "rep"
+    argv = ["reproduce", "cifar", "--out", str(out), "--depths", "8", "--nets", "resnet", "--iters", "2",
+            "--data", str(tiny_cifar), "--device", "cpu"]
+    assert main(argv) == 0
+    (out / "runs" / "cifar_resnet8-seed0" / "summary.json").write_bytes(b"\xff\xfe not json")
+    assert main(argv) == 0  # resumed at its end, the summary written again
+
+
+def test_class_names_that_are_not_utf8_are_plotted_and_written(tmp_path, capsys):
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for k, name in enumerate([b"caf\xe9", b"dog"]):  # Latin-1 bytes: not UTF-8
+        folder = os.path.join(os.fsencode(root / "train"), name)
+        os.makedirs(folder)
+        for i in range(12):
+            Image.fromarray(np.full((32, 32, 3), 100 * k, np.uint8)).save(os.path.join(folder, b"%d.png" % i).decode(
+                "utf-8", "surrogateescape"))
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(root), "--out", str(run), "--iters", "1",
+                 "--device", "cpu", "--fast", "off", "--batch-size", "8"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(root), "--split", "train",
+                 "--plot", str(tmp_path / "c.png"), "--save-predictions", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "c.png").is_file() and "caf\ufffd" in (tmp_path / "p.csv").read_text(encoding="utf-8")

@@ -27,7 +27,11 @@ def existing_run(cfg: TrainConfig) -> tuple[TrainConfig, int, dict | None]:
     step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
     cfg = reconcile(load_run_config(run_dir), cfg, step, run_dir)
     summary_path = run_dir / "summary.json"
-    earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except (OSError, ValueError):  # damaged (not UTF-8, not JSON): the run is resumed, and rewrites it at its end
+        earlier = {}
+    earlier = earlier if isinstance(earlier, dict) else {}
     return cfg, step, earlier if earlier.get("finished") and step >= cfg.iters else None
 
 

@@ -21,7 +21,7 @@ from resnetlab.inference.scoring import evaluate
 from resnetlab.models import pretrained
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.runtime.figures import pyplot, save_figure
-from resnetlab.runtime.outputs import check_output, inert_cell
+from resnetlab.runtime.outputs import check_output, inert_cell, printable
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
@@ -40,7 +40,7 @@ def check_outputs(o: "Options") -> None:
 
 def per_class(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
     counts = confusion.sum(1)
-    return [{"class": name, "count": int(n), "accuracy": (int(confusion[i, i]) / int(n)) if n else None}
+    return [{"class": printable(name), "count": int(n), "accuracy": (int(confusion[i, i]) / int(n)) if n else None}
             for i, (name, n) in enumerate(zip(classes, counts))]
 
 
@@ -51,7 +51,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], title: str, path
     fig, ax = plt.subplots(figsize=(max(5, n * 0.5), max(4.5, n * 0.45)))
     image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     if n <= 50:  # names beyond that are unreadable
-        names = [c.replace("$", r"\$") for c in classes]  # a `$` would start matplotlib's mathtext
+        names = [printable(c).replace("$", r"\$") for c in classes]  # a `$` would start matplotlib's mathtext
         ax.set_xticks(range(n), names, rotation=90)
         ax.set_yticks(range(n), names)
         for i in range(n):
@@ -66,7 +66,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], title: str, path
 
 def write_predictions(path: Path, result: dict, names: list[str], items: list[str]) -> None:
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             k = len(result["predictions"][0][1]) if result["predictions"] else 0
             out.writerow(["item", "true_class", *[c for i in range(1, k + 1) for c in (f"class_{i}", f"probability_{i}")]])

@@ -122,10 +122,13 @@ def _checked_contents(ckpt: dict, path: str) -> tuple[nn.Module, Normalization]:
         normalization = Normalization.from_dict(norm)
         ok = (isinstance(normalization.kind, str) and normalization.mean.dim() == 3 and normalization.std.dim() == 3
               and normalization.mean.shape[0] == 3 and bool((normalization.std > 0).all())
-              and bool(torch.isfinite(normalization.mean).all()))
+              and bool(torch.isfinite(normalization.mean).all())
+              # a per-pixel mean is of the input's own size (a 24x24 mean for 32x32 images fails at predict)
+              and tuple(normalization.mean.shape[1:]) in ((1, 1), (size["size"], size["size"])))
     except (KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
-        raise damaged("its normalization entry is not a kind with a (3, H, W) mean and a positive std")
+        raise damaged("its normalization entry is not a kind with a (3, H, W) mean of the input's size and a "
+                      "positive std")
     return net, normalization
 

@@ -11,6 +11,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from resnetlab.errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -38,7 +40,7 @@ def setup(device_type: str) -> DistInfo:
         # never read the addresses the dead group's ranks left there (gloo would connect to closed ports).
         # RESNETLAB_DIST_TIMEOUT (seconds, default torch's 1800): how long forming the group and any collective
         # may wait for a rank before failing the job (and letting torchrun restart it).
-        timeout = timedelta(seconds=float(os.environ.get("RESNETLAB_DIST_TIMEOUT", "1800")))
+        timeout = timedelta(seconds=dist_timeout())
         store, rank, world = next(dist.rendezvous("env://", rank=info.rank, world_size=world, timeout=timeout))
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world,
@@ -46,6 +48,19 @@ def setup(device_type: str) -> DistInfo:
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+def dist_timeout() -> float:
+    """RESNETLAB_DIST_TIMEOUT in seconds (default torch's 1800), refused in one line unless a positive number."""
+    text = os.environ.get("RESNETLAB_DIST_TIMEOUT", "1800")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"RESNETLAB_DIST_TIMEOUT={text!r}: give the seconds a rank may wait for the others, a "
+                        "positive number (default 1800)")
+    return seconds
 
 
 def barrier(info: DistInfo) -> None:

@@ -38,6 +38,14 @@ def check_output(flag: str, out: Path, inputs: list[Path], force: bool, protecte
     return out
 
 
+def printable(text: str) -> str:
+    """A name as it can be shown and written as UTF-8: a folder name that is not UTF-8 (Python keeps its bytes as
+    surrogates) has those bytes replaced by U+FFFD, as a file manager shows it."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def inert_cell(text: str) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (cells starting with = + - @ are, in Excel and others)."""
+    """A CSV cell a spreadsheet will not run as a formula (cells starting with = + - @ are, in Excel and others),
+    in UTF-8 whatever the name's bytes."""
+    text = printable(text)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

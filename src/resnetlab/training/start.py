@@ -92,8 +92,9 @@ def load_start(model: nn.Module, cfg: TrainConfig, start: Start, classes: list[s
 def _classifier_rows(obj: dict) -> int:
     """The classifier's output count, read under resnetlab's names (extract_state_dict maps the other formats)."""
     fc = extract_state_dict(obj).get("fc.weight")
-    if fc is None or fc.dim() != 2:
-        raise UserError("--weights: the file holds no classifier (fc.weight) of a resnetlab network")
+    if fc is None or fc.dim() != 2 or fc.shape[0] == 0:
+        raise UserError("--weights: the file holds no classifier (fc.weight with one row per class) of a resnetlab "
+                        "network")
     return int(fc.shape[0])
 
 
