@@ -72,6 +72,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     # channels_last helps on both: 460 vs 401 images/s for ResNet-20 on 2 CPU cores (benchmarks/results).
     channels_last = first.channels_last != "off"
     runs = [Run(cfg, resume, device, dist, channels_last) for cfg in configs]
+    agree_on_start(runs, dist, device)
     lead = runs[0]
     recorded = lead.state.fast_paths[-1]["precision"] if lead.state.fast_paths else None
     path = fastpath.choose(first, device, len(runs), recorded)
@@ -92,6 +93,24 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
             f"{first.batch_size // dist.world_size} of the {first.batch_size} images of a step (BatchNorm's "
             "statistics per process, as in the paper's multi-GPU training)")
     return runs, train_step
+
+
+def agree_on_start(runs: list[Run], dist: distributed.DistInfo, device: torch.device) -> None:
+    """Under torchrun each rank reads last.pt itself: with a stale view of shared storage (an NFS attribute
+    cache) one could start at another iteration, and DDP would copy rank 0's weights while the momentum, lr and
+    batch index differed, then hang. Every rank compares its iteration and a checksum of its weights with rank
+    0's, and all refuse together on a difference."""
+    if not dist.enabled:
+        return
+    mine = torch.tensor([[float(r.state.step), sum(float(t.double().sum()) for t in r.model.state_dict().values()
+                                                    if t.is_floating_point())] for r in runs],
+                        dtype=torch.float64, device=device)
+    main = distributed.from_main(dist, mine)
+    apart = distributed.all_sum(dist, (mine != main).any().double().reshape(1)).item() > 0
+    if apart:
+        raise UserError(f"the ranks do not start from the same checkpoint (rank {dist.rank}: iteration "
+                        f"{int(mine[0, 0]):,}, rank 0: {int(main[0, 0]):,}, or other weights): is the run folder's "
+                        "storage shared and up to date on every node? Start the job again once it is")
 
 
 def train_runs(configs: list[TrainConfig], resume: bool = False, stop_after: int | None = None,
