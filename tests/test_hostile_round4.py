@@ -214,3 +214,31 @@ def test_class_names_that_are_not_utf8_are_plotted_and_written(tmp_path, capsys)
     assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(root), "--split", "train",
                  "--plot", str(tmp_path / "c.png"), "--save-predictions", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "c.png").is_file() and "caf\ufffd" in (tmp_path / "p.csv").read_text(encoding="utf-8")
+
+
+def test_misleading_weights_and_head_lr_messages_say_what_is_there(tiny_cifar, tmp_path, capsys):
+    """Issue 40.23: --weights a folder, a FIFO or a link loop said "no such file"; --head-lr 1e30 was unbounded."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "folder").mkdir()
+    for given, said in (("folder", "a folder, not a weights file"), ("fifo", "not a regular file"),
+                        ("loop", "a link that leads nowhere or loops"), ("absent.pt", "no such file")):
+        assert main(["train", "--model", "cifar_resnet8", "--weights", str(tmp_path / given), "--data",
+                     str(tiny_cifar), "--out", str(tmp_path / "r"), *FAST]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["train", "--model", "cifar_resnet8", "--head-lr", "1e30", "--data", str(tiny_cifar), "--out",
+                 str(tmp_path / "h"), *FAST]) == 2
+    assert "--head-lr must be in [0, 10]" in capsys.readouterr().err
+
+
+def test_a_torchrun_restart_refusal_does_not_name_a_flag_that_was_not_given(tiny_cifar, tmp_path, capsys,
+                                                                            monkeypatch):
+    out = tmp_path / "r"
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(tiny_cifar), "--out", str(out), *FAST]) == 0
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    capsys.readouterr()
+    assert main(["train", "--model", "cifar_resnet20", "--data", str(tiny_cifar), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "torchrun restarted the job" in err and "--resume-if-exists:" not in err

@@ -90,16 +90,17 @@ def continue_existing(configs: list[TrainConfig], asked: bool) -> list[TrainConf
     if not any((Path(c.out) / "last.pt").is_file() for c in configs):
         return None
     out = Path(_resume_hint(configs, None))
+    why = "--resume-if-exists" if asked else "torchrun restarted the job (TORCHELASTIC_RESTART_COUNT)"
     stored = resume_configs(out, {})
     asked_for = {os.path.normpath(c.out): c for c in configs}
     for old in stored:
         new = asked_for.get(os.path.normpath(old.out))
         if new is None:
-            raise UserError(f"--resume-if-exists: {out} holds {len(stored)} run(s), this command line asks for "
+            raise UserError(f"{why}: {out} holds {len(stored)} run(s), this command line asks for "
                             f"{len(configs)}")
         for name in (*SAME_RUN, "iters", "data"):
             if getattr(old, name) != getattr(new, name):
-                raise UserError(f"--resume-if-exists: {old.out} holds a run with {name} = {getattr(old, name)!r}, not "
+                raise UserError(f"{why}: {old.out} holds a run with {name} = {getattr(old, name)!r}, not "
                                 f"{getattr(new, name)!r} as this command line asks; give another --out, or --resume "
                                 f"{out} to continue it as it is")
     if len(stored) != len(configs):  # seeds a kill left without their first checkpoint: trained to the others'

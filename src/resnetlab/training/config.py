@@ -222,6 +222,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("lr", "warmup_lr"):
         if not 0 < getattr(cfg, name) <= 10:
             raise UserError(f"--{name.replace('_', '-')} must be in (0, 10], not {getattr(cfg, name)}")
+    if not 0 <= cfg.head_lr <= 10:
+        raise UserError(f"--head-lr must be in [0, 10] (0: the same as --lr), not {cfg.head_lr}")
     if cfg.normalization == "weights" and not cfg.weights:
         raise UserError("--normalization weights follows --weights, and none are given: use pixel-mean, channel or "
                         "imagenet, or give --weights")

@@ -53,7 +53,11 @@ def resolve_start(cfg: TrainConfig) -> Start:
         return Start(given, file, digest, list(w.classes), w.input_normalization(contents), dict(w.input), contents)
     path = Path(given)
     if not path.is_file():
-        raise UserError(f"--weights {given}: no such file, and no named weights of {cfg.model} are called so")
+        what = ("a folder, not a weights file" if path.is_dir() else
+                "not a regular file (a pipe or a device)" if path.exists() else
+                "a link that leads nowhere or loops" if path.is_symlink() else
+                f"no such file, and no named weights of {cfg.model} are called so")
+        raise UserError(f"--weights {given}: {what}")
     obj, digest = read_checkpoint(path), file_digest(path, "sha256")
     known = pretrained.identify(path, digest)
     if isinstance(obj.get("model_name"), str) and isinstance(obj.get("normalization"), dict):
