@@ -242,3 +242,13 @@ def test_a_torchrun_restart_refusal_does_not_name_a_flag_that_was_not_given(tiny
     assert main(["train", "--model", "cifar_resnet20", "--data", str(tiny_cifar), "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
     assert "torchrun restarted the job" in err and "--resume-if-exists:" not in err
+
+
+def test_api_errors_name_the_keyword():
+    """Issue 40.23: get_weights(5) and evaluate(checkpoint=5) failed deep inside; head_lr=nan was a TypeError."""
+    with pytest.raises(TypeError, match="get_weights: model and name must be strings"):
+        resnetlab.get_weights(5)
+    with pytest.raises(TypeError, match="evaluate: checkpoint must be a path"):
+        resnetlab.evaluate(checkpoint=5, data="x")
+    with pytest.raises(ValueError, match="train: head_lr = nan"):
+        resnetlab.train(model="cifar_resnet8", data="x", out="y", head_lr=float("nan"))

@@ -116,7 +116,12 @@ def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | No
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "workers" else 1):
             raise ValueError(f"evaluate: {key} must be a {'' if key == 'workers' else 'positive '}whole number, "
                              f"not {value!r}")
-    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint or [])
+    given = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    if given is not None and (not isinstance(given, (list, tuple))
+                              or not all(isinstance(c, (str, os.PathLike)) for c in given)):
+        raise TypeError(f"evaluate: checkpoint must be a path (str or pathlib.Path) or a list of them, not "
+                        f"{checkpoint!r}")
+    checkpoints = list(given or [])
     return measure(Options(str(data), tuple(map(str, checkpoints)), model, _text(weights), _text(weights_dir), style,
                            split, protocol, batch_size, workers, device, _text(plot), _text(save_predictions), topk,
                            bool(force)))
@@ -191,4 +196,6 @@ def _check_overrides(function: str, values: dict[str, Any]) -> None:
         return
     if problem.startswith("unknown key"):
         raise TypeError(f"{function}: {problem.replace('key', 'keyword argument')} (known: {', '.join(FIELDS)})")
+    if problem.endswith("expected a finite number") and any(isinstance(v, float) for v in values.values()):
+        raise ValueError(f"{function}: {problem}")  # the right type, a value no setting takes (nan, inf)
     raise TypeError(f"{function}: {problem}")

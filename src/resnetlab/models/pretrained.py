@@ -203,7 +203,10 @@ def get_weights(model: str, name: str = "DEFAULT") -> Weights:
     """The named weights of a network (`resnetlab.get_weights("resnet50", "IMAGENET1K_V2")`, or torchvision's
     spelling `get_weights("ResNet50_Weights.IMAGENET1K_V2")`), as torchvision's `get_weight`: `.meta`,
     `.transforms()`, `.url`, `.sha256`; nothing is downloaded."""
-    if isinstance(model, str) and "_Weights." in model:
+    if not isinstance(model, str) or not isinstance(name, (str, Weights)):
+        raise TypeError(f"get_weights: model and name must be strings such as 'resnet50', 'IMAGENET1K_V2', not "
+                        f"{model!r}, {name!r}")
+    if "_Weights." in model:
         model, name = model.split("_Weights.", 1)
         model = model.lower()
     check_name(model)
