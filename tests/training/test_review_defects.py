@@ -186,7 +186,9 @@ def test_json_output_of_a_nan_model_is_json_and_csv_cells_are_inert(tiny_cifar, 
     run = tmp_path / "run"
     assert main(["train", *TINY, "--data", str(tiny_cifar), "--out", str(run), "--iters", "2"]) == 0
     ckpt = torch.load(run / "last.pt", weights_only=True)
-    ckpt["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    # Finite weights (NaN ones are refused at load, issue 40.17) whose outputs overflow to inf and NaN
+    ckpt["model"] = {k: torch.full_like(v, 1e30) if k.endswith("conv1.weight") or k == "fc.weight" else v
+                     for k, v in ckpt["model"].items()}
     torch.save(ckpt, tmp_path / "nan.pt")
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nan.pt"), "--data", str(tiny_cifar), "--json"]) == 0
