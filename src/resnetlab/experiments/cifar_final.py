@@ -31,9 +31,10 @@ def final_errors(spec: RunSpec, out: Path, data: str, device: str, log=print) ->
     cached = _read(run / RESULT_FILE)
     if cached.get("last_sha256") == digest:
         return cached
+    ds = open_dataset(data)
     log(f"{spec.name}: measuring the final weights on every training image"
-        f"{' and the test split' if 'test' in open_dataset(data).splits else ''}...")
-    loaded, ds, dev = load_model(str(run / "last.pt")), open_dataset(data), resolve_device(device)
+        f"{' and the test split' if 'test' in ds.splits else ''}...")
+    loaded, dev = load_model(str(run / "last.pt")), resolve_device(device)
     model = loaded.model.to(dev)
 
     def error(split) -> float:
