@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from resnetlab.errors import UserError
+from resnetlab.runtime.attempt import agree_on_token
 
 
 @dataclass
@@ -38,13 +39,14 @@ def setup(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         # The store torchrun gives (env://), with keys of this attempt only: a group that torchrun restarts must
         # never read the addresses the dead group's ranks left there (gloo would connect to closed ports).
+        # The ranks agree on the attempt's prefix themselves (attempt.py says why no torchrun variable can).
         # RESNETLAB_DIST_TIMEOUT (seconds, default torch's 1800): how long forming the group and any collective
         # may wait for a rank before failing the job (and letting torchrun restart it).
         timeout = timedelta(seconds=dist_timeout())
         store, rank, world = next(dist.rendezvous("env://", rank=info.rank, world_size=world, timeout=timeout))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        token = agree_on_token(store, rank, world, timeout)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world,
-                                store=dist.PrefixStore(f"resnetlab/attempt-{attempt}/", store), timeout=timeout)
+                                store=dist.PrefixStore(f"resnetlab/attempt-{token}/", store), timeout=timeout)
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
