@@ -38,15 +38,56 @@ def atomic_write(path: Path, write: Any) -> None:
         os.replace(tmp, path)
         fsync_folder(path.parent)
     except (OSError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and "write" not in str(e).lower():
-            raise  # not an I/O failure (torch.save reports those as RuntimeError)
-        full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
-        why = "the disk is full" if full else (getattr(e, "strerror", None) or str(e).splitlines()[0])
+        if not _is_io_failure(e):
+            raise
         kept = f"{path} keeps its previous contents" if path.exists() else f"{path} was not written"
-        raise UserError(f"cannot write {path}: {why}; {kept}") from None
+        raise UserError(f"cannot write {path}: {_why_write_failed(e, path.parent)}; {kept}") from None
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def append_whole(fd: int, data: bytes, path: Path) -> None:
+    """Append all of `data` to the file open at `fd` (O_APPEND), or nothing: a write cut short (a full disk)
+    is cut off again, so no torn line is left to run into the next one, and the error says so in one line."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass
+        raise UserError(f"cannot append to {path}: {_why_write_failed(e, Path(path).parent)}; its earlier "
+                        "contents are kept") from None
+
+
+def _is_io_failure(e: BaseException) -> bool:
+    """OSError, or the RuntimeError torch's C++ writer raises when a write fails (it says "write" or, when the
+    disk filled mid-file, only "unexpected pos N vs M")."""
+    text = str(e).lower()
+    return isinstance(e, OSError) or "write" in text or "unexpected pos" in text
+
+
+def _why_write_failed(e: BaseException, folder: Path) -> str:
+    full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+    if full or (not isinstance(e, OSError) and free_bytes(folder) < FULL_BELOW):
+        return "the disk is full"
+    return getattr(e, "strerror", None) or str(e).splitlines()[0]
+
+
+FULL_BELOW = 1 << 20  # a failed torch write with less than this left on the disk: the disk filled
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes a non-root user may still write under `folder` (unknown: a large number)."""
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return info.f_bavail * info.f_frsize
 
 
 def _temporary_affixes(name: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ PyTorch, is kept behind format="torchscript".
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -126,7 +127,11 @@ BATCH = {"x": {0: torch.export.Dim.DYNAMIC}}  # the batch dimension stays free i
 def export_pt2(net: nn.Module, example: torch.Tensor, meta: dict[str, str], out: Path) -> Callable[[torch.Tensor], np.ndarray]:
     program = torch.export.export(net, (example,), dynamic_shapes=BATCH)
     extra = {"resnetlab.json": json.dumps(meta)}
-    atomic_write(out, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
+    # Serialized in memory, then written by Python: torch.export.save writing a file aborts the whole process
+    # (exit 134, no message) when the disk fills; a Python write fails with an error atomic_write explains.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files=extra)
+    atomic_write(out, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     module = torch.export.load(str(out)).module()
     return lambda x: module(x).detach().numpy()
 
@@ -169,7 +174,9 @@ def export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, st
         warnings.simplefilter("ignore")
         # The network has no data-dependent control flow, so a trace is the whole program.
         traced = torch.jit.trace(net, example)
-    atomic_write(out, lambda tmp: traced.save(str(tmp), _extra_files={"resnetlab.json": json.dumps(meta)}))
+    buffer = io.BytesIO()  # in memory first, as export_pt2 does
+    torch.jit.save(traced, buffer, _extra_files={"resnetlab.json": json.dumps(meta)})
+    atomic_write(out, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(out))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.errors import RunInUse, UserError
-from resnetlab.files import atomic_write, is_temporary_of
+from resnetlab.files import append_whole, atomic_write, is_temporary_of
 from resnetlab.runtime.checkpoint import save_checkpoint, write_json
 
 try:
@@ -162,8 +162,11 @@ class RunDir:
         save_checkpoint(self.path / name, payload)
 
     def log(self, record: dict[str, Any]) -> None:
-        with os.fdopen(_open_new_or_own(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        fd = _open_new_or_own(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND)
+        try:
+            append_whole(fd, (json.dumps(record) + "\n").encode(), self.path / "metrics.jsonl")
+        finally:
+            os.close(fd)
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
