@@ -7,7 +7,9 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 import torch
 
 from resnetlab.cli.main import main
@@ -54,3 +56,18 @@ def same_weights(a: Path, b: Path) -> bool:
 def without_speed(records: list[dict]) -> list[dict]:
     """Metric records less the throughput and data wait, measurements of the moment, not of the run."""
     return [{k: v for k, v in r.items() if k not in ("images_per_s", "data_wait")} for r in records]
+
+
+@contextmanager
+def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real small file system at `mount` (tmpfs; mounting needs root, as on the CI machines), to fill or to
+    remount read-only; the test is skipped where it cannot be mounted."""
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -15,6 +15,7 @@ from resnetlab.cli.main import main
 from resnetlab.errors import UserError
 from resnetlab.runtime.checkpoint import save_checkpoint
 from resnetlab.training.rundir import RunDir
+from tests.clitools import mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,14 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 128 KiB file system (tmpfs; mounting needs root, as on the CI machines)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted_tmpfs(tmp_path / "small", "128k") as mount:
+        yield mount
 
 
 def test_a_checkpoint_that_fills_the_disk_says_so_and_keeps_the_previous_one(small_disk):

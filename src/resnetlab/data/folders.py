@@ -91,6 +91,17 @@ MAX_ASPECT = 20
 MAX_PIXELS = 64_000_000
 
 
+def elongated(width: int, height: int) -> str:
+    """Why an image of this size is refused as too elongated, or "" when it is not (MAX_ASPECT)."""
+    short, long = max(1, min(width, height)), max(width, height)
+    if long <= MAX_ASPECT * short:
+        return ""
+    stretched = 224 * long / short
+    return (f"it is {width}x{height}, longer than {MAX_ASPECT}:1, which no photograph is: its shorter side resized "
+            f"to a network's input (224 px) would make it {stretched:,.0f} px long"
+            + (f" ({3 * 224 * stretched / 2**30:.1f} GiB)" if stretched * 224 * 3 > 2**30 else ""))
+
+
 def decode(path: Path) -> torch.Tensor:
     """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it.
 
@@ -99,9 +110,8 @@ def decode(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             w, h = img.size
-            if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
-                raise UserError(f"cannot use image {path}: it is {w}x{h}, longer than {MAX_ASPECT}:1, and resizing its "
-                                "shorter side to the network's input would take gigabytes")
+            if elongated(w, h):
+                raise UserError(f"cannot use image {path}: {elongated(w, h)}")
             if w * h > MAX_PIXELS:
                 raise UserError(f"cannot use image {path}: it is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than "
                                 f"{MAX_PIXELS / 1e6:.0f} (decoding it would take {3 * w * h / 2**30:.1f} GiB); "
@@ -125,7 +135,10 @@ def rgb8(img: Image.Image) -> np.ndarray:
         gray = np.clip(wide >> shift, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode == "F":
-        gray = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+        values = np.asarray(img)
+        if not np.isfinite(values).all():  # NaN would become 0 (black) with numpy's cast warning leaking out
+            raise ValueError("a 32-bit float image holding NaN or infinite pixels")
+        gray = np.clip(values, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     return np.asarray(img.convert("RGB"))
 

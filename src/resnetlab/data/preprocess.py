@@ -15,7 +15,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from resnetlab.data.folders import MAX_ASPECT, decode, rgb8
+from resnetlab.data.folders import decode, elongated, rgb8
 from resnetlab.data.normalization import Normalization
 
 
@@ -68,8 +68,6 @@ def pixels(image: str | Path | Image.Image | Tensor) -> Tensor:
 
 
 def check_aspect(width: int, height: int) -> None:
-    """The bound decode() puts on files, for images given in memory: resizing the shorter side of a very
-    elongated image to the input size would take gigabytes."""
-    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
-        raise ValueError(f"an image of {width}x{height} is longer than {MAX_ASPECT}:1; resizing its shorter side to "
-                         "the network's input would take gigabytes")
+    """The bound decode() puts on files (folders.elongated), for images given in memory."""
+    if elongated(width, height):
+        raise ValueError(f"an image of {width}x{height}: {elongated(width, height)}")

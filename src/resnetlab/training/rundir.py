@@ -8,6 +8,7 @@ resumes from, so a resumed run's metrics equal an uninterrupted run's.
 from __future__ import annotations
 
 import json
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -44,6 +45,15 @@ def _open_new_or_own(path: Path, flags: int) -> int:
     """Open (creating it with the umask's mode) a file of the run folder, never through a symbolic link: a link
     planted at a run's lock or metrics would make the run write into its target (OSError ELOOP instead)."""
     return os.open(path, flags | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
+
+def _why_not_opened(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "it is a symbolic link, and a link planted there is never followed: remove it"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{e.strerror}; a run continues where it can write (copy the folder somewhere writable and give "
+                "that)")
+    return e.strerror or str(e)
 
 
 class RunDir:
@@ -124,8 +134,7 @@ class RunDir:
         try:
             fd = _open_new_or_own(self.path / LOCK, os.O_RDWR)
         except OSError as e:
-            raise UserError(f"{self.path / LOCK}: cannot open the run's lock ({e.strerror}); a link planted there is "
-                            "never followed: remove it") from None
+            raise UserError(f"{self.path / LOCK}: cannot open the run's lock: {_why_not_opened(e)}") from None
         f = os.fdopen(fd, "r+")
         try:
             # A POSIX record lock belongs to this process: DataLoader workers forked from it do not inherit
