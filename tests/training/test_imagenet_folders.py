@@ -63,7 +63,7 @@ def test_pixel_mean_is_refused_for_image_folders_rather_than_ignored(tmp_path, c
 
     data = imagenet_folders(tmp_path / "ds")
     refused(["train", *IMAGENET_TINY, "--data", str(data), "--out", str(tmp_path / "r"), "--normalization",
-             "pixel-mean"], "--normalization pixel-mean is supported for in-memory", capsys)
+             "pixel-mean"], "--normalization pixel-mean is computed for images up to 64 px", capsys)
 
 
 def test_the_fully_convolutional_form_is_the_ordinary_forward_at_224():

@@ -36,6 +36,8 @@ def describe(path: str, skip_corrupt: bool = False) -> dict:
         "classes": ds.classes, "num_classes": len(ds.classes),
         "image_size": size, "in_memory": ds.in_memory,
         "mean": mean, "std": std, "ignored_files": ds.ignored, "skipped_corrupt": ds.skipped,
+        # what `train` feeds each kind of network by default (training/input_size.py; --img-size changes it)
+        "input_size": {"cifar_nets": 32, "imagenet_nets": size[0] if ds.in_memory else 224},
     }
 
 
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{info['source']}: {info['format']}, {info['num_classes']} classes, "
           f"images {info['image_size'][0]}x{info['image_size'][1]}{'' if info['in_memory'] else ' (first image)'}")
+    sizes = info["input_size"]
+    print(f"  train feeds the CIFAR nets {sizes['cifar_nets']}x{sizes['cifar_nets']} (in memory), the ImageNet nets "
+          f"{sizes['imagenet_nets']}x{sizes['imagenet_nets']}{' (in memory)' if info['in_memory'] else ' (streamed)'}"
+          "; --img-size N sets it")
     for name, n in info["splits"].items():
         print(f"  {name:<6} {n:>9,} images")
     print(f"  classes: {', '.join(info['classes'][:20])}{' ...' if len(info['classes']) > 20 else ''}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from resnetlab.data.arrays import ArrayDataset
@@ -164,12 +165,24 @@ def first_size(index: FolderIndex, skip_corrupt: bool) -> tuple[int, int]:
     raise UserError(f"no image in {index.root} could be decoded")
 
 
-def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool = False) -> tuple[ArrayDataset, int]:
+def fit_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) at size x size: the shorter side resized (antialiased), the centre cropped,
+    as evaluating a folder at that input size does (data/imagenet.py's eval_transform)."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    images = v2.functional.resize(images, [size], antialias=True)
+    return v2.functional.center_crop(images, [size, size])
+
+
+def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool = False,
+                fit: int | None = None) -> tuple[ArrayDataset, int]:
     """Decode every image of a small-image folder into one uint8 array, once; returns (data, skipped).
+    `fit`: a size every image is fitted to (fit_to), for photos of any size; without it, every image must have
+    the first one's size.
 
     The cache file is keyed by every file's path, size and mtime, so a changed file is decoded again.
     """
-    key = f"{index.fingerprint()}{'-skip' if skip_corrupt else ''}"
+    key = f"{index.fingerprint()}{'-skip' if skip_corrupt else ''}{f'-fit{fit}' if fit else ''}"
     cache = cache_dir / f"folder-{key}.npz" if cache_dir else None
     if cache and cache.is_file():
         try:
@@ -178,7 +191,7 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a truncated or damaged cache file: decode again and replace it
 
-    expected = first_size(index, skip_corrupt)
+    expected = (fit, fit) if fit else first_size(index, skip_corrupt)
 
     def one(i: int) -> np.ndarray | None:
         try:
@@ -187,6 +200,8 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
             if skip_corrupt:
                 return None
             raise
+        if fit:
+            img = fit_to(img, fit)
         if tuple(img.shape[1:]) != expected:
             raise UserError(
                 f"image {index.paths[i]} is {img.shape[1]}x{img.shape[2]}, but {index.paths[0]} is "

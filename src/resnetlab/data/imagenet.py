@@ -36,8 +36,11 @@ class TrainTransform:
     """Sec. 3.4: shorter side resized to a random length in [256, 480], a random 224 crop or its mirror,
     AlexNet's PCA lighting (std 0.1), then mean/std normalization. Every draw comes from `g`."""
 
-    def __init__(self, crop: int = 224, scale: tuple[int, int] = (256, 480), lighting_std: float = 0.1) -> None:
+    def __init__(self, crop: int = 224, scale: tuple[int, int] = (256, 480), lighting_std: float = 0.1,
+                 mean: Tensor | None = None, std: Tensor | None = None) -> None:
         self.crop, self.scale, self.lighting_std = crop, scale, lighting_std
+        self.mean = torch.tensor(MEAN).view(3, 1, 1) if mean is None else mean
+        self.std = torch.tensor(STD).view(3, 1, 1) if std is None else std
 
     def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
         short = int(torch.randint(self.scale[0], self.scale[1] + 1, (1,), generator=g))
@@ -49,11 +52,15 @@ class TrainTransform:
         if bool(torch.rand(1, generator=g) < 0.5):
             img = img.flip(-1)
         x = lighting(img.float() / 255, torch.randn(3, generator=g) * self.lighting_std)
-        return v2.functional.normalize(x, MEAN, STD)
+        return (x - self.mean) / self.std
 
 
-def train_transform(crop: int = 224, scale: tuple[int, int] = (256, 480)) -> TrainTransform:
-    return TrainTransform(crop, scale)
+def train_transform(crop: int = 224, normalization=None) -> TrainTransform:
+    """Sec. 3.4's augmentation for a `crop` input: the shorter side in [256, 480] scaled by crop / 224."""
+    scale = (round(crop * 256 / 224), round(crop * 480 / 224))
+    if normalization is None or normalization.kind == "imagenet":
+        return TrainTransform(crop, scale)
+    return TrainTransform(crop, scale, mean=normalization.mean.float(), std=normalization.std.float())
 
 
 class TenCropStack(torch.nn.Module):
@@ -134,8 +141,9 @@ class StreamLoader:
     (seed, i) and a resumed run draws exactly the batches an uninterrupted one does."""
 
     def __init__(self, index: FolderIndex, batch_size: int, device: torch.device, *, seed: int, workers: int,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
-        self.data = FolderImages(index, train_transform(), seed)
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False, crop: int = 224,
+                 normalization=None) -> None:
+        self.data = FolderImages(index, train_transform(crop, normalization), seed)
         self.batch_size, self.device, self.seed, self.workers = batch_size, device, seed, workers
         self.rank, self.world_size = rank, world_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -167,5 +175,7 @@ def eval_loader(index: FolderIndex, batch_size: int, workers: int, protocol: str
     `normalize`: the model's own normalization of uint8 images, where it is not ImageNet's mean/std."""
     if protocol == "multiscale":
         return DataLoader(FolderImages(index, MultiScaleViews()), batch_size=1, num_workers=workers, shuffle=False)
+    if getattr(normalize, "kind", None) == "imagenet":
+        normalize = None  # ImageNet's mean/std: eval_transform's own steps
     transform = eval_transform(crop, resize, ten_crop=protocol == "10-crop", normalize=normalize)
     return DataLoader(FolderImages(index, transform), batch_size=batch_size, num_workers=workers, shuffle=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from resnetlab.data import cifar, download, folders
 from resnetlab.data.arrays import ArrayDataset, holdout_split
@@ -52,8 +53,34 @@ def cache_root() -> Path:
     return download.default_root() / "cache"
 
 
-def open_dataset(spec: str | Path, *, skip_corrupt: bool = False, cache_dir: Path | None = None) -> Dataset:
-    cache_dir = cache_dir or cache_root()
+def open_dataset(spec: str | Path, *, skip_corrupt: bool = False, cache_dir: Path | None = None,
+                 size: int | None = None) -> Dataset:
+    """The dataset `spec` names. `size`: the input size its images are wanted at (data/input_size.py's rule):
+    up to SMALL_IMAGE they are decoded into arrays of that size (photos resized and centre-cropped, once,
+    cached), larger they stay files streamed through a DataLoader; None: as they are (small images in arrays)."""
+    ds = _open(spec, skip_corrupt, cache_dir or cache_root(), size)
+    if size is not None and ds.in_memory and ds.image_size() != (size, size):
+        if size > SMALL_IMAGE:
+            raise UserError(f"--img-size {size}: {ds.source}'s images come as arrays ({ds.format}), which are "
+                            f"trained in memory at up to {SMALL_IMAGE} px; give --img-size {SMALL_IMAGE} or less, "
+                            "or the images as a class-per-folder tree")
+        ds.splits = {name: resized(split, size) for name, split in ds.splits.items()}
+        ds.notes.append(f"images resized from {ds.format}'s own size to {size}x{size} in memory")
+    return ds
+
+
+def resized(split: ArrayDataset, size: int) -> ArrayDataset:
+    """In-memory images at size x size: the shorter side resized, the centre cropped (what evaluating a folder
+    at that size does to each file)."""
+    out = np.empty((len(split), size, size, 3), np.uint8)
+    for start in range(0, len(split), 4096):
+        chunk = torch.from_numpy(split.images[start:start + 4096]).permute(0, 3, 1, 2)
+        chunk = folders.fit_to(chunk, size)
+        out[start:start + len(chunk)] = chunk.permute(0, 2, 3, 1).numpy()
+    return ArrayDataset(out, split.labels, split.split, split.origin)
+
+
+def _open(spec: str | Path, skip_corrupt: bool, cache_dir: Path, size: int | None) -> Dataset:
     text = str(spec)
     path = Path(text).expanduser()
     if text in download.ARCHIVES and not path.exists():
@@ -77,7 +104,7 @@ def open_dataset(spec: str | Path, *, skip_corrupt: bool = False, cache_dir: Pat
     inner = [path / name for name in cifar.LAYOUTS if (path / name).is_dir()]
     if inner:
         return _from_cifar_folder(inner[0], text)
-    return _from_image_folders(path, text, skip_corrupt, cache_dir)
+    return _from_image_folders(path, text, skip_corrupt, cache_dir, size)
 
 
 def _from_cifar_folder(folder: Path, source: str) -> Dataset:
@@ -85,7 +112,7 @@ def _from_cifar_folder(folder: Path, source: str) -> Dataset:
     return Dataset(source, fmt, classes, dict(splits))
 
 
-def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: Path) -> Dataset:
+def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: Path, size: int | None) -> Dataset:
     split_dirs = {s: root / s for s in SPLIT_FOLDERS if (root / s).is_dir()}
     if "train" not in split_dirs:
         split_dirs = {"train": root}  # the folder itself holds the classes
@@ -96,11 +123,13 @@ def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: 
             indexes[split] = folders.scan(d, classes=_matching_classes(d, train.classes))
     ignored = sum(ix.ignored for ix in indexes.values())
     h, w = folders.first_size(train, skip_corrupt)
-    if max(h, w) > SMALL_IMAGE:
+    if (size or max(h, w)) > SMALL_IMAGE:
         return Dataset(source, "image-folder", train.classes, dict(indexes), ignored)
+    # small images as they are (every one the size of the first), or any photos fitted to `size`
+    fit = size if size is not None and (h, w) != (size, size) else None
     splits, skipped = {}, 0
     for split, ix in indexes.items():
-        splits[split], n = folders.load_arrays(ix, cache_dir, skip_corrupt)
+        splits[split], n = folders.load_arrays(ix, cache_dir, skip_corrupt, fit=fit)
         skipped += n
     return Dataset(source, "image-folder", train.classes, splits, ignored, skipped)
 

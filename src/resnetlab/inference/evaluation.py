@@ -13,7 +13,7 @@ import torch
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import eval_loader
-from resnetlab.data.sources import PAPER_HOLDOUT, evaluation_name, select_split
+from resnetlab.data.sources import PAPER_HOLDOUT, SMALL_IMAGE, evaluation_name, select_split
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
 from resnetlab.inference.load import load_model
@@ -139,6 +139,9 @@ def measure(o: Options) -> dict:
                         style=o.style)
              for c in o.checkpoints or [None]]
     loaded = loads[0]
+    size = loaded.input["size"]
+    if size <= SMALL_IMAGE and ds.image_size() != (size, size):
+        ds = open_dataset(o.data, size=size)  # the images as the network trained on them: in memory, fitted
     for other in loads:
         if other.classes is not None and not pretrained.same_classes(other.classes, ds.classes):
             raise UserError(f"{o.data} has classes {ds.classes[:5]}..., a checkpoint {other.classes[:5]}...")

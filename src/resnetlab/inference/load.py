@@ -11,7 +11,7 @@ from torch import nn
 from resnetlab.data import Normalization
 from resnetlab.data.preprocess import Preprocess
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, load_weights, pretrained
+from resnetlab.models import create_model, pretrained
 from resnetlab.models.weights import check_finite
 from resnetlab.models.registry import STYLE_AMBIGUOUS, model_input
 from resnetlab.runtime.checkpoint import load_checkpoint
@@ -66,20 +66,22 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         known = None  # another network's file (a ResNet's into the plain net of its depth): warned about below
     if known is not None and known.bundled:  # resnetlab's own file: a checkpoint, read as the name branch reads it
         return load_model(str(weights), style=style)
-    options: dict = {"num_classes": num_classes} if num_classes else {}
+    options: dict = {}
     if known is not None:
         if style and style != known.options.get("style", "paper"):
             raise UserError(f"--weights {weights} is {known.model}'s {known.name} weights, trained as style "
                             f"{known.options.get('style', 'paper')!r}: --style {style} would compute something else")
-        options = {**known.options, "num_classes": len(known.classes)}
+        options = dict(known.options)
     elif style:
         options["style"] = style
     elif model in STYLE_AMBIGUOUS:
         raise UserError(f"--weights {weights}: {model}'s two styles (paper: stride on the first 1x1 conv; torchvision "
                         "v1.5: on the 3x3) have the same tensors, so the file cannot say which it was trained as; "
                         "give --style paper or --style torchvision")
-    net = create_model(model, **options)
-    load_weights(net, weights, style=options.get("style"))
+    net = create_model(model, weights=Path(weights), **options)  # its style and classes as the file says
+    if num_classes and net.fc.out_features != num_classes:
+        raise UserError(f"--weights {weights} has a {net.fc.out_features}-way classifier, the data {num_classes} "
+                        "classes: evaluate it on data of its own classes, or fine-tune it first (train --weights)")
     if known is not None:
         return LoadedModel(net.eval(), model, list(known.classes), known.input_normalization(), dict(known.input),
                            source=Path(weights))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,16 +13,21 @@ from torch import nn
 
 from resnetlab.errors import UserError
 from resnetlab.models import pretrained
-from resnetlab.models.registry import build, check_options, model_names
+from resnetlab.models.registry import build, check_options, is_cifar, model_names
 from resnetlab.models.resnet import ResNet
-from resnetlab.models.weights import load_weights
+from resnetlab.models.weight_files import extract_state_dict, read_checkpoint
+from resnetlab.models.weights import load_weights, style_of
 
 
-def create_model(name: str, weights: str | None = None, weights_dir: str | None = None, **options: Any) -> ResNet:
+def create_model(name: str, weights: str | Path | None = None, weights_dir: str | None = None,
+                 **options: Any) -> ResNet:
     """Build a network by name; options: num_classes, shortcut, style, zero_init_residual. `weights` names
     published weights (models/pretrained.py: "akamaster" for the CIFAR ResNets, "torchvision" for
-    ResNet-18..152), loaded and checked by sha256."""
+    ResNet-18..152), loaded and checked by sha256, or is a weights file (a path: torchvision's, timm's,
+    akamaster's, a resnetlab checkpoint). With num_classes other than the weights', the classifier is new."""
     check_options(name, options)
+    if isinstance(weights, Path) or (isinstance(weights, str) and not pretrained.names_published_weights(weights)):
+        return from_file(name, Path(weights), options)
     if weights is not None:
         w = pretrained.lookup(name, weights)
         weights = w.name
@@ -35,14 +41,42 @@ def create_model(name: str, weights: str | None = None, weights_dir: str | None 
         load_weights(model, pretrained.fetch(w, weights_dir))
         if w.normalization == "checkpoint":
             warn_on_foreign_input(model, w)
-        if classes != len(w.classes):
-            # timm's create_model(name, pretrained=True, num_classes=K): the backbone, a new classifier
-            model.fc = nn.Linear(model.fc.in_features, classes)
-            logging.getLogger("resnetlab").warning(
-                "%s: %s's backbone with a new %d-way classifier (the weights have %d classes); train it before use",
-                name, w.name, classes, len(w.classes))
-        return model
+        return _with_classes(name, model, classes, w.name)
     return build(name, **options)
+
+
+def from_file(name: str, path: Path, options: dict[str, Any]) -> ResNet:
+    """`name` built as the weights file says where it can (its recorded options, its style from its record or
+    for ResNet-18/34 its keys, its classes from its classifier), loaded strictly; options given win."""
+    if not path.is_file():
+        raise UserError(f"weights {path}: no such file" + ("" if path.exists() else
+                        f" (named weights: `resnetlab models --weights`)"))
+    obj = read_checkpoint(path)
+    recorded = obj.get("model_options") if isinstance(obj.get("model_options"), dict) else {}
+    built = {k: v for k, v in recorded.items() if k in ("shortcut", "style", "zero_init_residual")}
+    if is_cifar(name):
+        built.pop("style", None)  # the CIFAR nets have one style
+    built.update({k: v for k, v in options.items() if k != "num_classes"})
+    if "style" not in built and not is_cifar(name):
+        style = style_of(name, obj, path)
+        if style is not None:
+            built["style"] = style
+    classifier = extract_state_dict(obj).get("fc.weight")
+    classes = int(classifier.shape[0]) if classifier is not None and classifier.dim() == 2 else None
+    model = build(name, **built, **({"num_classes": classes} if classes else {}))
+    load_weights(model, path, style=built.get("style"), contents=obj)
+    return _with_classes(name, model, options.get("num_classes", classes), str(path))
+
+
+def _with_classes(name: str, model: ResNet, classes: int | None, source: str) -> ResNet:
+    """timm's create_model(name, pretrained=True, num_classes=K): the backbone, a new classifier where K differs."""
+    have = model.fc.out_features
+    if classes is not None and classes != have:
+        model.fc = nn.Linear(model.fc.in_features, classes)
+        logging.getLogger("resnetlab").warning(
+            "%s: %s's backbone with a new %d-way classifier (the weights have %d classes); train it before use",
+            name, source, classes, have)
+    return model
 
 
 def list_models(pattern: str = "*", weights: bool = False) -> list[str]:

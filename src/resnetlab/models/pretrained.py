@@ -225,7 +225,9 @@ def lookup(model: str, name: "str | Weights") -> Weights:
     if (model, name) in REGISTRY:
         return REGISTRY[(model, name)]
     known = sorted(w.name for (m, _), w in REGISTRY.items() if m == model)
-    here = f"; a file of that name is here: give ./{name} to load it" if Path(name).is_file() else ""
+    here = ("" if not Path(name).is_file() else f"; a file of that name is here: give ./{name} to load it"
+            if "/" not in name else f"; {name} is a file: weights files load with create_model({model!r}, "
+            f"weights={name!r}) or --weights {name}")
     raise UserError(f"no weights named {name!r} for {model}" + (f" (known: {', '.join(known)})" if known else
                     "; `resnetlab models --weights` lists every named weights") + here)
 

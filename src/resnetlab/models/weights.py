@@ -30,7 +30,8 @@ def load_weights(model: nn.Module, path: str | Path, style: str | None = None, *
         if k not in state and k.endswith("num_batches_tracked"):
             state[k] = v  # a counter that older torch versions did not save; it does not affect outputs
         if k not in state:
-            raise UserError(f"checkpoint {path} does not fit this network: it has no {k!r} (shape {tuple(v.shape)})")
+            raise UserError(f"checkpoint {path} does not fit this network: it has no {k!r} (shape {tuple(v.shape)})"
+                            + _style_hint(model, k))
         if state[k].shape != v.shape:
             raise UserError(
                 f"checkpoint {path} does not fit this network: {k!r} has shape {tuple(state[k].shape)} "
@@ -38,10 +39,20 @@ def load_weights(model: nn.Module, path: str | Path, style: str | None = None, *
             )
     extra = [k for k in state if k not in own]
     if extra:
-        raise UserError(f"checkpoint {path} does not fit this network: unexpected key {extra[0]!r}")
+        raise UserError(f"checkpoint {path} does not fit this network: unexpected key {extra[0]!r}"
+                        + _style_hint(model, extra[0]))
     check_finite(state, path)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _style_hint(model: nn.Module, key: str) -> str:
+    """What to pass when the mismatch is the shortcuts: torchvision's ResNet-18/34 project where the shape changes
+    (downsample.*), the paper's option A pads with zeros (no tensors)."""
+    if ".downsample." not in key or getattr(model, "style", None) is None:
+        return ""
+    other = "torchvision" if getattr(model, "style") == "paper" else "paper"
+    return (f"; the file's shortcuts are {other}-style: give --style {other} (create_model(..., style={other!r}))")
 
 
 def check_finite(state: dict, path: str | Path) -> None:
@@ -82,8 +93,12 @@ def weights_style(model: str, given: str) -> str | None:
         obj = read_checkpoint(path) if path.is_file() else None
     except (UserError, OSError):
         return None
-    if obj is None:
-        return None
+    return None if obj is None else style_of(model, obj, path)
+
+
+def style_of(model: str, obj: dict, path: str | Path) -> str | None:
+    """The style of the weights file `path` (read as `obj`), where it can say: its own record, its sha256, or
+    for ResNet-18/34 its keys."""
     style = trained_as(obj, path)[1]
     if style is None and model in ("resnet18", "resnet34"):
         # The keys tell: the paper's ResNet-18/34 have option-A shortcuts (no tensors), torchvision's have a

@@ -10,10 +10,11 @@ import torch
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import StreamLoader, eval_loader
-from resnetlab.data.sources import split_for_training, validation_name
+from resnetlab.data.sources import SMALL_IMAGE, split_for_training, validation_name
 from resnetlab.errors import UserError
 from resnetlab.runtime import distributed, messages
 from resnetlab.training.config import TrainConfig
+from resnetlab.training.input_size import size_warning, stream_input, wanted_size
 
 EVAL_BATCH_IN_MEMORY = 1000  # evaluation holds no gradients: large batches, fewer launches
 EVAL_BATCH_STREAMED = 100  # decoded 224x224 crops: a batch a DataLoader worker fills quickly
@@ -29,8 +30,9 @@ class Data:
     def __init__(self, cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, channels_last: bool,
                  weights_normalization: Normalization | None = None):
         """`weights_normalization`: what --normalization weights means (the --weights' own)."""
+        size = wanted_size(cfg.model, cfg.img_size)
         with distributed.local_main_first(dist):  # one process per node downloads, extracts, decodes
-            ds = open_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt)
+            ds = open_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt, size=size)
         self.classes = ds.classes
         train, val, self.split = split_for_training(ds, validation_name(ds, cfg.val, cfg.holdout), cfg.holdout)
         if self.split.get("holdout_rule") and dist.is_main:
@@ -43,9 +45,7 @@ class Data:
             self.normalization = (Normalization.imagenet() if cfg.normalization == "imagenet" else
                                   weights_normalization if cfg.normalization == "weights" else
                                   Normalization.fit(cfg.normalization, train.images))
-            if tuple(self.normalization.mean.shape[1:]) not in ((1, 1), tuple(train.images.shape[1:3])):
-                raise UserError(f"--weights' per-pixel mean is {tuple(self.normalization.mean.shape[1:])}, the images "
-                                f"{tuple(train.images.shape[1:3])}: give --normalization pixel-mean or channel")
+            _check_mean_fits(self.normalization, int(train.images.shape[1]))
             self.input = {"size": int(train.images.shape[1]), "resize": int(train.images.shape[1])}
             self.train = DeviceLoader(train.images, train.labels, cfg.batch_size, device, self.normalization,
                                       augment=True, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
@@ -53,21 +53,39 @@ class Data:
             self.val = (DeviceLoader(val.images, val.labels, EVAL_BATCH_IN_MEMORY, device, self.normalization,
                                      augment=False) if val is not None else None)
         else:
-            if cfg.normalization not in ("imagenet", "weights") or (
-                    cfg.normalization == "weights" and weights_normalization.kind != "imagenet"):
-                # The per-pixel mean of a folder of large images (Sec. 3.4) is not computed yet: refuse
-                # rather than silently train with another normalization.
-                raise UserError(f"--normalization {cfg.normalization} is supported for in-memory (small-image) "
-                                "data only; image folders use --normalization imagenet (as --recipe imagenet-paper "
-                                "does)")
-            self.normalization = Normalization.imagenet()
-            self.input = {"size": 224, "resize": 256}
+            self.input = stream_input(size)
+            self.normalization = self._streamed_normalization(cfg, weights_normalization)
             if dist.is_main:
                 messages.say(f"image folders: {decoder()} decodes in {cfg.workers} DataLoader worker(s) per process; "
                              "the progress line's `data` share says when they cannot keep up")
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
-                                      rank=dist.rank, world_size=dist.world_size, channels_last=channels_last)
-            self.val = eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers) if val is not None else None
+                                      rank=dist.rank, world_size=dist.world_size, channels_last=channels_last,
+                                      crop=self.input["size"], normalization=self.normalization)
+            self.val = (eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers, crop=self.input["size"],
+                                    resize=self.input["resize"], normalize=self.normalization)
+                        if val is not None else None)
+        warning = size_warning(cfg.model, self.input["size"])
+        if warning and dist.is_main:
+            messages.say(warning)
+
+    def describe_input(self) -> str:
+        size, resize = self.input["size"], self.input["resize"]
+        how = "in memory" if isinstance(self.train, DeviceLoader) else f"cropped from photos resized to {resize} px"
+        return f"input {size}x{size} ({how}; --img-size sets it)"
+
+    def _streamed_normalization(self, cfg: TrainConfig, weights_normalization: Normalization | None) -> Normalization:
+        """ImageNet's mean/std, or the --weights' own where it is per channel or fits the input size. The
+        statistics of a folder of large images (Sec. 3.4's per-pixel mean) are not computed: refused rather than
+        silently replaced."""
+        if cfg.normalization == "weights":
+            _check_mean_fits(weights_normalization, self.input["size"])
+            return weights_normalization
+        if cfg.normalization != "imagenet":
+            raise UserError(f"--normalization {cfg.normalization} is computed for images up to {SMALL_IMAGE} px "
+                            f"(decoded into memory); at --img-size {self.input['size']} the images are streamed: "
+                            "give --normalization imagenet (as --recipe imagenet-paper does), or --img-size "
+                            f"{SMALL_IMAGE} or less")
+        return Normalization.imagenet()
 
     def check_same(self, ckpt: dict, given: str, run_dir: Path) -> None:
         """A resumed run reads the data it trained on, wherever that now lies: the same classes, split sizes,
@@ -88,3 +106,11 @@ class Data:
         raise UserError(f"--data {given} is not the dataset this run trained on ({key}: {was} then, {now} here); "
                         f"give its folder with --resume {run_dir} --data DATA")
 
+
+
+def _check_mean_fits(normalization: Normalization, size: int) -> None:
+    shape = tuple(normalization.mean.shape[1:])
+    if shape not in ((1, 1), (size, size)):
+        raise UserError(f"the --weights' per-pixel mean is {shape[0]}x{shape[1]}, the input {size}x{size}: give "
+                        f"--img-size {shape[0]} (the size they were trained at), or --normalization imagenet or "
+                        "channel")

@@ -20,26 +20,27 @@ RESNET20_IMAGES_PER_S = {"AVX2": 249, "AVX-512 BF16": 950, "AMX": 1500}
 RESNET20_MACS = 40_551_040  # count_macs(create_model("cifar_resnet20"), 32), checked by a test
 
 
-def expected_images_per_s(model: str, isa: str, threads: int) -> float | None:
-    """Images/s a CIFAR net's training should reach on `threads` cores of this CPU class; None where no figure
-    was measured (another class, an ImageNet net: its input size and data pipeline change the answer)."""
-    if isa not in RESNET20_IMAGES_PER_S or not model.startswith("cifar_"):
+def expected_images_per_s(model: str, isa: str, threads: int, size: int = 32) -> float | None:
+    """Images/s a CIFAR net's training should reach on `threads` cores of this CPU class at `size` px (in
+    memory); None where no figure was measured (another class, an ImageNet net, streamed images: their data
+    pipeline changes the answer)."""
+    if isa not in RESNET20_IMAGES_PER_S or not model.startswith("cifar_") or size > 64:
         return None
-    macs = count_macs(create_model(model), 32)
+    macs = count_macs(create_model(model), size)
     # Two threads on two cores was measured; fewer cores scale it down, more are not claimed to scale it up.
     return RESNET20_IMAGES_PER_S[isa] * RESNET20_MACS / macs * min(threads, MEASURED_CORES) / MEASURED_CORES
 
 
-def expectation(model: str, iterations: int, batch: int, device: torch.device) -> str | None:
+def expectation(model: str, iterations: int, batch: int, device: torch.device, size: int = 32) -> str | None:
     """The start-up line: the figure for this CPU class and the time it gives, or None (a GPU, an unmeasured
     class or network: the measured figure after the first log interval is all there is)."""
     if device.type != "cpu" or iterations <= 0:
         return None
     isa, threads = cpu_isa(), torch.get_num_threads()
-    speed = expected_images_per_s(model, isa, threads)
+    speed = expected_images_per_s(model, isa, threads, size)
     if speed is None:
         return None
-    scaled = "" if model == "cifar_resnet20" else ", scaled from ResNet-20's by multiply-adds"
+    scaled = "" if model == "cifar_resnet20" and size == 32 else ", scaled from ResNet-20's by multiply-adds"
     return (f"expected on this CPU ({isa}, {threads} thread{'s' if threads > 1 else ''}): about {speed:,.0f} "
             f"images/s (measured on {MEASURED_CORES} cores of this class{scaled}), so {iterations:,} iterations "
             f"take about {duration(iterations * batch / speed)}; this machine's own figure follows")

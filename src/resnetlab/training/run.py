@@ -97,9 +97,7 @@ class Run:
                     raise UserError("--tensorboard needs the tensorboard package: pip install 'resnetlab[tensorboard]'") from None
                 self.tensorboard = SummaryWriter(str(self.run_dir.tensorboard_dir()))
 
-    @property
-    def lr(self) -> float:
-        return schedule.learning_rate(self.cfg, self.state, self.warmup)
+    lr = property(lambda self: schedule.learning_rate(self.cfg, self.state, self.warmup))
 
     def _weights_normalization(self, ckpt: dict[str, Any] | None) -> Normalization | None:
         if self.start is not None:
@@ -190,8 +188,9 @@ class Run:
             self.run_dir.write_json("config.json", {**cfg.to_dict(), "fast_path": {**state.fast_paths[-1], "why": path.why}})
             self.run_dir.write_json("split.json", self.data.split)
             verb = f"resuming {cfg.out} at iteration {state.step:,}" if state.step else f"training {cfg.out}"
-            messages.say(f"{cfg.model}: {verb}; {schedule.describe(cfg, self.warmup)}")
-            if expected := expected_speed.expectation(cfg.model, cfg.iters - state.step, cfg.batch_size, self.device):
+            messages.say(f"{cfg.model}: {verb}; {self.data.describe_input()}; {schedule.describe(cfg, self.warmup)}")
+            remaining, size = cfg.iters - state.step, self.data.input["size"]
+            if expected := expected_speed.expectation(cfg.model, remaining, cfg.batch_size, self.device, size):
                 messages.say(expected)
             if change:
                 messages.say(change)

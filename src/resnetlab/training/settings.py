@@ -78,6 +78,11 @@ class TrainConfig:
                                  same_run=True, help="pixel-mean (the paper's per-pixel mean), channel (mean/std), "
                                                      "imagenet (fixed constants), weights (those --weights were "
                                                      "trained with: the finetune recipe's)")
+    img_size: int = setting(0, group="data", together=True, same_run=True,
+                            help="the side of the network's input in pixels (0: its own: 32 for the CIFAR nets "
+                                 "whatever the photos' size, 224 for the ImageNet nets on photo folders, CIFAR's 32 "
+                                 "as it is); up to 64 the images are resized once into memory, larger ones are "
+                                 "streamed")
     holdout: int = setting(5000, group="data", same_run=True)
     val: str = setting("auto", group="data", choices=("auto", "holdout", "test", "val", "none"), same_run=True,
                        help="validation split: auto (the test split, else a val/ folder, else the 5k hold-out), "
