@@ -34,3 +34,21 @@ def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "cifar-10-batches-py"
     write_cifar10_python(root, train_per_batch=120, test=200, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def photos96(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes of 96x120 photos (colour-coded), 12 each in train/ and 4 in val/: a user's folder of photos."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("pets96")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for c, colour in enumerate([(200, 50, 50), (50, 200, 50), (50, 50, 200), (200, 200, 50)]):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = (rng.normal(0, 30, (96, 120, 3)) + np.array(colour)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    return root

@@ -108,7 +108,7 @@ def evaluate(*, data: str | Path, checkpoint: str | Path | list[str | Path] | No
     known = [f.name for f in fields(Options) if f.name != "checkpoints"]
     for key in unknown:
         raise TypeError(f"evaluate: unknown option {key!r} (known: checkpoint, {', '.join(known)})")
-    _choice("evaluate", "split", split, ("auto", "train", "val", "test", "holdout"))
+    _choice("evaluate", "split", split, ("auto", "all", "train", "val", "test", "holdout"))
     _choice("evaluate", "protocol", protocol, PROTOCOLS)
     _choice("evaluate", "device", device, DEVICES)
     _choice("evaluate", "style", style, (None, "paper", "torchvision"))

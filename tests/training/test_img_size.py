@@ -4,31 +4,14 @@ the CIFAR nets whatever the photos' size, 224 for the ImageNet nets on photo fol
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from resnetlab.cli.main import main
 from resnetlab.data import open_dataset
 
 FAST = ["--iters", "4", "--batch-size", "16", "--eval-every", "4", "--log-every", "2", "--fast", "off",
         "--device", "cpu", "--workers", "0"]
-
-
-@pytest.fixture(scope="module")
-def photos96(tmp_path_factory):
-    """4 classes of 96x120 photos (colour-coded), with a val/ folder: what a user's folder looks like."""
-    root = tmp_path_factory.mktemp("pets96")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("val", 4)):
-        for c, colour in enumerate([(200, 50, 50), (50, 200, 50), (50, 50, 200), (200, 200, 50)]):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                pixels = (rng.normal(0, 30, (96, 120, 3)) + np.array(colour)).clip(0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.jpg")
-    return root
 
 
 def test_the_readme_fine_tune_of_a_cifar_net_on_larger_photos_trains_at_32(photos96, tmp_path, capsys):

@@ -19,8 +19,10 @@ def build_parser() -> Parser:
                       "  resnetlab evaluate --checkpoint a/last.pt --checkpoint b/last.pt --data IMAGENET --protocol multiscale")
     add_model_source(p, ensemble=True)
     p.add_argument("--data", required=True, help="dataset folder, CIFAR tarball, or cifar10/cifar100")
-    p.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "holdout"],
-                   help="auto: the run's validation split for a checkpoint, else test, val, or train")
+    p.add_argument("--split", default="auto", choices=["auto", "all", "train", "val", "test", "holdout"],
+                   help="auto: a folder of class folders alone (no train/val/test) is evaluated whole (all), unless "
+                        "the model trained on it; else the run's validation split for a checkpoint, else test, val, "
+                        "or train")
     p.add_argument("--protocol", default="center", choices=PROTOCOLS,
                    help="image-folder data: center (the 224 crop of the 256-resized image), 10-crop (Sec. 3.4), "
                         "multiscale (fully convolutional, shorter sides 224..640 with mirrors: Table 4)")

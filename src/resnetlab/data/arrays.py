@@ -13,6 +13,7 @@ class ArrayDataset:
     labels: np.ndarray  # int64, (N,)
     split: str = "train"  # the split of the source these images are from (named by Dataset)
     origin: np.ndarray | None = None  # their indices in that split; None: all of it, in order
+    files: list | None = None  # the image file of each, for data decoded from a folder (None: CIFAR's arrays)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -24,7 +25,12 @@ class ArrayDataset:
         return np.arange(len(self)) if self.origin is None else self.origin
 
     def subset(self, index: np.ndarray) -> "ArrayDataset":
-        return ArrayDataset(self.images[index], self.labels[index], self.split, self.index[index])
+        files = [self.files[i] for i in np.asarray(index).tolist()] if self.files is not None else None
+        return ArrayDataset(self.images[index], self.labels[index], self.split, self.index[index], files)
+
+    def items(self) -> list[str]:
+        """What each image is, for a predictions table: its file, else its split and index (train[17])."""
+        return [str(f) for f in self.files] if self.files is not None else [f"{self.split}[{i}]" for i in self.index]
 
 
 def holdout_split(labels: np.ndarray, size: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -72,6 +72,9 @@ def scan(root: Path, classes: list[str] | None = None) -> FolderIndex:
             labels.append(label)
             stats.append((f"{name}/{e.name}", st.st_size, st.st_mtime_ns))
             found += 1
+        if not found and not (root / name).is_dir():
+            raise UserError(f"{root} lacks the class folder {name!r} ({root / name} does not exist): every split "
+                            f"needs a folder for each of the {len(classes)} classes the training images have")
         if not found:
             raise UserError(f"class folder {root / name} has no images (.jpg, .jpeg or .png)")
     return FolderIndex(root, paths, np.asarray(labels, dtype=np.int64), classes, ignored, stats)
@@ -149,9 +152,9 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(img.shape[1]), int(img.shape[2])
 
 
-def _savez(path: Path, data: ArrayDataset, skipped: int) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped))
+def _savez(path: Path, data: ArrayDataset, skipped: int, kept: list[int]) -> None:
+    with open(path, "wb") as f:  # kept: which files the images are (a cache without it is decoded again)
+        np.savez(f, images=data.images, labels=data.labels, skipped=np.int64(skipped), kept=np.asarray(kept, np.int64))
 
 
 def first_size(index: FolderIndex, skip_corrupt: bool) -> tuple[int, int]:
@@ -187,8 +190,9 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
     if cache and cache.is_file():
         try:
             with np.load(cache) as z:
-                return ArrayDataset(z["images"], z["labels"]), int(z["skipped"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                kept = z["kept"].tolist()
+                return ArrayDataset(z["images"], z["labels"], files=[index.paths[i] for i in kept]), int(z["skipped"])
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile):
             pass  # a truncated or damaged cache file: decode again and replace it
 
     expected = (fit, fit) if fit else first_size(index, skip_corrupt)
@@ -216,12 +220,12 @@ def load_arrays(index: FolderIndex, cache_dir: Path | None, skip_corrupt: bool =
     skipped = len(index) - len(keep)
     if not keep:
         raise UserError(f"no image in {index.root} could be decoded")
-    data = ArrayDataset(np.stack([decoded[i] for i in keep]), index.labels[keep])
+    data = ArrayDataset(np.stack([decoded[i] for i in keep]), index.labels[keep], files=[index.paths[i] for i in keep])
     if cache:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             # atomic_write's temporary name is unpredictable and its rename replaces a link planted at the cache
-            atomic_write(cache, lambda tmp: _savez(tmp, data, skipped))
+            atomic_write(cache, lambda tmp: _savez(tmp, data, skipped, keep))
         except (OSError, UserError) as e:  # the cache only saves time: go on without it, and say why once
             print(f"note: cannot keep the decoded images in {cache.parent} ({getattr(e, 'strerror', None) or e}); they will be decoded "
                   "again next time (set $RESNETLAB_CACHE to a writable folder)", file=sys.stderr)

@@ -32,6 +32,7 @@ class Dataset:
     ignored: int = 0  # non-image files passed over
     skipped: int = 0  # corrupt images passed over with skip_corrupt
     notes: list[str] = field(default_factory=list)
+    flat: bool = False  # class folders directly under the root, no train/val/test: one split, "all" to evaluate
 
     def __post_init__(self) -> None:
         for name, split in self.splits.items():
@@ -77,7 +78,7 @@ def resized(split: ArrayDataset, size: int) -> ArrayDataset:
         chunk = torch.from_numpy(split.images[start:start + 4096]).permute(0, 3, 1, 2)
         chunk = folders.fit_to(chunk, size)
         out[start:start + len(chunk)] = chunk.permute(0, 2, 3, 1).numpy()
-    return ArrayDataset(out, split.labels, split.split, split.origin)
+    return ArrayDataset(out, split.labels, split.split, split.origin, split.files)
 
 
 def _open(spec: str | Path, skip_corrupt: bool, cache_dir: Path, size: int | None) -> Dataset:
@@ -123,15 +124,16 @@ def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: 
             indexes[split] = folders.scan(d, classes=_matching_classes(d, train.classes))
     ignored = sum(ix.ignored for ix in indexes.values())
     h, w = folders.first_size(train, skip_corrupt)
+    flat = set(split_dirs) == {"train"} and split_dirs["train"] == root
     if (size or max(h, w)) > SMALL_IMAGE:
-        return Dataset(source, "image-folder", train.classes, dict(indexes), ignored)
+        return Dataset(source, "image-folder", train.classes, dict(indexes), ignored, flat=flat)
     # small images as they are (every one the size of the first), or any photos fitted to `size`
     fit = size if size is not None and (h, w) != (size, size) else None
     splits, skipped = {}, 0
     for split, ix in indexes.items():
         splits[split], n = folders.load_arrays(ix, cache_dir, skip_corrupt, fit=fit)
         skipped += n
-    return Dataset(source, "image-folder", train.classes, splits, ignored, skipped)
+    return Dataset(source, "image-folder", train.classes, splits, ignored, skipped, flat=flat)
 
 
 def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
@@ -178,11 +180,17 @@ def validation_name(ds: Dataset, requested: str, holdout: int = PAPER_HOLDOUT) -
     return requested
 
 
-def evaluation_name(ds: Dataset, requested: str, recorded: str | None = None) -> str:
-    """The split `evaluate` reads: the one asked for; for "auto" the split the checkpoint's run validated on,
-    else the data's test or val/ split, else train (foreign weights never saw this data's hold-out)."""
+def evaluation_name(ds: Dataset, requested: str, recorded: str | None = None, trained_on_it: bool = False) -> str:
+    """The split `evaluate` reads: the one asked for; for "auto" all of a folder of class folders alone that the
+    model did not train on (a test folder of one's own), else the split the checkpoint's run validated on, else
+    the data's test or val/ split, else train (foreign weights never saw this data's hold-out)."""
+    if requested == "all" and not ds.flat:
+        raise UserError(f"--split all is a folder of class folders alone; {ds.source} has splits "
+                        f"({', '.join(ds.splits)}): name one")
     if requested != "auto":
         return requested
+    if ds.flat and not trained_on_it:
+        return "all"
     if recorded in ("holdout", "test", "val"):
         return recorded
     return next(s for s in ("test", "val", "train") if s in ds.splits)
@@ -238,6 +246,8 @@ def select_split(ds: Dataset, split: str, holdout: int = PAPER_HOLDOUT) -> Array
     if split == "holdout":
         held_out = _holdout(ds, holdout)[1]  # first: it refuses folder data, which has no subsets
         return ds.splits["train"].subset(held_out)
+    if split == "all":
+        return ds.splits["train"]  # a flat folder's one split, every image of it
     if split not in ds.splits:
         raise UserError(f"split {split!r}: {ds.source} has only {', '.join(ds.splits)}")
     return ds.splits[split]

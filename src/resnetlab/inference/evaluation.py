@@ -13,7 +13,7 @@ import torch
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import eval_loader
-from resnetlab.data.sources import PAPER_HOLDOUT, SMALL_IMAGE, evaluation_name, select_split
+from resnetlab.data.sources import PAPER_HOLDOUT, SMALL_IMAGE, content_digest, evaluation_name, select_split
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
 from resnetlab.inference.load import load_model
@@ -146,7 +146,9 @@ def measure(o: Options) -> dict:
         if other.classes is not None and not pretrained.same_classes(other.classes, ds.classes):
             raise UserError(f"{o.data} has classes {ds.classes[:5]}..., a checkpoint {other.classes[:5]}...")
     recorded = (loaded.checkpoint or {}).get("split", {})
-    split = evaluation_name(ds, o.split, recorded.get("val"))
+    # a flat folder is evaluated whole unless it is the very folder the run trained (and held out) from
+    trained_on_it = ds.flat and recorded.get("data_sha1") == content_digest(ds.splits["train"])
+    split = evaluation_name(ds, o.split, recorded.get("val"), trained_on_it)
     seen = trained_on_all(recorded, ds) and split in ("train", "holdout")
     if seen and o.split == "auto":
         raise UserError(f"{name_of(loads)} trained on every training image of {o.data} ({recorded['train_images']:,}, "
@@ -169,16 +171,22 @@ def measure(o: Options) -> dict:
     result["per_class"] = per_class(confusion, ds.classes)
     result["confusion"] = confusion.tolist()
     if o.plot:
-        plot_confusion(confusion, ds.classes, f"{name} on {split} ({o.protocol})", Path(o.plot))
+        plot_confusion(confusion, ds.classes, f"{name} on {measured_on(split, len(data), o.data)} ({o.protocol})",
+                       Path(o.plot))
     if o.save_predictions:
-        items = ([str(p) for p in data.paths] if not isinstance(data, ArrayDataset) else
-                 [f"{data.split}[{i}]" for i in data.index])  # traceable: the split and the index in it
+        # traceable: each image's file, or CIFAR's split and index in it
+        items = [str(p) for p in data.paths] if not isinstance(data, ArrayDataset) else data.items()
         write_predictions(Path(o.save_predictions), {"predictions": predictions}, ds.classes, items)
     note = caveat(o, split, loads) or (f"these weights trained on every training image of {o.data}, the {split} "
                                         "split's included: this error is on seen images" if seen else None)
     if note:
         result["note"] = note
     return result
+
+
+def measured_on(split: str, count: int, data: str) -> str:
+    """What an evaluation measured, for titles: all of a folder, or one of its splits."""
+    return f"all {count:,} images of {data}" if split == "all" else f"the {split} split of {data} ({count:,} images)"
 
 
 def trained_on_all(recorded: dict, ds) -> bool:

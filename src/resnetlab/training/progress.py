@@ -21,6 +21,7 @@ class Progress:
         self.bar = tqdm(total=lead.cfg.iters, initial=step, desc=name, unit="it", dynamic_ncols=True,
                         disable=None if dist.is_main and not messages.quiet() else True)
         self.estimated = lead.device.type != "cpu" or not dist.is_main  # said once, on the CPU
+        self.main = dist.is_main
 
     def update(self) -> None:
         self.bar.update(1)
@@ -32,8 +33,11 @@ class Progress:
         first = records[0]
         self.bar.set_postfix(loss=f"{first['train_loss']:.3f}", err=f"{first['train_error']:.1%}",
                              lr=f"{first['lr']:g}", img_s=f"{first['images_per_s']:,.0f}", data=f"{first['data_wait']:.0%}")
+        # Without a bar (stdout a file or a pipe: a log, nohup, SLURM) every log point is a line, as timm's
+        # train.py logs; with one, the bar shows them and only evaluations are lines.
+        lines_only = self.main and self.bar.disable and not messages.quiet()
         for run, record in zip(self.runs, records):
-            if "val_error" in record:
+            if "val_error" in record or lines_only:
                 self.write(("" if len(self.runs) == 1 else f"[seed {run.cfg.seed}] ") + run.line(record))
         lead, step = self.runs[0], first["iteration"]
         if not self.estimated and step < lead.cfg.iters:

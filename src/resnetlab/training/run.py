@@ -17,7 +17,7 @@ from resnetlab.inference.scoring import evaluate
 from resnetlab.models import create_model
 from resnetlab.runtime import distributed, messages
 from resnetlab.runtime.checkpoint import load_checkpoint
-from resnetlab.training import expected_speed, fastpath, start
+from resnetlab.training import curves, expected_speed, fastpath, start
 from resnetlab.training import learning_rate as schedule
 from resnetlab.training.batches import Data
 from resnetlab.training.config import TrainConfig
@@ -171,10 +171,11 @@ class Run:
         if not self.dist.is_main:
             return
         self.run_dir.log(record)
+        if "val_error" in record or record["iteration"] >= self.cfg.iters:
+            curves.draw(self.run_dir.path, self.run_dir.metrics(), f"{self.cfg.model} (seed {self.cfg.seed})")
         if self.tensorboard is not None:
-            for key, value in record.items():
-                if key != "iteration":
-                    self.tensorboard.add_scalar(key, value, record["iteration"])
+            for key, value in ((k, v) for k, v in record.items() if k != "iteration"):
+                self.tensorboard.add_scalar(key, value, record["iteration"])
             self.tensorboard.flush()
 
     # -- the books of the loop -----------------------------------------------------------------------

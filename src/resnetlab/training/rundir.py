@@ -27,9 +27,9 @@ LOCK = ".lock"
 MARKER = ".resnetlab-run"  # written first into a folder a run takes: what follows in it is resnetlab's
 # What a run writes; a non-empty folder holding none of these is someone else's and is refused.
 RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", LOCK, "tensorboard",
-             MARKER)
+             MARKER, "curves.png")
 # What a start that never reached its first checkpoint leaves: a fresh start may clear these, and nothing else.
-UNFINISHED_START = (MARKER, LOCK, "config.json", "split.json", "metrics.jsonl", "tensorboard")
+UNFINISHED_START = (MARKER, LOCK, "config.json", "split.json", "metrics.jsonl", "tensorboard", "curves.png")
 
 
 WRITE_PROBE = ".write-test."
