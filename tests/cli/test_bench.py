@@ -48,7 +48,8 @@ def test_roofline_counts_flops_measures_the_peak_and_keeps_a_table_per_cpu_class
 
     folder = tmp_path / "results"
     folder.mkdir()
-    (folder / "roofline-AVX2.jsonl").write_text('not json\n{"isa": "AVX2", "device_name": "Old EPYC (CPU, AVX2)", '
+    # another class than any machine's (an AVX2 one's own file would get this run's record appended)
+    (folder / "roofline-SSE4.jsonl").write_text('not json\n{"isa": "SSE4", "device_name": "Old Opteron (CPU, SSE4)", '
                                                 '"threads": 2, "torch": "2.x", "date": "d", "peaks": {"fp32": '
                                                 '{"matmul": 110.0, "conv": 90.0, "peak": 110.0}}, "steps": []}\n')
     assert main(["bench", "--what", "roofline", "--model", "cifar_resnet8,cifar_resnet14", "--no-trainer",
@@ -69,4 +70,4 @@ def test_roofline_counts_flops_measures_the_peak_and_keeps_a_table_per_cpu_class
     shares = next(r["time_shares"] for r in record["steps"] if "time_shares" in r)
     assert sum(shares.values()) == pytest.approx(1.0) and shares["convolution"] > 0
     table = (folder / "roofline.md").read_text()
-    assert "## AVX2: Old EPYC" in table and f"## {cpu_isa()}:" in table and "cifar_resnet14" in table
+    assert "## SSE4: Old Opteron" in table and f"## {cpu_isa()}:" in table and "cifar_resnet14" in table

@@ -15,6 +15,7 @@ from resnetlab.errors import UserError
 from resnetlab.runtime import distributed, messages
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.input_size import size_warning, stream_input, wanted_size
+from resnetlab.training.schedules import SCHEDULES
 
 EVAL_BATCH_IN_MEMORY = 1000  # evaluation holds no gradients: large batches, fewer launches
 EVAL_BATCH_STREAMED = 100  # decoded 224x224 crops: a batch a DataLoader worker fills quickly
@@ -64,6 +65,11 @@ class Data:
             self.val = (eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers, crop=self.input["size"],
                                     resize=self.input["resize"], normalize=self.normalization)
                         if val is not None else None)
+        if SCHEDULES[cfg.schedule].plateau and self.val is None:
+            raise UserError("--schedule plateau lowers the lr when the validation error stops improving, and this "
+                            f"run has no validation split (--val {cfg.val}"
+                            f"{', no val/ or test/ split and --holdout 0' if cfg.val == 'auto' else ''}): give it one "
+                            "(--val holdout --holdout N, or a val/ folder), or use --schedule step --milestones ...")
         warning = size_warning(cfg.model, self.input["size"])
         if warning and dist.is_main:
             messages.say(warning)

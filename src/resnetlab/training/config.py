@@ -3,6 +3,7 @@ The settings themselves, and what each is, are in training/settings.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -18,6 +19,7 @@ from resnetlab.errors import UserError
 from resnetlab.files import read_small_text
 from resnetlab.models.registry import check_name, default_recipe
 from resnetlab.models.weights import weights_style
+from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.settings import CHOICES, FIELDS, GROUPS, TrainConfig
 
 __all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_recipe", "from_dict", "read_toml",
@@ -27,11 +29,15 @@ __all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_rec
 RECIPES: dict[str, dict[str, Any]] = {
     # Sec. 4.2: batch 128, lr 0.1 /10 at 32k and 48k, 64k iterations, wd 1e-4, momentum 0.9.
     "cifar-paper": {},
-    # Starting from trained weights (--weights): 4,000 iterations, lr 0.01 (a tenth of training from scratch: a
-    # large lr undoes what the backbone learned) /10 at 50% and 75%, a new classifier at 0.1 (--head-lr: it
-    # starts from nothing), no warm-up, the weights' own normalization; batch 128, wd 1e-4, momentum 0.9.
-    "finetune": {"iters": 4000, "lr": 0.01, "head_lr": 0.1, "milestones": [2000, 3000], "warmup": "off",
-                 "eval_every": 200, "normalization": "weights"},
+    # Starting from trained weights (--weights): 30 epochs of the user's images (torchvision's transfer-learning
+    # tutorial trains 25, timm's fine-tunes 10-50: a fixed iteration count would be ~950 epochs of a 540-image
+    # folder, or 11 of CIFAR), kept within 100-4,000 iterations (FINETUNE_ITERS: enough steps for a new
+    # classifier to settle on a tiny folder; no more than converges from trained weights on CIFAR-size data),
+    # lr 0.01 (a tenth of training from scratch: a large lr undoes what the backbone learned) /10 at 50% and 75%,
+    # a new classifier at 0.1 (--head-lr: it starts from nothing), no warm-up, the weights' own normalization;
+    # batch 128, wd 1e-4, momentum 0.9.
+    "finetune": {"iters": 4000, "epochs": 30.0, "lr": 0.01, "head_lr": 0.1, "milestones": [2000, 3000],
+                 "warmup": "off", "eval_every": 200, "normalization": "weights"},
     # Sec. 3.4: batch 256, lr 0.1 /10 when the error plateaus, up to 600k iterations.
     "imagenet-paper": {
         "batch_size": 256, "iters": 600000, "schedule": "plateau", "milestones": [],
@@ -160,6 +166,10 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
     values.update(file_values)
     values.update({k: v for k, v in flags.items() if v is not None})
     explicit = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
+    if "iters" in explicit and explicit.get("epochs"):
+        raise UserError("give the run's length as --iters or as --epochs, not both")
+    if "iters" in explicit:
+        values["epochs"] = 0.0  # --iters given: the recipe's epochs no longer set the length
     if "iters" in explicit and "milestones" not in explicit:
         values["milestones"] = scaled_milestones(recipe, values["iters"])
     if "batch_size" in explicit:
@@ -168,6 +178,12 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
         for name in ("lr", "warmup_lr", "head_lr"):
             if name not in explicit and isinstance(values["batch_size"], int) and values["batch_size"] > 0:
                 values[name] = base_value(recipe, name) * values["batch_size"] / base_value(recipe, "batch_size")
+    optimizer = OPTIMIZERS.get(values.get("opt", "sgd"))
+    if optimizer is not None and optimizer.lr_scale != 1:  # its own defaults where not given (optimizers.py)
+        values.update({k: v for k, v in optimizer.defaults.items() if k not in explicit})
+        for name in ("lr", "warmup_lr", "head_lr"):
+            if name not in explicit:
+                values[name] = values.get(name, base_value(recipe, name)) * optimizer.lr_scale
     if values.get("weights"):
         values.update(weights_defaults(values, explicit))
     cfg = TrainConfig(**values)
@@ -181,11 +197,29 @@ def weights_defaults(values: dict[str, Any], explicit: dict[str, Any]) -> dict[s
     style the weights were trained as (torchvision's ResNet-50 is v1.5: style torchvision), as create_model does."""
     out: dict[str, Any] = {} if "normalization" in explicit else {"normalization": "weights"}
     # CIFAR nets have one style; ResNet-18/34 with a shortcut given are built as asked
-    if "style" not in explicit and not str(values["model"]).startswith("cifar_") and "shortcut" not in explicit:
-        style = weights_style(str(values["model"]), str(values["weights"]))
+    model = str(values.get("model", TrainConfig.model))
+    if "style" not in explicit and not model.startswith("cifar_") and "shortcut" not in explicit:
+        style = weights_style(model, str(values["weights"]))
         if style is not None:
             out["style"] = style
     return out
+
+
+FINETUNE_ITERS = (100, 4000)  # the finetune recipe's bounds on its length in epochs (RECIPES says why)
+
+
+def with_epochs(cfg: TrainConfig, train_images: int) -> TrainConfig:
+    """`cfg` with its length in iterations, where it is given in epochs (once the training images are counted):
+    ceil(epochs x images / batch), within FINETUNE_ITERS for the finetune recipe; milestones the recipe scaled
+    follow the new length, milestones given stay."""
+    if cfg.epochs <= 0:
+        return cfg
+    iters = math.ceil(cfg.epochs * train_images / cfg.batch_size)
+    if cfg.recipe == "finetune":
+        iters = min(max(iters, FINETUNE_ITERS[0]), FINETUNE_ITERS[1])
+    milestones = (scaled_milestones(cfg.recipe, iters) if cfg.milestones == scaled_milestones(cfg.recipe, cfg.iters)
+                  else cfg.milestones)
+    return dataclasses.replace(cfg, iters=iters, milestones=milestones)
 
 
 def recipe_for(model: str, weights: str | None) -> str:
@@ -213,6 +247,10 @@ def validate(cfg: TrainConfig) -> None:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(a or '(default)' for a in allowed)}")
+    if not 0 <= cfg.layer_decay <= 1:
+        raise UserError(f"--layer-decay must be in [0, 1] (0: off; timm's fine-tunes use 0.6-0.9), not {cfg.layer_decay}")
+    if not 0 <= cfg.epochs <= 100_000:
+        raise UserError(f"--epochs must be in [0, 100000] (0: --iters sets the length), not {cfg.epochs}")
     positive = ("iters", "batch_size", "eval_every", "log_every")
     for name in positive:
         if getattr(cfg, name) <= 0:

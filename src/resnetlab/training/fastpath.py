@@ -19,6 +19,7 @@ import torch
 
 from resnetlab.runtime.devices import cpu_isa
 from resnetlab.training.config import TrainConfig
+from resnetlab.training.optimizers import OPTIMIZERS
 
 # Compiling costs about a minute on a 2-core CPU; at a 1.2x speed-up it is repaid after ~2,000 steps.
 COMPILE_MIN_ITERS = 2000
@@ -110,6 +111,8 @@ def compilation(cfg: TrainConfig, device: torch.device) -> tuple[str | None, str
     mode = "default" if cfg.compile in ("off", "default") else cfg.compile
     if cfg.fast == "off" or cfg.compile == "off":
         return None, "eager (--fast off)"
+    if not OPTIMIZERS[cfg.opt].self_checked:
+        return None, f"eager (--opt {cfg.opt}: the self-check of the compiled step knows SGD's update rule only)"
     if cfg.fast == "on":
         return mode, f"the whole step compiled (torch.compile mode {mode}, --fast on)"
     if cfg.iters < COMPILE_MIN_ITERS:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from resnetlab.errors import UserError
 from resnetlab.models.registry import cifar_depth
 from resnetlab.training.config import TrainConfig, base_value, scaled_milestones
+from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.schedules import SCHEDULES
 
 # Sec. 4.2: ResNet-110 starts at lr 0.01 "until the training error is below 80%", then goes back to 0.1; the
@@ -103,11 +104,16 @@ def describe(cfg: TrainConfig, warmup: bool) -> str:
     drops = SCHEDULES[cfg.schedule].describe(cfg)
     warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
             if warmup else "")
-    base_lr, base_batch = base_value(cfg.recipe, "lr"), base_value(cfg.recipe, "batch_size")
-    scaled = (f" ({base_lr:g} x {cfg.batch_size}/{base_batch}: the recipe's lr scaled with the batch; --lr sets it)"
+    lr_scale = OPTIMIZERS[cfg.opt].lr_scale  # AdamW's lr: 1/100 of the recipe's SGD lr
+    base_lr, base_batch = base_value(cfg.recipe, "lr") * lr_scale, base_value(cfg.recipe, "batch_size")
+    for_opt = f" for --opt {cfg.opt}" if lr_scale != 1 else ""
+    scaled = (f" ({base_lr:g} x {cfg.batch_size}/{base_batch}: the recipe's lr{for_opt} scaled with the batch; --lr "
+              "sets it)"
               if cfg.batch_size != base_batch and math.isclose(cfg.lr, base_lr * cfg.batch_size / base_batch) else "")
-    return (f"recipe {cfg.recipe}; schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, lr {cfg.lr:g}{scaled} "
-            f"{drops}{warm}")
+    optimizer = "" if cfg.opt == "sgd" else f"{cfg.opt}, "
+    decay = f", layer decay {cfg.layer_decay:g}" if cfg.layer_decay else ""
+    return (f"recipe {cfg.recipe}; schedule: {cfg.iters:,} iterations of batch {cfg.batch_size}, {optimizer}lr "
+            f"{cfg.lr:g}{scaled}{decay} {drops}{warm}")
 
 
 def _listing(values: list[int]) -> str:

@@ -75,6 +75,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     agree_on_start(runs, dist, device)
     lead = runs[0]
     recorded = lead.state.fast_paths[-1]["precision"] if lead.state.fast_paths else None
+    first = lead.cfg  # its length now in iterations (--epochs are counted once the data is open)
     path = fastpath.choose(first, device, len(runs), recorded)
     train_step = TrainingStep(runs, path)
     say = messages.say if dist.is_main else (lambda line: None)

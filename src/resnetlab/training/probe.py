@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from resnetlab.training.start import lr_factors
 from resnetlab.training.step import TrainingStep
 
 # How far healthy steps may be from the eager fp32 steps, per precision: the loss (relative, worst step), the
@@ -129,14 +130,13 @@ def sgd_rule_error(train_step: TrainingStep, lrs: list[float], weights: list[Ten
 
 
 def scheduled_learning_rates(train_step: TrainingStep, lrs: list[float]) -> dict[int, Tensor]:
-    """Each parameter's lr per run (by id), as the schedule and settings make it: `lrs` (one per run) times
-    --head-lr over --lr for the classifier. Never the optimizer's own copy: a step that reads a wrong lr has
-    written that copy itself, and agrees with it."""
+    """Each parameter's lr per run (by id), as the schedule and settings make it: `lrs` (one per run) times the
+    parameter's factor (start.lr_factors: --head-lr, --layer-decay). Never the optimizer's own copy: a step that
+    reads a wrong lr has written that copy itself, and agrees with it."""
     cfg = train_step.runs[0].cfg
     runs = torch.tensor([float(lr) for lr in lrs])
-    head = cfg.head_lr / cfg.lr if cfg.head_lr else 1.0
-    return {id(p): runs * (head if name.removeprefix("module.").startswith("fc.") else 1.0)
-            for name, p in train_step.net.named_parameters()}
+    factors = lr_factors(train_step.net, cfg)
+    return {id(p): runs * factors[name.removeprefix("module.")] for name, p in train_step.net.named_parameters()}
 
 
 def _relative(actual: Tensor, expected: Tensor, change: Tensor) -> float:

@@ -20,11 +20,11 @@ from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.training import curves, expected_speed, fastpath, start
 from resnetlab.training import learning_rate as schedule
 from resnetlab.training.batches import Data
-from resnetlab.training.config import TrainConfig
+from resnetlab.training.config import TrainConfig, with_epochs
 from resnetlab.training.learning_rate import RunState
 from resnetlab.training.metrics import MetricWindow
+from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.rundir import RunDir
-from resnetlab.training.schedules import SCHEDULES
 
 # A loss this many times above its first logged value (or chance, ln(classes), if larger) is diverging:
 # SGD at a sane lr never climbs that far, while --lr 10 reaches 1e4 within a few hundred steps.
@@ -64,11 +64,8 @@ class Run:
         self.start = start.resolve_start(cfg) if cfg.weights and ckpt is None else None
         self.started_from = self.start.record() if self.start else (ckpt or {}).get("started_from")
         self.data = Data(cfg, device, dist, channels_last, self._weights_normalization(ckpt))
-        if SCHEDULES[cfg.schedule].plateau and self.data.val is None:
-            raise UserError("--schedule plateau lowers the lr when the validation error stops improving, and this "
-                            f"run has no validation split (--val {cfg.val}"
-                            f"{', no val/ or test/ split and --holdout 0' if cfg.val == 'auto' else ''}): give it one "
-                            "(--val holdout --holdout N, or a val/ folder), or use --schedule step --milestones ...")
+        if ckpt is None:  # a resumed run has its length in iterations in its checkpoint's settings
+            self.cfg = cfg = with_epochs(cfg, self.data.split["train_images"])
         self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes)))
         if self.start is not None and ckpt is None:
             line = start.load_start(self.model, cfg, self.start, self.data.classes, model_options(cfg, 0))
@@ -78,8 +75,7 @@ class Run:
         self.model = self.model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(start.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = OPTIMIZERS[cfg.opt].build(start.param_groups(self.model, cfg), cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)  # replaced by TrainingStep.use for fp16
         self.scaler_state: dict[str, Any] = {}  # a resumed fp16 run's loss scale
         self.state = RunState()

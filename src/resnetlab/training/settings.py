@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.schedules import SCHEDULES
 
 
@@ -42,7 +43,16 @@ class TrainConfig:
     iters: int = setting(64000, group="optimizer", resume=True, together=True,
                          help="total iterations (the lr milestones scale with it unless --milestones is given; "
                               "with --resume, only while no milestone has been passed)")
+    epochs: float = setting(0.0, group="optimizer", together=True,
+                            help="the run's length in passes over the training images, instead of --iters (0: "
+                                 "--iters); the finetune recipe's default: 30 epochs, within 100-4,000 iterations")
     batch_size: int = setting(128, group="optimizer", together=True, same_run=True)
+    opt: str = setting("sgd", group="optimizer", choices=tuple(OPTIMIZERS), together=True, same_run=True,
+                       help="; ".join(f"{name}: {o.help}" for name, o in OPTIMIZERS.items()))
+    layer_decay: float = setting(0.0, group="optimizer", together=True, same_run=True,
+                                 help="layer-wise lr decay, timm's: the classifier at --lr (or --head-lr), each "
+                                      "residual block and the stem below it this factor times the one above "
+                                      "(e.g. 0.7; 0: off)")
     lr: float = setting(0.1, group="optimizer", same_run=True)
     momentum: float = setting(0.9, group="optimizer", together=True, same_run=True)
     weight_decay: float = setting(1e-4, group="optimizer", together=True, same_run=True)

@@ -22,6 +22,7 @@ from resnetlab.errors import UserError
 from resnetlab.models import create_model, freezing, load_weights, pretrained, read_checkpoint
 from resnetlab.models.weights import extract_state_dict, trained_as
 from resnetlab.training.config import TrainConfig
+from resnetlab.training.optimizers import layer_ids
 
 
 @dataclass
@@ -123,15 +124,30 @@ def freeze(model: nn.Module, names: str) -> list[str]:
     return wanted
 
 
+def lr_factors(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
+    """Each parameter's lr over --lr, by name: --layer-decay's by layer (optimizers.layer_ids), --head-lr's for
+    the classifier. The one place of the rule: the optimizer's groups and the self-check's probe read it."""
+    ids = layer_ids(model) if cfg.layer_decay else {}
+    last = max(ids.values(), default=0)
+    factors = {}
+    for name, _ in model.named_parameters():
+        name = name.removeprefix("module.")  # DDP's
+        factor = cfg.layer_decay ** (last - ids[name]) if ids else 1.0
+        factors[name] = cfg.head_lr / cfg.lr if cfg.head_lr and name.startswith("fc.") else factor
+    return factors
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """The optimizer's groups: the trainable backbone, and the classifier with its own lr where --head-lr is
-    given (each group's `lr_factor` is its lr over --lr: schedules scale both alike)."""
-    head = [p for n, p in model.named_parameters() if n.startswith("fc.") and p.requires_grad]
-    body = [p for n, p in model.named_parameters() if not n.startswith("fc.") and p.requires_grad]
-    if not cfg.head_lr:
-        return [{"params": body + head, "lr_factor": 1.0}]
-    groups = [{"params": body, "lr_factor": 1.0}, {"params": head, "lr": cfg.head_lr, "lr_factor": cfg.head_lr / cfg.lr}]
-    return [g for g in groups if g["params"]]  # linear probing: the classifier's group alone
+    """The optimizer's groups: trainable parameters by their lr factor (lr_factors), the classifier apart where
+    --head-lr is given; each group's `lr_factor` is its lr over --lr, which schedules scale alike."""
+    factors = lr_factors(model, cfg)
+    groups: dict[tuple[bool, float], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            key = (bool(cfg.head_lr) and name.startswith("fc."), factors[name])
+            groups.setdefault(key, []).append(param)
+    return [{"params": params, "lr_factor": factor, **({"lr": cfg.lr * factor} if factor != 1.0 else {})}
+            for (_, factor), params in groups.items()]  # linear probing: the classifier's group alone
 
 
 def frozen_parameters(model: nn.Module) -> dict[str, Tensor]:
@@ -140,5 +156,11 @@ def frozen_parameters(model: nn.Module) -> dict[str, Tensor]:
 
 
 def check_start_options(cfg: TrainConfig, runs: int) -> None:
+    if runs > 1 and cfg.layer_decay:
+        raise UserError("--layer-decay: seeds trained together share one lr per parameter group; train them one at a "
+                        "time (reproduce --together off)")
+    if runs > 1 and cfg.opt != "sgd":
+        raise UserError(f"--opt {cfg.opt}: seeds trained together stack SGD's momenta (multiseed/); train them one "
+                        "at a time (reproduce --together off) or with --opt sgd")
     if cfg.head_lr < 0:
         raise UserError(f"--head-lr must be positive (0: the same as --lr), not {cfg.head_lr}")

@@ -49,7 +49,7 @@ class OneRun:
         # Momentum buffers start as zeros, not absent (m * 0 + g = g: the same first step, to the bit), so that
         # a compiled update compiles once instead of again at the second step, and so that every step, the
         # first included, changes the same tensors in place (what fastcheck saves and restores).
-        for group in self.optimizer.param_groups:
+        for group in self.optimizer.param_groups if isinstance(self.optimizer, torch.optim.SGD) else ():
             for param in group["params"]:
                 self.optimizer.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
 
