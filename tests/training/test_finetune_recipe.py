@@ -78,3 +78,34 @@ def test_layer_decay_is_timms_per_block_factor_with_the_head_at_its_own_lr():
         assert group.get("lr", cfg.lr) == pytest.approx(cfg.lr * group["lr_factor"])
     with pytest.raises(UserError, match="--layer-decay must be in"):
         configure("finetune", layer_decay=1.5, weights="resnetlab", normalization="channel")
+
+
+def test_crop_scale_is_a_seeded_random_resized_crop_in_memory_and_streamed(photos96, tmp_path, capsys):
+    import numpy as np
+
+    from resnetlab.data import DeviceLoader, Normalization
+    from resnetlab.data.device_loader import crop_boxes, resized_crops
+    from resnetlab.data.folders import decode
+    from resnetlab.data.imagenet import sample_generator, train_transform
+
+    boxes = crop_boxes(1000, 0.08, torch.Generator().manual_seed(0))
+    half_w, half_h, cx, cy = boxes.T
+    assert bool(((cx.abs() + half_w <= 1 + 1e-6) & (cy.abs() + half_h <= 1 + 1e-6)).all())
+    assert 0.08 <= float((half_w * half_h).min()) and float((half_w * half_h).max()) <= 1
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    whole = torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2)
+    assert torch.equal(resized_crops(images, whole, torch.tensor([False, True])),
+                       torch.stack([images[0], images[1].flip(-1)]).float())  # the whole image, mirrored or not
+    arrays = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    norm = Normalization.fit("channel", arrays)
+    batches = [DeviceLoader(arrays, np.arange(64) % 4, 16, "cpu", norm, augment=True, seed=3, crop_scale=0.35)
+               .batch(5)[0] for _ in range(2)]
+    plain = DeviceLoader(arrays, np.arange(64) % 4, 16, "cpu", norm, augment=True, seed=3).batch(5)[0]
+    assert torch.equal(*batches) and batches[0].shape == plain.shape and not torch.equal(batches[0], plain)
+    crop = train_transform(48, crop_scale=0.35)
+    image = decode(next((photos96 / "train" / "class0").iterdir()))
+    one, two = (crop(image, sample_generator(0, 1, 2)) for _ in range(2))
+    assert one.shape == (3, 48, 48) and torch.equal(one, two)
+    assert main(["train", "--model", "cifar_resnet8", "--data", str(photos96), "--out", str(tmp_path / "r"),
+                 "--crop-scale", "1.5", *FAST]) == 2
+    assert "--crop-scale must be in [0, 1]" in capsys.readouterr().err

@@ -38,13 +38,14 @@ class DeviceLoader:
     def __init__(
         self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str,
         normalization: Normalization, *, augment: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-        channels_last: bool = False,
+        channels_last: bool = False, crop_scale: float = 0.0,
     ) -> None:
         if len(labels) < batch_size and augment:
             raise ValueError(f"{len(labels)} training images are fewer than one batch of {batch_size}")
         self.device = torch.device(device)
+        self.crop_scale = crop_scale if augment else 0.0  # > 0: RandomResizedCrop instead of Sec. 4.2's pad-and-crop
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        self.images = (F.pad(x, (PAD,) * 4) if augment else x).contiguous().to(self.device)
+        self.images = (F.pad(x, (PAD,) * 4) if augment and not self.crop_scale else x).contiguous().to(self.device)
         self.labels = torch.from_numpy(labels).to(self.device)
         self.size = int(images.shape[1])
         self.batch_size, self.augment, self.seed = batch_size, augment, seed
@@ -65,9 +66,14 @@ class DeviceLoader:
             g = epoch_generator(self.seed, epoch)
             n = len(self.labels)
             perm = torch.randperm(n, generator=g)
-            offsets = torch.randint(0, 2 * PAD + 1, (2, n), generator=g)
-            flips = torch.rand(n, generator=g) < 0.5
-            self._plan = tuple(t.to(self.device) for t in (perm, offsets[0], offsets[1], flips))
+            if self.crop_scale:
+                boxes = crop_boxes(n, self.crop_scale, g)
+                flips = torch.rand(n, generator=g) < 0.5
+                self._plan = tuple(t.to(self.device) for t in (perm, boxes, flips, flips))
+            else:
+                offsets = torch.randint(0, 2 * PAD + 1, (2, n), generator=g)
+                flips = torch.rand(n, generator=g) < 0.5
+                self._plan = tuple(t.to(self.device) for t in (perm, offsets[0], offsets[1], flips))
             self._epoch = epoch
         return self._plan  # type: ignore[return-value]
 
@@ -82,7 +88,10 @@ class DeviceLoader:
             perm, dy, dx, flip = self._epoch_plan(epoch)
             sl = slice(pos * self.batch_size + self.rank, (pos + 1) * self.batch_size, self.world_size)
             idx = perm[sl]
-            x = crop_flip(self.images[idx], dy[sl], dx[sl], flip[sl], self.size)
+            if self.crop_scale:  # dy holds the boxes here
+                x = resized_crops(self.images[idx], dy[sl], flip[sl])
+            else:
+                x = crop_flip(self.images[idx], dy[sl], dx[sl], flip[sl], self.size)
         x = self.normalize(x).contiguous(memory_format=self.memory_format)
         return x, self.labels[idx]
 
@@ -99,3 +108,27 @@ def crop_flip(padded: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, size: int) -
     b = torch.arange(len(padded), device=padded.device)[:, None, None]
     # Advanced indexing puts the gathered dims first: (B, size, size, C); permute back to NCHW.
     return padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (torchvision's and timm's)
+
+
+def crop_boxes(n: int, min_area: float, g: torch.Generator) -> Tensor:
+    """RandomResizedCrop's boxes, (n, 4): half width, half height, centre x, centre y, as fractions of the
+    image in [-1, 1] coordinates: an area share uniform in [min_area, 1], a log-uniform aspect ratio, the box
+    inside the image (sides over 1 clipped, as torchvision's fallback keeps the crop within the image)."""
+    area = torch.empty(n).uniform_(min_area, 1.0, generator=g)
+    ratio = torch.empty(n).uniform_(float(np.log(RATIO[0])), float(np.log(RATIO[1])), generator=g).exp()
+    half_w, half_h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+    centre = (torch.rand(2, n, generator=g) * 2 - 1) * torch.stack([1 - half_w, 1 - half_h])
+    return torch.stack([half_w, half_h, centre[0], centre[1]], dim=1)
+
+
+def resized_crops(images: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
+    """Each uint8 image's box resized to the image's own size (bilinear), mirrored where `flip`, in one batched
+    grid_sample: the in-memory RandomResizedCrop (float output on the 0-255 scale, for the normalization)."""
+    half_w = torch.where(flip, -boxes[:, 0], boxes[:, 0])
+    zero = torch.zeros_like(half_w)
+    theta = torch.stack([torch.stack([half_w, zero, boxes[:, 2]], 1), torch.stack([zero, boxes[:, 1], boxes[:, 3]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)

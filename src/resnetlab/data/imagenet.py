@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnetlab.data.device_loader import epoch_generator
+from resnetlab.data.device_loader import crop_boxes, epoch_generator
 from resnetlab.data.folders import FolderIndex, decode
 from resnetlab.data.normalization import MEAN, STD
 
@@ -55,12 +55,36 @@ class TrainTransform:
         return (x - self.mean) / self.std
 
 
-def train_transform(crop: int = 224, normalization=None) -> TrainTransform:
-    """Sec. 3.4's augmentation for a `crop` input: the shorter side in [256, 480] scaled by crop / 224."""
+class ResizedCropTransform:
+    """RandomResizedCrop (Szegedy et al. 2015; torchvision's and timm's default training crop): a box of an area
+    share in [min_area, 1] and an aspect ratio in [3/4, 4/3] (log-uniform) resized to `crop`, mirrored with
+    probability 1/2, normalized. Every draw comes from `g` (torchvision's own draws from the global generator)."""
+
+    def __init__(self, crop: int, min_area: float, mean: Tensor, std: Tensor) -> None:
+        self.crop, self.min_area, self.mean, self.std = crop, min_area, mean, std
+
+    def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
+        h, w = img.shape[1:]
+        half_w, half_h, cx, cy = crop_boxes(1, self.min_area, g)[0].tolist()
+        box_w, box_h = max(1, round(half_w * w)), max(1, round(half_h * h))
+        left, top = round((cx + 1) / 2 * w - box_w / 2), round((cy + 1) / 2 * h - box_h / 2)
+        left, top = min(max(0, left), w - box_w), min(max(0, top), h - box_h)
+        img = v2.functional.resized_crop(img, top, left, box_h, box_w, [self.crop, self.crop], antialias=True)
+        if bool(torch.rand(1, generator=g) < 0.5):
+            img = img.flip(-1)
+        return (img.float() / 255 - self.mean) / self.std
+
+
+def train_transform(crop: int = 224, normalization=None, crop_scale: float = 0.0):
+    """Sec. 3.4's augmentation for a `crop` input (the shorter side in [256, 480] scaled by crop / 224), or
+    with `crop_scale` RandomResizedCrop of that smallest area share."""
     scale = (round(crop * 256 / 224), round(crop * 480 / 224))
-    if normalization is None or normalization.kind == "imagenet":
-        return TrainTransform(crop, scale)
-    return TrainTransform(crop, scale, mean=normalization.mean.float(), std=normalization.std.float())
+    own = normalization is not None and normalization.kind != "imagenet"
+    mean = normalization.mean.float() if own else torch.tensor(MEAN).view(3, 1, 1)
+    std = normalization.std.float() if own else torch.tensor(STD).view(3, 1, 1)
+    if crop_scale:
+        return ResizedCropTransform(crop, crop_scale, mean, std)
+    return TrainTransform(crop, scale, mean=mean, std=std) if own else TrainTransform(crop, scale)
 
 
 class TenCropStack(torch.nn.Module):
@@ -142,8 +166,8 @@ class StreamLoader:
 
     def __init__(self, index: FolderIndex, batch_size: int, device: torch.device, *, seed: int, workers: int,
                  rank: int = 0, world_size: int = 1, channels_last: bool = False, crop: int = 224,
-                 normalization=None) -> None:
-        self.data = FolderImages(index, train_transform(crop, normalization), seed)
+                 normalization=None, crop_scale: float = 0.0) -> None:
+        self.data = FolderImages(index, train_transform(crop, normalization, crop_scale), seed)
         self.batch_size, self.device, self.seed, self.workers = batch_size, device, seed, workers
         self.rank, self.world_size = rank, world_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

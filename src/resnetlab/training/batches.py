@@ -50,7 +50,7 @@ class Data:
             self.input = {"size": int(train.images.shape[1]), "resize": int(train.images.shape[1])}
             self.train = DeviceLoader(train.images, train.labels, cfg.batch_size, device, self.normalization,
                                       augment=True, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
-                                      channels_last=channels_last)
+                                      channels_last=channels_last, crop_scale=cfg.crop_scale)
             self.val = (DeviceLoader(val.images, val.labels, EVAL_BATCH_IN_MEMORY, device, self.normalization,
                                      augment=False) if val is not None else None)
         else:
@@ -61,7 +61,8 @@ class Data:
                              "the progress line's `data` share says when they cannot keep up")
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
                                       rank=dist.rank, world_size=dist.world_size, channels_last=channels_last,
-                                      crop=self.input["size"], normalization=self.normalization)
+                                      crop=self.input["size"], normalization=self.normalization,
+                                      crop_scale=cfg.crop_scale)
             self.val = (eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers, crop=self.input["size"],
                                     resize=self.input["resize"], normalize=self.normalization)
                         if val is not None else None)

@@ -209,9 +209,8 @@ FINETUNE_ITERS = (100, 4000)  # the finetune recipe's bounds on its length in ep
 
 
 def with_epochs(cfg: TrainConfig, train_images: int) -> TrainConfig:
-    """`cfg` with its length in iterations, where it is given in epochs (once the training images are counted):
-    ceil(epochs x images / batch), within FINETUNE_ITERS for the finetune recipe; milestones the recipe scaled
-    follow the new length, milestones given stay."""
+    """`cfg` with its length in iterations where given in epochs: ceil(epochs x images / batch), within
+    FINETUNE_ITERS for the finetune recipe; milestones the recipe scaled follow, milestones given stay."""
     if cfg.epochs <= 0:
         return cfg
     iters = math.ceil(cfg.epochs * train_images / cfg.batch_size)
@@ -247,8 +246,10 @@ def validate(cfg: TrainConfig) -> None:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(a or '(default)' for a in allowed)}")
-    if not 0 <= cfg.layer_decay <= 1:
-        raise UserError(f"--layer-decay must be in [0, 1] (0: off; timm's fine-tunes use 0.6-0.9), not {cfg.layer_decay}")
+    for name, note in (("crop_scale", "0: the paper's augmentation; timm's default 0.08"),
+                       ("layer_decay", "0: off; timm's fine-tunes use 0.6-0.9")):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1] ({note}), not {getattr(cfg, name)}")
     if not 0 <= cfg.epochs <= 100_000:
         raise UserError(f"--epochs must be in [0, 100000] (0: --iters sets the length), not {cfg.epochs}")
     positive = ("iters", "batch_size", "eval_every", "log_every")

@@ -93,6 +93,10 @@ class TrainConfig:
                                  "whatever the photos' size, 224 for the ImageNet nets on photo folders, CIFAR's 32 "
                                  "as it is); up to 64 the images are resized once into memory, larger ones are "
                                  "streamed")
+    crop_scale: float = setting(0.0, group="data", together=True, same_run=True,
+                                help="train on RandomResizedCrops of at least this share of each image's area "
+                                     "(timm's --scale, e.g. 0.08 or 0.35 for small folders; 0: the paper's "
+                                     "augmentation: pad-and-crop in memory, scale augmentation when streamed)")
     holdout: int = setting(5000, group="data", same_run=True)
     val: str = setting("auto", group="data", choices=("auto", "holdout", "test", "val", "none"), same_run=True,
                        help="validation split: auto (the test split, else a val/ folder, else the 5k hold-out), "
