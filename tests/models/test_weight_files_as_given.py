@@ -66,3 +66,15 @@ def test_a_missing_file_and_a_file_given_as_a_name_get_hints_that_do_not_loop(tm
     with pytest.raises(UserError) as refused:
         resnetlab.get_weights("resnet18", "./weights/x.pth")
     assert "././" not in str(refused.value) and "weights='./weights/x.pth'" in str(refused.value)
+
+
+def test_train_and_evaluate_take_the_torchvision_file_without_style(torchvision18, photos96, tmp_path, capsys):
+    from resnetlab.cli.main import main
+
+    assert main(["evaluate", "--model", "resnet18", "--weights", str(torchvision18), "--data", str(photos96),
+                 "--workers", "0"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--model", "resnet18", "--weights", str(torchvision18), "--data", str(photos96), "--out",
+                 str(run), "--img-size", "64", "--iters", "2", "--batch-size", "16", "--fast", "off", "--device", "cpu",
+                 "--workers", "0"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["model_options"]["style"] == "torchvision"
