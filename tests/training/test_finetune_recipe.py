@@ -9,7 +9,8 @@ import torch
 from resnetlab.cli.main import main
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
-from resnetlab.training.config import FINETUNE_ITERS, configure, resolve, with_epochs
+from resnetlab.training.config import configure, resolve
+from resnetlab.training.learning_rate import FINETUNE_ITERS, with_epochs
 from resnetlab.training.start import lr_factors, param_groups
 from tests.clitools import same_weights
 

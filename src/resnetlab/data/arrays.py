@@ -25,7 +25,8 @@ class ArrayDataset:
         return np.arange(len(self)) if self.origin is None else self.origin
 
     def subset(self, index: np.ndarray) -> "ArrayDataset":
-        files = [self.files[i] for i in np.asarray(index).tolist()] if self.files is not None else None
+        files = ([self.files[i] for i in np.arange(len(self))[index].tolist()] if self.files is not None
+                 else None)  # index: indices, a mask or a slice, as numpy takes them
         return ArrayDataset(self.images[index], self.labels[index], self.split, self.index[index], files)
 
     def items(self) -> list[str]:

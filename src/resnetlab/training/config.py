@@ -3,7 +3,6 @@ The settings themselves, and what each is, are in training/settings.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -31,7 +30,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cifar-paper": {},
     # Starting from trained weights (--weights): 30 epochs of the user's images (torchvision's transfer-learning
     # tutorial trains 25, timm's fine-tunes 10-50: a fixed iteration count would be ~950 epochs of a 540-image
-    # folder, or 11 of CIFAR), kept within 100-4,000 iterations (FINETUNE_ITERS: enough steps for a new
+    # folder, or 11 of CIFAR), kept within 100-4,000 iterations (learning_rate.FINETUNE_ITERS: enough steps for a new
     # classifier to settle on a tiny folder; no more than converges from trained weights on CIFAR-size data),
     # lr 0.01 (a tenth of training from scratch: a large lr undoes what the backbone learned) /10 at 50% and 75%,
     # a new classifier at 0.1 (--head-lr: it starts from nothing), no warm-up, the weights' own normalization;
@@ -203,22 +202,6 @@ def weights_defaults(values: dict[str, Any], explicit: dict[str, Any]) -> dict[s
         if style is not None:
             out["style"] = style
     return out
-
-
-FINETUNE_ITERS = (100, 4000)  # the finetune recipe's bounds on its length in epochs (RECIPES says why)
-
-
-def with_epochs(cfg: TrainConfig, train_images: int) -> TrainConfig:
-    """`cfg` with its length in iterations where given in epochs: ceil(epochs x images / batch), within
-    FINETUNE_ITERS for the finetune recipe; milestones the recipe scaled follow, milestones given stay."""
-    if cfg.epochs <= 0:
-        return cfg
-    iters = math.ceil(cfg.epochs * train_images / cfg.batch_size)
-    if cfg.recipe == "finetune":
-        iters = min(max(iters, FINETUNE_ITERS[0]), FINETUNE_ITERS[1])
-    milestones = (scaled_milestones(cfg.recipe, iters) if cfg.milestones == scaled_milestones(cfg.recipe, cfg.iters)
-                  else cfg.milestones)
-    return dataclasses.replace(cfg, iters=iters, milestones=milestones)
 
 
 def recipe_for(model: str, weights: str | None) -> str:

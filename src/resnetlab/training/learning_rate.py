@@ -4,7 +4,7 @@ a schedule follows a change of --iters."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from resnetlab.errors import UserError
 from resnetlab.models.registry import cifar_depth
@@ -97,6 +97,22 @@ def extended(cfg: TrainConfig, iters: int, step: int) -> list[int]:
             f"schedule cannot follow a fresh {iters:,}-iteration run (milestones {_listing(new)}); give the "
             f"milestones explicitly, e.g. --milestones {','.join(str(m) for m in cfg.milestones)}")
     return new
+
+
+FINETUNE_ITERS = (100, 4000)  # the finetune recipe's bounds on its length in epochs (RECIPES says why)
+
+
+def with_epochs(cfg: TrainConfig, train_images: int) -> TrainConfig:
+    """`cfg` with its length in iterations where given in epochs: ceil(epochs x images / batch), within
+    FINETUNE_ITERS for the finetune recipe; milestones the recipe scaled follow, milestones given stay."""
+    if cfg.epochs <= 0:
+        return cfg
+    iters = math.ceil(cfg.epochs * train_images / cfg.batch_size)
+    if cfg.recipe == "finetune":
+        iters = min(max(iters, FINETUNE_ITERS[0]), FINETUNE_ITERS[1])
+    milestones = (scaled_milestones(cfg.recipe, iters) if cfg.milestones == scaled_milestones(cfg.recipe, cfg.iters)
+                  else cfg.milestones)
+    return replace(cfg, iters=iters, milestones=milestones)
 
 
 def describe(cfg: TrainConfig, warmup: bool) -> str:

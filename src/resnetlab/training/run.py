@@ -20,7 +20,7 @@ from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.training import curves, expected_speed, fastpath, start
 from resnetlab.training import learning_rate as schedule
 from resnetlab.training.batches import Data
-from resnetlab.training.config import TrainConfig, with_epochs
+from resnetlab.training.config import TrainConfig
 from resnetlab.training.learning_rate import RunState
 from resnetlab.training.metrics import MetricWindow
 from resnetlab.training.optimizers import OPTIMIZERS
@@ -65,7 +65,7 @@ class Run:
         self.started_from = self.start.record() if self.start else (ckpt or {}).get("started_from")
         self.data = Data(cfg, device, dist, channels_last, self._weights_normalization(ckpt))
         if ckpt is None:  # a resumed run has its length in iterations in its checkpoint's settings
-            self.cfg = cfg = with_epochs(cfg, self.data.split["train_images"])
+            self.cfg = cfg = schedule.with_epochs(cfg, self.data.split["train_images"])
         self.model = create_model(cfg.model, **model_options(cfg, len(self.data.classes)))
         if self.start is not None and ckpt is None:
             line = start.load_start(self.model, cfg, self.start, self.data.classes, model_options(cfg, 0))
