@@ -167,7 +167,8 @@ class Run:
         if not self.dist.is_main:
             return
         self.run_dir.log(record)
-        if "val_error" in record or record["iteration"] >= self.cfg.iters:
+        if ("val_error" in record or record["iteration"] >= self.cfg.iters) and curves.due(
+                self.run_dir.path, final=record["iteration"] >= self.cfg.iters):
             curves.draw(self.run_dir.path, self.run_dir.metrics(), f"{self.cfg.model} (seed {self.cfg.seed})")
         if self.tensorboard is not None:
             for key, value in ((k, v) for k, v in record.items() if k != "iteration"):
