@@ -84,7 +84,7 @@ def train_transform(crop: int = 224, normalization=None, crop_scale: float = 0.0
     std = normalization.std.float() if own else torch.tensor(STD).view(3, 1, 1)
     if crop_scale:
         return ResizedCropTransform(crop, crop_scale, mean, std)
-    return TrainTransform(crop, scale, mean=mean, std=std) if own else TrainTransform(crop, scale)
+    return TrainTransform(crop, scale, mean=mean, std=std)
 
 
 class TenCropStack(torch.nn.Module):
