@@ -49,7 +49,7 @@ def test_akamaster_resnet20_classifies_the_shared_split_as_published(shared_cifa
 
     model = load_weights(create_model("cifar_resnet20"), AKAMASTER / "resnet20-12fca82f.th")
     train = open_dataset(shared_cifar).splits["train"]
-    batches = DeviceLoader(train.images, train.labels, 1000, "cpu", Normalization.imagenet(), augment=False)
+    batches = DeviceLoader(train.images, train.labels, 250, "cpu", Normalization.imagenet(), augment=False)
     result = evaluate(model, batches)
     assert result["count"] == 50000
     assert 1 - result["top1_error"] == pytest.approx(0.8604, abs=0.001)

@@ -17,7 +17,10 @@ from resnetlab.training.config import TrainConfig
 from resnetlab.training.input_size import size_warning, stream_input, wanted_size
 from resnetlab.training.schedules import SCHEDULES
 
-EVAL_BATCH_IN_MEMORY = 1000  # evaluation holds no gradients: large batches, fewer launches
+# Measured on an Intel Xeon with AMX, 2 cores, fp32: ResNet-20 evaluates 2,735 images/s at batches of 250 and
+# 1,387 at 1,000 (ResNet-56: 912 vs 601); 128 is as fast as 250. A batch of 1,000 holds 65 MB of first-stage
+# activations, past the caches; fewer launches no longer pay beyond 250.
+EVAL_BATCH_IN_MEMORY = 250
 EVAL_BATCH_STREAMED = 100  # decoded 224x224 crops: a batch a DataLoader worker fills quickly
 
 

@@ -133,6 +133,8 @@ def choose(cfg: TrainConfig, device: torch.device, runs: int = 1, recorded: str 
         if kept in native_precisions(device) and not (kept == torch.float16 and runs > 1):
             # fp16's loss scale is one per optimizer: K runs stacked into one step cannot each keep their own
             amp, amp_why = kept, f"{recorded} (the precision this run trained in so far)"
+    if cfg.amp == "auto" and amp is not None and not OPTIMIZERS[cfg.opt].self_checked:
+        amp, amp_why = None, f"fp32 (--opt {cfg.opt}: the self-check of reduced precision knows SGD's update rule only)"
     mode, compile_why = compilation(cfg, device)
     return FastPath(mode, amp, f"{compile_why}; {amp_why}")
 
