@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from resnetlab.augment.image_policies import ERASE_STREAM, POLICY_STREAM, ImageAugment, image_seeds
+from resnetlab.data.image_policies import ERASE_STREAM, POLICY_STREAM, ImageAugment, image_seeds
 from resnetlab.data.batch import Batch
 from resnetlab.data.normalization import Normalization
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnetlab.augment.image_policies import ImageAugment
+from resnetlab.data.image_policies import ImageAugment
 from resnetlab.data.batch import Batch
 from resnetlab.data.device_loader import crop_boxes, epoch_generator
 from resnetlab.data.folders import FolderIndex, decode

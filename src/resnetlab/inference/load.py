@@ -14,8 +14,7 @@ from resnetlab.errors import UserError
 from resnetlab.models import create_model, pretrained
 from resnetlab.models.weights import check_finite
 from resnetlab.models.registry import STYLE_AMBIGUOUS, model_input
-from resnetlab.runtime.checkpoint import load_checkpoint
-from resnetlab.training.averagers import with_averaged
+from resnetlab.runtime.checkpoint import load_checkpoint, with_averaged
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from resnetlab.runtime.checkpoint import with_averaged
+
 
 class ModelEMA:
     """An exponential moving average of the weights and BatchNorm statistics (torchvision's references:
@@ -57,11 +59,6 @@ AVERAGERS: dict[str, AveragerKind] = {
 def build(net: nn.Module, cfg: Any) -> list[ModelEMA]:
     """The averagers `cfg` asks for, over `net` (a run's model, or K runs' stacked network)."""
     return [kind.build(net, cfg) for kind in AVERAGERS.values() if kind.enabled(cfg)]
-
-
-def with_averaged(state: dict[str, Tensor], averaged: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A model's state dict with the averaged tensors in place of its own (integer buffers kept)."""
-    return {k: averaged.get(k, v) for k, v in state.items()}
 
 
 def averaged_model(model: nn.Module, averaged: dict[str, Tensor]) -> nn.Module:

@@ -7,7 +7,8 @@ from pathlib import Path
 import PIL
 import torch
 
-from resnetlab.augment import BatchTransforms, ImageAugment
+from resnetlab.data.batch_transforms import BatchTransforms
+from resnetlab.data.image_policies import ImageAugment
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
 from resnetlab.data.batch import Batch
 from resnetlab.data.arrays import ArrayDataset

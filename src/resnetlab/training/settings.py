@@ -14,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from resnetlab.augment import BATCH_TRANSFORMS, POLICIES
+from resnetlab.data.batch_transforms import BATCH_TRANSFORMS
+from resnetlab.data.image_policies import POLICIES
 from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.schedules import SCHEDULES
 

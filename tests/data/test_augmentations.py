@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from resnetlab.augment import BatchTransforms, ImageAugment
-from resnetlab.augment.batch_transforms import cutmix, mixup, step_generator
+from resnetlab.data.batch_transforms import BatchTransforms
+from resnetlab.data.image_policies import ImageAugment
+from resnetlab.data.batch_transforms import cutmix, mixup, step_generator
 from resnetlab.data.batch import Batch
 
 
