@@ -166,7 +166,7 @@ class TrainingStep:
         soft = None if batches[0].targets is None else torch.stack([b.targets for b in batches], dim=1)
         self.set_learning_rates(lrs)
         self.synced = False
-        out = self._step(x, y, soft)
+        out = self._step(x, y) if soft is None else self._step(x, y, soft)
         for averager in self.averagers if step is not None else ():
             averager.after_step(step)
         return out
