@@ -183,9 +183,9 @@ def test_the_step_is_three_files_from_the_cli():
     step = (PACKAGE / "training" / "step.py").read_text()
     body = step[step.index("    def sgd_step("):]
     body = body[:body.index("\n    def ", 10)]
-    for part in ("self.net(x)", "cross_entropy", ".backward()", "self.scaler.step(self.optimizer)"):
+    for part in ("self.net(x)", "batch_loss(", ".backward()", "self.scaler.step(self.optimizer)"):
         assert part in body, part
-    assert "class Trainee(Protocol)" in step
+    assert "class Trainee(Protocol)" in step and "F.cross_entropy(" in step[step.index("def batch_loss("):]
     assert "resnetlab.training.loop" in (PACKAGE / "cli" / "train.py").read_text() or \
         "from resnetlab.training import" in (PACKAGE / "cli" / "train.py").read_text()
     assert "TrainingStep" in (PACKAGE / "training" / "loop.py").read_text()

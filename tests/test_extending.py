@@ -90,3 +90,47 @@ def test_library_code_sets_a_recipe_by_keyword_and_a_misspelt_setting_is_refused
     assert (cfg.model, cfg.iters, cfg.milestones) == ("cifar_resnet56", 16000, [8000, 12000])
     with pytest.raises(TypeError, match="'iter' is not a setting"):
         configure("cifar-paper", model="cifar_resnet56", iter=16000)
+
+
+def test_a_batch_transform_is_one_function_and_one_registry_line():
+    """mixup and cutmix were added so (data/batch_transforms.py); a new one is picked up by every run whose
+    setting of that name is non-zero, drawing from the generator of (seed, step)."""
+    import types
+
+    from resnetlab.data.batch import Batch
+    from resnetlab.data.batch_transforms import BATCH_TRANSFORMS, BatchTransform, BatchTransforms
+
+    def invert(batch, strength, classes, g):
+        return Batch(batch.images * -strength, batch.labels, batch.targets)
+
+    BATCH_TRANSFORMS["invert_strength"] = BatchTransform(invert, "negate the images")
+    try:
+        cfg = types.SimpleNamespace(seed=0, mixup_alpha=0.0, cutmix_alpha=0.0, invert_strength=2.0)
+        batch = Batch(torch.ones(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))
+        assert torch.equal(BatchTransforms(cfg, 10)(batch, 0).images, -2 * torch.ones(4, 3, 2, 2))
+    finally:
+        del BATCH_TRANSFORMS["invert_strength"]
+
+
+def test_a_weight_averager_is_one_class_and_one_registry_line():
+    """The EMA was added so (training/averagers.py): the step updates what the registry builds, and its tensors
+    are saved, restored and undone by the self-check with the step's own (TrainingStep.state_tensors)."""
+    import types
+
+    from resnetlab.training import averagers
+
+    class LastWeights(averagers.ModelEMA):  # decay 0: the average is the last weights
+        name = "last"
+
+    averagers.AVERAGERS["last"] = averagers.AveragerKind(lambda cfg: True, lambda net, cfg: LastWeights(net, 0.0, 1))
+    try:
+        net = nn.Linear(2, 2)
+        cfg = types.SimpleNamespace(model_ema=False)
+        built = averagers.build(net, cfg)
+        assert [a.name for a in built] == ["last"]
+        with torch.no_grad():
+            net.weight.add_(1.0)
+        built[0].after_step(1)
+        assert torch.equal(built[0].average["weight"], net.weight)
+    finally:
+        del averagers.AVERAGERS["last"]

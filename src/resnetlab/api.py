@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from resnetlab.data.imagenet import PROTOCOLS
-from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
+from resnetlab.errors import RunInterrupted, SettingError, TrainingDiverged, UserError
 from resnetlab.inference.evaluation import Options, measure
 from resnetlab.inference.export import export as _export
 from resnetlab.inference.load import LoadedModel, load_model
@@ -43,7 +43,9 @@ def api_errors(function: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except UserError as e:
+        except SettingError as e:  # a setting's bad value, by its name
+            raise UserError(f"{function.__name__}: {e.as_keyword()}") from None
+        except UserError as e:  # other messages may name flags in their advice
             text = re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_") + "=", str(e))
             raise UserError(f"{function.__name__}: {text}") from None
 

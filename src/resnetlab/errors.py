@@ -30,3 +30,21 @@ class RunInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(Exception):
     """The loss became NaN, infinite or exploded; the last good checkpoint is kept."""
+
+
+class SettingError(UserError):
+    """A training setting's bad value, by the setting's name: each front end renders it in its own terms (the
+    command line `--flag`, a TOML file's `key = value`, the API's `keyword=`); the message is the flag's."""
+
+    def __init__(self, name: str, value: object, problem: str) -> None:
+        self.name, self.value, self.problem = name, value, problem
+        super().__init__(self.as_flag())
+
+    def as_flag(self) -> str:
+        return f"--{self.name.replace('_', '-')} {self.problem}"
+
+    def as_key(self) -> str:
+        return f"{self.name} = {self.value!r}: {self.problem}"
+
+    def as_keyword(self) -> str:
+        return f"{self.name}={self.value!r}: {self.problem}"

@@ -30,7 +30,7 @@ def test_crops_stay_inside_the_padded_image():
     images, labels = _data()
     loader = DeviceLoader(images, labels, 64, "cpu", identity_norm(), augment=True, seed=3)
     for step in range(8):
-        x, y = loader.batch(step)
+        x, y, _ = loader.batch(step)
         assert x.shape == (64, 3, 32, 32)
         # each crop is a window of the padded original: the zero border is at most 4 pixels wide
         zero_rows = (x == 0).all(dim=(1, 3))
@@ -43,7 +43,7 @@ def test_flips_about_half_and_labels_follow_images():
     _, _, _, flips = loader._epoch_plan(0)
     assert 0.45 < flips.float().mean() < 0.55
     perm = loader._epoch_plan(0)[0]
-    _, y = loader.batch(0)
+    _, y, _ = loader.batch(0)
     assert torch.equal(y, torch.from_numpy(labels)[perm[:500]])
 
 
@@ -62,7 +62,7 @@ def test_ranks_split_the_global_batch():
     whole = DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=2)
     halves = [DeviceLoader(images, labels, 32, "cpu", identity_norm(), augment=True, seed=2, rank=r, world_size=2)
               for r in range(2)]
-    x, _ = whole.batch(3)
+    x, *_ = whole.batch(3)
     assert torch.equal(halves[0].batch(3)[0], x[0::2]) and torch.equal(halves[1].batch(3)[0], x[1::2])
 
 
@@ -76,7 +76,7 @@ def test_normalizations():
     out = channel(x)
     assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-4 and (out.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
     loader = DeviceLoader(images, np.zeros(100, dtype=np.int64), 30, "cpu", channel, augment=False)
-    assert [len(y) for _, y in loader] == [30, 30, 30, 10]
+    assert [len(y) for _, y, _ in loader] == [30, 30, 30, 10]
 
 
 def test_imagenet_transforms_shapes():

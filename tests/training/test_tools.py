@@ -86,8 +86,11 @@ def test_predict_names_classes(trained, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_evaluate_cli_reproduces_akamaster_resnet56(shared_cifar, capsys):
+    """The published 88.93% is over all 50k images; the 5k hold-out (a fixed stratified tenth) estimates it
+    within 0.44% (one standard error), so 1.5% is 3.4 of them: a net built wrong is 10+ points off
+    (test_weights.py's end-padding case). ResNet-20's test checks the whole 50k to 0.1%."""
     assert main(["evaluate", "--model", "cifar_resnet56", "--weights", str(AKAMASTER / "resnet56-4bfd9763.th"),
-                 "--data", str(shared_cifar), "--json"]) == 0
+                 "--data", str(shared_cifar), "--split", "holdout", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["split"] == "train" and r["count"] == 50000
-    assert r["top1_accuracy"] == pytest.approx(0.8893, abs=0.001)
+    assert r["split"] == "holdout" and r["count"] == 5000
+    assert r["top1_accuracy"] == pytest.approx(0.8893, abs=0.015)

@@ -246,6 +246,9 @@ def test_every_setting_is_read_and_belongs_to_a_group():
     package = Path(__file__).resolve().parents[2] / "src" / "resnetlab"
     read = {node.attr for path in package.rglob("*.py") if path.name != "config.py"
             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Attribute)}
+    from resnetlab.data.batch_transforms import BATCH_TRANSFORMS
+
+    read |= set(BATCH_TRANSFORMS)  # the batch transforms' strengths, read by the registry by name
     assert sorted(set(FIELDS) - read) == []
     grouped = [f for fields in GROUPS.values() for f in fields]
     assert len(grouped) == len(set(grouped)) and set(FIELDS) - set(grouped) == {"model", "data", "recipe", "out"}

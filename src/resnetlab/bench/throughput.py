@@ -108,7 +108,7 @@ def trainer_rate(opts: Options, device: torch.device, fast: str) -> dict:
         train_step.net.train()
 
         def step(i: int) -> None:
-            train_step([r.data.train.batch(i) for r in runs], [0.1] * len(runs))
+            train_step([r.data.batch(i) for r in runs], [0.1] * len(runs))
 
         start = time.perf_counter()
         step(0)

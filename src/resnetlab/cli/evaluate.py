@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} on {args.data} [{split}, {args.protocol}, {result['count']:,} images]: top-1 error "
               f"{result['top1_error']:.2%} (accuracy {result['top1_accuracy']:.2%}), top-5 error "
               f"{result['top5_error']:.2%}, loss {result['loss']:.4f}")
+        if "weights" in result:
+            print(f"weights: the run's {result['weights']} weights (--model-ema), as evaluate, predict and export use them")
         worst = sorted((r for r in result["per_class"] if r["count"]), key=lambda r: r["accuracy"])[:5]
         print("weakest classes: " + ", ".join(f"{r['class']} {r['accuracy']:.1%} of {r['count']:,}" for r in worst))
         if "note" in result:

@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     r = export(args.out, checkpoint=args.checkpoint, model=args.model, weights=args.weights,
                weights_dir=args.weights_dir, style=args.style, format=args.format,
                preprocessing=not args.no_preprocessing, check=not args.no_check, force=args.force)
+    weights = f", {r['weights']} weights" if "weights" in r else ""
     if r["format"] == "weights":
-        print(f"wrote {r['out']} ({FORMATS['weights']}, {r['model']}, {r['bytes'] / 1e6:.1f} MB, sha256 {r['sha256']})")
+        print(f"wrote {r['out']} ({FORMATS['weights']}, {r['model']}{weights}, {r['bytes'] / 1e6:.1f} MB, sha256 {r['sha256']})")
         return 0
-    print(f"wrote {r['out']} ({FORMATS[r['format']]}, {r['model']}); input: {r['input']}, N free; class names, "
+    print(f"wrote {r['out']} ({FORMATS[r['format']]}, {r['model']}{weights}); input: {r['input']}, N free; class names, "
           "input size and normalization are in the file")
     if "max_difference" in r:
         print(f"loaded back, it matches PyTorch at batch sizes 1 and 7: max abs difference {r['max_difference']:.2e}")

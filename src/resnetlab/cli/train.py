@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
-from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
+from resnetlab.errors import RunInterrupted, SettingError, TrainingDiverged, UserError
 from resnetlab.runtime import messages
 from resnetlab.training import resume_configs, seed_configs, train_runs
 from resnetlab.training.loop import catch_up
@@ -71,12 +70,9 @@ def _resolve_naming_the_file(recipe: str, file_values: dict, flags: dict, path: 
     """resolve(), with a bad value that came from --config named as the file's key, not as a flag."""
     try:
         return resolve(recipe, file_values, flags)
-    except UserError as e:
-        found = re.search(r"--([a-z][a-z0-9-]*)", str(e))
-        key = found.group(1).replace("-", "_") if found else None
-        if path and key in file_values and flags.get(key) is None:
-            text = str(e).replace(found.group(0), f"{key} = {file_values[key]!r}", 1)
-            raise UserError(f"--config {path}: {text}") from None
+    except SettingError as e:
+        if path and e.name in file_values and flags.get(e.name) is None:
+            raise UserError(f"--config {path}: {e.as_key()}") from None
         raise
 
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from resnetlab.data.image_policies import ERASE_STREAM, POLICY_STREAM, ImageAugment, image_seeds
+from resnetlab.data.batch import Batch
 from resnetlab.data.normalization import Normalization
 
 PAD = 4  # Sec. 4.2: "4 pixels are padded on each side"
@@ -38,12 +40,13 @@ class DeviceLoader:
     def __init__(
         self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str,
         normalization: Normalization, *, augment: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-        channels_last: bool = False, crop_scale: float = 0.0,
+        channels_last: bool = False, crop_scale: float = 0.0, image_augment: ImageAugment | None = None,
     ) -> None:
         if len(labels) < batch_size and augment:
             raise ValueError(f"{len(labels)} training images are fewer than one batch of {batch_size}")
         self.device = torch.device(device)
         self.crop_scale = crop_scale if augment else 0.0  # > 0: RandomResizedCrop instead of Sec. 4.2's pad-and-crop
+        self.image_augment = image_augment if augment and image_augment else None  # --auto-augment, --random-erase
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         self.images = (F.pad(x, (PAD,) * 4) if augment and not self.crop_scale else x).contiguous().to(self.device)
         self.labels = torch.from_numpy(labels).to(self.device)
@@ -77,8 +80,9 @@ class DeviceLoader:
             self._epoch = epoch
         return self._plan  # type: ignore[return-value]
 
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+    def batch(self, step: int) -> Batch:
         """The batch of global step `step` (0-based) of this rank."""
+        augment, epoch = self.image_augment, 0
         if not self.augment:
             idx = torch.arange(step * self.batch_size, min((step + 1) * self.batch_size, len(self.labels)),
                                device=self.device)
@@ -92,8 +96,13 @@ class DeviceLoader:
                 x = resized_crops(self.images[idx], dy[sl], flip[sl])
             else:
                 x = crop_flip(self.images[idx], dy[sl], dx[sl], flip[sl], self.size)
-        x = self.normalize(x).contiguous(memory_format=self.memory_format)
-        return x, self.labels[idx]
+            if augment is not None and augment.policy is not None:  # the policy reads uint8 images
+                x = augment.apply_policy(x.round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x,
+                                         image_seeds(self.seed, epoch, idx, POLICY_STREAM))
+        x = self.normalize(x)
+        if augment is not None and augment.erase is not None:  # on the normalized input: erased pixels are the mean
+            x = augment.apply_erase(x, image_seeds(self.seed, epoch, idx, ERASE_STREAM))
+        return Batch(x.contiguous(memory_format=self.memory_format), self.labels[idx])
 
     def __iter__(self):
         for step in range(len(self)):

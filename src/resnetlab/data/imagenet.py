@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from resnetlab.data.image_policies import ImageAugment
+from resnetlab.data.batch import Batch
 from resnetlab.data.device_loader import crop_boxes, epoch_generator
 from resnetlab.data.folders import FolderIndex, decode
 from resnetlab.data.normalization import MEAN, STD
@@ -37,8 +39,8 @@ class TrainTransform:
     AlexNet's PCA lighting (std 0.1), then mean/std normalization. Every draw comes from `g`."""
 
     def __init__(self, crop: int = 224, scale: tuple[int, int] = (256, 480), lighting_std: float = 0.1,
-                 mean: Tensor | None = None, std: Tensor | None = None) -> None:
-        self.crop, self.scale, self.lighting_std = crop, scale, lighting_std
+                 mean: Tensor | None = None, std: Tensor | None = None, augment: ImageAugment | None = None) -> None:
+        self.crop, self.scale, self.lighting_std, self.augment = crop, scale, lighting_std, augment
         self.mean = torch.tensor(MEAN).view(3, 1, 1) if mean is None else mean
         self.std = torch.tensor(STD).view(3, 1, 1) if std is None else std
 
@@ -51,8 +53,9 @@ class TrainTransform:
         img = img[:, top:top + self.crop, left:left + self.crop]
         if bool(torch.rand(1, generator=g) < 0.5):
             img = img.flip(-1)
-        x = lighting(img.float() / 255, torch.randn(3, generator=g) * self.lighting_std)
-        return (x - self.mean) / self.std
+        alpha = torch.randn(3, generator=g) * self.lighting_std
+        finish = lambda crop: (lighting(crop.float() / 255, alpha) - self.mean) / self.std  # noqa: E731
+        return self.augment.one_image(img, g, finish) if self.augment else finish(img)
 
 
 class ResizedCropTransform:
@@ -60,8 +63,8 @@ class ResizedCropTransform:
     share in [min_area, 1] and an aspect ratio in [3/4, 4/3] (log-uniform) resized to `crop`, mirrored with
     probability 1/2, normalized. Every draw comes from `g` (torchvision's own draws from the global generator)."""
 
-    def __init__(self, crop: int, min_area: float, mean: Tensor, std: Tensor) -> None:
-        self.crop, self.min_area, self.mean, self.std = crop, min_area, mean, std
+    def __init__(self, crop: int, min_area: float, mean: Tensor, std: Tensor, augment: ImageAugment | None = None) -> None:
+        self.crop, self.min_area, self.mean, self.std, self.augment = crop, min_area, mean, std, augment
 
     def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
         h, w = img.shape[1:]
@@ -72,19 +75,20 @@ class ResizedCropTransform:
         img = v2.functional.resized_crop(img, top, left, box_h, box_w, [self.crop, self.crop], antialias=True)
         if bool(torch.rand(1, generator=g) < 0.5):
             img = img.flip(-1)
-        return (img.float() / 255 - self.mean) / self.std
+        finish = lambda crop: (crop.float() / 255 - self.mean) / self.std  # noqa: E731
+        return self.augment.one_image(img, g, finish) if self.augment else finish(img)
 
 
-def train_transform(crop: int = 224, normalization=None, crop_scale: float = 0.0):
+def train_transform(crop: int = 224, normalization=None, crop_scale: float = 0.0, augment: ImageAugment | None = None):
     """Sec. 3.4's augmentation for a `crop` input (the shorter side in [256, 480] scaled by crop / 224), or
-    with `crop_scale` RandomResizedCrop of that smallest area share."""
+    with `crop_scale` RandomResizedCrop of that smallest area share; then `augment`'s policy and erasing."""
     scale = (round(crop * 256 / 224), round(crop * 480 / 224))
     own = normalization is not None and normalization.kind != "imagenet"
     mean = normalization.mean.float() if own else torch.tensor(MEAN).view(3, 1, 1)
     std = normalization.std.float() if own else torch.tensor(STD).view(3, 1, 1)
     if crop_scale:
-        return ResizedCropTransform(crop, crop_scale, mean, std)
-    return TrainTransform(crop, scale, mean=mean, std=std)
+        return ResizedCropTransform(crop, crop_scale, mean, std, augment or None)
+    return TrainTransform(crop, scale, mean=mean, std=std, augment=augment or None)
 
 
 class TenCropStack(torch.nn.Module):
@@ -166,8 +170,8 @@ class StreamLoader:
 
     def __init__(self, index: FolderIndex, batch_size: int, device: torch.device, *, seed: int, workers: int,
                  rank: int = 0, world_size: int = 1, channels_last: bool = False, crop: int = 224,
-                 normalization=None, crop_scale: float = 0.0) -> None:
-        self.data = FolderImages(index, train_transform(crop, normalization, crop_scale), seed)
+                 normalization=None, crop_scale: float = 0.0, image_augment: ImageAugment | None = None) -> None:
+        self.data = FolderImages(index, train_transform(crop, normalization, crop_scale, image_augment), seed)
         self.batch_size, self.device, self.seed, self.workers = batch_size, device, seed, workers
         self.rank, self.world_size = rank, world_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -177,7 +181,7 @@ class StreamLoader:
     def __len__(self) -> int:
         return len(self.data) // self.batch_size
 
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+    def batch(self, step: int) -> Batch:
         epoch, pos = divmod(step, len(self))
         if self._next_step != step or pos == 0:
             sampler = _EpochSampler(len(self.data), self.seed, epoch, pos * self.batch_size, self.rank,
@@ -188,8 +192,7 @@ class StreamLoader:
             self._it = iter(loader)
         self._next_step = step + 1
         x, y = next(self._it)
-        return (x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format),
-                y.to(self.device, non_blocking=True))
+        return Batch(x, y).to(self.device, self.memory_format)
 
 
 def eval_loader(index: FolderIndex, batch_size: int, workers: int, protocol: str = "center", crop: int = 224,

@@ -39,8 +39,8 @@ def response_stds(model: nn.Module, layers: list[nn.Module], batches: Iterable[t
     was_training = model.training
     model.eval()
     try:
-        for x, _ in batches:
-            model(x)
+        for batch in batches:
+            model(batch[0])
     finally:
         for h in handles:
             h.remove()

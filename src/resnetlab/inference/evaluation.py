@@ -167,6 +167,8 @@ def measure(o: Options) -> dict:
     predictions = measured.pop("predictions", None)
     result = {"model": name, "data": o.data, "split": split, "protocol": o.protocol,
               "checkpoints": list(o.checkpoints), **measured}
+    if any(x.averaged for x in loads):  # evaluate says which weights it measured
+        result["weights"] = "averaged (" + ", ".join(sorted({x.averaged or "trained" for x in loads})) + ")"
     result["top1_accuracy"] = 1 - result["top1_error"]
     result["per_class"] = per_class(confusion, ds.classes)
     result["confusion"] = confusion.tolist()

@@ -48,7 +48,8 @@ def export(out: str | Path, *, checkpoint: str | None = None, model: str | None 
     fmt = _format(out, format)
     loaded = load_model(checkpoint, model, weights, weights_dir=weights_dir, style=style)
     check_output("--out", out, [loaded.source], force)  # named weights: the file they resolved to
-    result = {"out": str(out), "format": fmt, "model": loaded.name}
+    result = {"out": str(out), "format": fmt, "model": loaded.name,
+              **({"weights": f"averaged ({loaded.averaged})"} if loaded.averaged else {})}
     if fmt == "weights":
         size = export_weights(loaded, out)
         return {**result, "bytes": size, "sha256": file_digest(out, "sha256")}
@@ -112,6 +113,7 @@ def metadata(loaded: LoadedModel, preprocessing: bool) -> dict[str, str]:
         "resnetlab.normalization": json.dumps({"kind": norm.kind,
                                                "mean": norm.mean.flatten().tolist() if per_channel else "per-pixel mean image (inside)",
                                                "std": norm.std.flatten().tolist()}),
+        "resnetlab.weights": f"averaged ({loaded.averaged})" if loaded.averaged else "trained",
     }
 
 

@@ -14,7 +14,7 @@ from resnetlab.errors import UserError
 from resnetlab.models import create_model, pretrained
 from resnetlab.models.weights import check_finite
 from resnetlab.models.registry import STYLE_AMBIGUOUS, model_input
-from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.runtime.checkpoint import load_checkpoint, with_averaged
 
 
 @dataclass
@@ -26,6 +26,7 @@ class LoadedModel:
     input: dict  # {"size": crop, "resize": shorter side before the crop}
     checkpoint: dict | None = None
     source: Path | None = None  # the file the weights were read from
+    averaged: str | None = None  # the run's averager whose weights these are ("ema"), None: the trained weights
 
     def transforms(self) -> Preprocess:
         """image (path, PIL, tensor) -> this model's normalized input, as torchvision's weights.transforms()."""
@@ -45,8 +46,9 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         if style and style != trained_style:
             raise UserError(f"{checkpoint} was trained as style {trained_style!r}; --style {style} would compute "
                             "something else (drop it)")
+        averaged = _load_averaged(net, ckpt, checkpoint)
         return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"], normalization, ckpt["input"], ckpt,
-                           Path(checkpoint))
+                           Path(checkpoint), averaged)
     if not (model and weights):
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
     size = model_input(model)
@@ -87,6 +89,24 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
                            source=Path(weights))
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
     return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size, source=Path(weights))
+
+
+def _load_averaged(net: nn.Module, ckpt: dict, path: str) -> str | None:
+    """A run's averaged weights (--model-ema) in place of its trained ones, where it has them: they are what the
+    run was trained to produce (torchvision's references evaluate and ship the EMA alike); returns its name."""
+    averaged = ckpt.get("averaged")
+    if not averaged:
+        return None
+    if not isinstance(averaged, dict) or not all(isinstance(v, dict) for v in averaged.values()):
+        raise UserError(f"{path} is damaged or not a resnetlab checkpoint: its averaged entry is not state dicts")
+    name, state = next(iter(averaged.items()))
+    check_finite(state, path)
+    try:
+        net.load_state_dict(with_averaged(net.state_dict(), state))
+    except (RuntimeError, TypeError, AttributeError):
+        raise UserError(f"{path} is damaged or not a resnetlab checkpoint: its averaged weights do not fit "
+                        f"{ckpt['model_name']}") from None
+    return name
 
 
 def _checked_contents(ckpt: dict, path: str) -> tuple[nn.Module, Normalization]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Batch = tuple[Tensor | list[Tensor], Tensor]
+Views = tuple[Tensor | list[Tensor], Tensor]  # (input, labels): a Batch, or a DataLoader's pair
 
 
 def fully_convolutional_logits(model: nn.Module, x: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ def _log_probs(models: Sequence[nn.Module], x: Tensor | list[Tensor], amp: torch
 
 
 @torch.no_grad()
-def evaluate(models: nn.Module | Sequence[nn.Module], batches: Iterable[Batch], amp_dtype: torch.dtype | None = None,
+def evaluate(models: nn.Module | Sequence[nn.Module], batches: Iterable[Views], amp_dtype: torch.dtype | None = None,
              predictions: int = 0) -> dict:
     """count, loss, top-1/top-5 error and the confusion matrix (rows: true class, columns: predicted);
     with `predictions` = k, also each image's true class and top-k classes with their probabilities."""
@@ -57,7 +57,8 @@ def evaluate(models: nn.Module | Sequence[nn.Module], batches: Iterable[Batch], 
     loss = top1 = top5 = count = 0.0
     confusion: Tensor | None = None
     kept: list[tuple[Tensor, Tensor, Tensor]] = []
-    for x, y in batches:
+    for batch in batches:
+        x, y = batch[0], batch[1]
         log_probs = _log_probs(models, x, amp_dtype)
         y = y.to(log_probs.device, non_blocking=True)
         classes = log_probs.shape[1]

@@ -19,26 +19,30 @@ from resnetlab.multiseed.network import pack, stack, unpack
 class RunsSGD:
     """torch.optim.SGD's update (momentum, dampening 0, weight decay) with a learning rate per run.
 
-    d = g + wd * p;  buf = m * buf + d;  p -= lr_k * buf
+    d = g + wd * p;  buf = m * buf + d;  p -= lr_k * buf   (Nesterov: p -= lr_k * (d + m * buf))
     Hand-written because torch's SGD takes one learning rate per tensor, and a stacked tensor holds K runs.
     The buffers start as zeros (m * 0 + d = d: torch's first step, to the bit).
     """
 
     def __init__(self, params: dict[str, nn.Parameter], k: int, momentum: float, weight_decay: float,
-                 factors: dict[str, float] | None = None) -> None:
-        """factors: a parameter's lr over the run's (--head-lr's classifier), 1 where absent."""
-        self.params, self.k, self.momentum, self.weight_decay = params, k, momentum, weight_decay
+                 factors: dict[str, float] | None = None, nesterov: bool = False,
+                 decays: dict[str, float] | None = None) -> None:
+        """factors: a parameter's lr over the run's (--head-lr's classifier), 1 where absent; decays: a
+        parameter's own weight decay (--norm-weight-decay), `weight_decay` where absent."""
+        self.params, self.k, self.momentum, self.nesterov = params, k, momentum, nesterov
         self.factors = {name: (factors or {}).get(name, 1.0) for name in params}
+        self.decays = {name: (decays or {}).get(name, weight_decay) for name in params}
         self.buffers: dict[str, Tensor] = {name: torch.zeros_like(p) for name, p in params.items()}
         self.lrs = torch.zeros(k, device=next(iter(params.values())).device)  # read by the (compiled) update
 
     @torch.no_grad()
     def step(self) -> None:
         for name, p in self.params.items():
-            d = p.grad.add(p, alpha=self.weight_decay)
+            d = p.grad.add(p, alpha=self.decays[name])
             buf = self.buffers[name].mul_(self.momentum).add_(d)
             lrs = self.lrs if self.factors[name] == 1.0 else self.lrs * self.factors[name]
-            p.view(self.k, -1).sub_(lrs[:, None] * buf.view(self.k, -1))
+            update = d.add(buf, alpha=self.momentum) if self.nesterov else buf
+            p.view(self.k, -1).sub_(lrs[:, None] * update.view(self.k, -1))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params.values():
@@ -53,11 +57,12 @@ class Together:
         self.models, self.optimizers, self.k = models, optimizers, len(models)
         self.template = models[0].state_dict()
         self.net = stack(models).to(device)
-        factor_of = {id(p): g.get("lr_factor", 1.0) for g in optimizers[0].param_groups for p in g["params"]}
-        factors = {name: factor_of.get(id(p), 1.0) for name, p in models[0].named_parameters()}
+        groups = {id(p): g for g in optimizers[0].param_groups for p in g["params"]}
+        factors = {name: groups[id(p)].get("lr_factor", 1.0) for name, p in models[0].named_parameters() if id(p) in groups}
+        decays = {name: groups[id(p)]["weight_decay"] for name, p in models[0].named_parameters() if id(p) in groups}
         trained = {name: p for name, p in self.net.named_parameters() if p.requires_grad}  # not --freeze's
         self.optimizer = RunsSGD(trained, self.k, group["momentum"], group["weight_decay"],
-                                 factors)
+                                 factors, group.get("nesterov", False), decays)
         self._load_momenta()
 
     def _load_momenta(self) -> None:
@@ -78,6 +83,12 @@ class Together:
 
     def set_learning_rates(self, lrs: list[float]) -> None:
         self.optimizer.lrs.copy_(torch.tensor(lrs))
+
+    def per_run(self, tensors: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        return unpack(tensors, {n: self.template[n] for n in tensors}, self.k)
+
+    def stacked(self, states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return pack(states)
 
     def sync(self, lrs: list[float] | None) -> None:
         """Each run's model and optimizer as a run trained alone would hold them now."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
@@ -39,3 +40,9 @@ def load_checkpoint(path: str | Path, training: bool = False) -> dict[str, Any]:
     if missing:
         raise UserError(f"{path} is damaged or incomplete: it has no {missing[0]!r} entry")
     return ckpt
+
+
+def with_averaged(state: dict[str, Tensor], averaged: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A model's state dict with a checkpoint's averaged tensors (its `averaged` entry: --model-ema) in place of
+    its own; integer buffers (BatchNorm's batch counts) are kept."""
+    return {k: averaged.get(k, v) for k, v in state.items()}

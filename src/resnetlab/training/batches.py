@@ -7,7 +7,10 @@ from pathlib import Path
 import PIL
 import torch
 
+from resnetlab.data.batch_transforms import BatchTransforms
+from resnetlab.data.image_policies import ImageAugment
 from resnetlab.data import DeviceLoader, Normalization, open_dataset
+from resnetlab.data.batch import Batch
 from resnetlab.data.arrays import ArrayDataset
 from resnetlab.data.imagenet import StreamLoader, eval_loader
 from resnetlab.data.sources import SMALL_IMAGE, split_for_training, validation_name
@@ -45,6 +48,9 @@ class Data:
             raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world_size} processes")
         if cfg.batch_size > len(train):
             raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(train):,} training images")
+        augment = ImageAugment(cfg.auto_augment, cfg.random_erase, small=isinstance(train, ArrayDataset)
+                               and int(train.images.shape[1]) <= 64)
+        self.transforms = BatchTransforms(cfg, len(ds.classes), dist.rank)  # --mixup-alpha, --cutmix-alpha
         if isinstance(train, ArrayDataset):
             self.normalization = (Normalization.imagenet() if cfg.normalization == "imagenet" else
                                   weights_normalization if cfg.normalization == "weights" else
@@ -53,7 +59,8 @@ class Data:
             self.input = {"size": int(train.images.shape[1]), "resize": int(train.images.shape[1])}
             self.train = DeviceLoader(train.images, train.labels, cfg.batch_size, device, self.normalization,
                                       augment=True, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
-                                      channels_last=channels_last, crop_scale=cfg.crop_scale)
+                                      channels_last=channels_last, crop_scale=cfg.crop_scale,
+                                      image_augment=augment)
             self.val = (DeviceLoader(val.images, val.labels, EVAL_BATCH_IN_MEMORY, device, self.normalization,
                                      augment=False) if val is not None else None)
         else:
@@ -65,7 +72,7 @@ class Data:
             self.train = StreamLoader(train, cfg.batch_size, device, seed=cfg.seed, workers=cfg.workers,
                                       rank=dist.rank, world_size=dist.world_size, channels_last=channels_last,
                                       crop=self.input["size"], normalization=self.normalization,
-                                      crop_scale=cfg.crop_scale)
+                                      crop_scale=cfg.crop_scale, image_augment=augment)
             self.val = (eval_loader(val, EVAL_BATCH_STREAMED, cfg.workers, crop=self.input["size"],
                                     resize=self.input["resize"], normalize=self.normalization)
                         if val is not None else None)
@@ -77,6 +84,10 @@ class Data:
         warning = size_warning(cfg.model, self.input["size"])
         if warning and dist.is_main:
             messages.say(warning)
+
+    def batch(self, step: int) -> Batch:
+        """The training batch of step `step`: the loader's, through the run's batch transforms."""
+        return self.transforms(self.train.batch(step), step)
 
     def describe_input(self) -> str:
         size, resize = self.input["size"], self.input["resize"]

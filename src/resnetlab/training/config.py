@@ -14,35 +14,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from resnetlab.errors import UserError
+from resnetlab.errors import SettingError, UserError
 from resnetlab.files import read_small_text
 from resnetlab.models.registry import check_name, default_recipe
 from resnetlab.models.weights import weights_style
 from resnetlab.training.optimizers import OPTIMIZERS
-from resnetlab.training.settings import CHOICES, FIELDS, GROUPS, TrainConfig
+from resnetlab.training.recipes import RECIPES
+from resnetlab.training.settings import CHECKS, CHOICES, FIELDS, GROUPS, TrainConfig
 
 __all__ = ["CHOICES", "FIELDS", "GROUPS", "RECIPES", "TrainConfig", "default_recipe", "from_dict", "read_toml",
            "recipe_for", "resolve", "validate"]
 
 
-RECIPES: dict[str, dict[str, Any]] = {
-    # Sec. 4.2: batch 128, lr 0.1 /10 at 32k and 48k, 64k iterations, wd 1e-4, momentum 0.9.
-    "cifar-paper": {},
-    # Starting from trained weights (--weights): 30 epochs of the user's images (torchvision's transfer-learning
-    # tutorial trains 25, timm's fine-tunes 10-50: a fixed iteration count would be ~950 epochs of a 540-image
-    # folder, or 11 of CIFAR), kept within 100-4,000 iterations (learning_rate.FINETUNE_ITERS: enough steps for a new
-    # classifier to settle on a tiny folder; no more than converges from trained weights on CIFAR-size data),
-    # lr 0.01 (a tenth of training from scratch: a large lr undoes what the backbone learned) /10 at 50% and 75%,
-    # a new classifier at 0.1 (--head-lr: it starts from nothing), no warm-up, the weights' own normalization;
-    # batch 128, wd 1e-4, momentum 0.9.
-    "finetune": {"iters": 4000, "epochs": 30.0, "lr": 0.01, "head_lr": 0.1, "milestones": [2000, 3000],
-                 "warmup": "off", "eval_every": 200, "normalization": "weights"},
-    # Sec. 3.4: batch 256, lr 0.1 /10 when the error plateaus, up to 600k iterations.
-    "imagenet-paper": {
-        "batch_size": 256, "iters": 600000, "schedule": "plateau", "milestones": [],
-        "eval_every": 5000, "normalization": "imagenet", "holdout": 0, "warmup": "off",
-    },
-}
 # Settings of earlier versions, read from their config.json and checkpoints: retired keys are dropped
 # (sync_bn was never used), retired values mapped ("auto" channels_last always meant "on").
 RETIRED = ("sync_bn", "fast_path")  # fast_path: what a run used, stored beside its settings, not a setting
@@ -171,6 +154,8 @@ def resolve(recipe: str, file_values: dict[str, Any], flags: dict[str, Any]) -> 
         values["epochs"] = 0.0  # --iters given: the recipe's epochs no longer set the length
     if "iters" in explicit and "milestones" not in explicit:
         values["milestones"] = scaled_milestones(recipe, values["iters"])
+    if "iters" in explicit:
+        values.update(scaled_with_length(recipe, values["iters"], explicit))
     if "batch_size" in explicit:
         # The linear scaling rule (Goyal et al. 2017; timm's --lr-base-size): the recipe's learning rates were
         # set for its batch, and kept at 0.1 a batch of 6 diverges at once; --lr/--warmup-lr set them outright.
@@ -214,6 +199,18 @@ def base_value(recipe: str, name: str) -> Any:
     return RECIPES.get(recipe, {}).get(name, getattr(TrainConfig, name))
 
 
+def scaled_with_length(recipe: str, iters: int, explicit: dict[str, Any]) -> dict[str, Any]:
+    """What a recipe sets as a share of its run, at the same share of `iters` where not given: the linear
+    warm-up's length, and the EMA's horizon (1 / (1 - decay) updates)."""
+    share, out = iters / base_value(recipe, "iters"), {}
+    if "lr_warmup_iters" not in explicit and base_value(recipe, "lr_warmup_iters"):
+        out["lr_warmup_iters"] = round(base_value(recipe, "lr_warmup_iters") * share)
+    if "model_ema_decay" not in explicit and "model_ema_decay" in RECIPES.get(recipe, {}):
+        horizon = share / (1 - base_value(recipe, "model_ema_decay"))
+        out["model_ema_decay"] = round(1 - 1 / max(horizon, 1.0), 5)
+    return out
+
+
 def scaled_milestones(recipe: str, iters: int) -> list[int]:
     """The recipe's milestones at the same fractions of `iters` (32k/48k of 64k -> 50%/75%)."""
     base = RECIPES.get(recipe, {})
@@ -223,49 +220,29 @@ def scaled_milestones(recipe: str, iters: int) -> list[int]:
 
 
 def validate(cfg: TrainConfig) -> None:
+    """Every setting within its bounds (settings.py: each setting's check), then what settings say of each
+    other; a bad value is a SettingError naming the setting (each front end renders it in its own terms)."""
     for name, f in FIELDS.items():
-        if f.type in ("float", float) and not math.isfinite(getattr(cfg, name)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {getattr(cfg, name)}")
-    for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(a or '(default)' for a in allowed)}")
-    for name, note in (("crop_scale", "0: the paper's augmentation; timm's default 0.08"),
-                       ("layer_decay", "0: off; timm's fine-tunes use 0.6-0.9")):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1] ({note}), not {getattr(cfg, name)}")
-    if not 0 <= cfg.epochs <= 100_000:
-        raise UserError(f"--epochs must be in [0, 100000] (0: --iters sets the length), not {cfg.epochs}")
-    positive = ("iters", "batch_size", "eval_every", "log_every")
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, not {getattr(cfg, name)}")
-    if not 0 <= cfg.seed < 2**63:
-        raise UserError(f"--seed must be a whole number in [0, 2**63), not {cfg.seed}")
-    for name in ("lr", "warmup_lr"):
-        if not 0 < getattr(cfg, name) <= 10:
-            raise UserError(f"--{name.replace('_', '-')} must be in (0, 10], not {getattr(cfg, name)}")
-    if not 0 <= cfg.head_lr <= 10:
-        raise UserError(f"--head-lr must be in [0, 10] (0: the same as --lr), not {cfg.head_lr}")
+        value = getattr(cfg, name)
+        if f.type in ("float", float) and not math.isfinite(value):
+            raise SettingError(name, value, f"must be a finite number, not {value}")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise SettingError(name, value, f"{value!r}: choose one of {', '.join(a or '(default)' for a in CHOICES[name])}")
+        problem = CHECKS[name](value) if name in CHECKS else None
+        if problem:
+            raise SettingError(name, value, problem)
     if cfg.normalization == "weights" and not cfg.weights:
-        raise UserError("--normalization weights follows --weights, and none are given: use pixel-mean, channel or "
-                        "imagenet, or give --weights")
-    if cfg.save_minutes < 0:
-        raise UserError(f"--save-minutes cannot be negative, not {cfg.save_minutes}")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise UserError(f"--label-smoothing must be in [0, 1), not {cfg.label_smoothing}")
-    if not 0 <= cfg.momentum < 1:
-        raise UserError(f"--momentum must be in [0, 1), not {cfg.momentum}")
-    if cfg.weight_decay < 0 or cfg.holdout < 0 or cfg.save_every < 0 or cfg.workers < 0:
-        raise UserError("--weight-decay, --holdout, --save-every and --workers cannot be negative")
-    if not 0 < cfg.warmup_until_error <= 1:
-        raise UserError(f"--warmup-until-error must be in (0, 1], not {cfg.warmup_until_error}")
+        raise SettingError("normalization", cfg.normalization, "weights follows --weights, and none are given: use "
+                           "pixel-mean, channel or imagenet, or give --weights")
     if cfg.val == "holdout" and cfg.holdout == 0:
-        raise UserError("--val holdout needs a hold-out: --holdout must be positive (or use --val none)")
-    if cfg.plateau_patience <= 0:
-        raise UserError(f"--plateau-patience must be positive, not {cfg.plateau_patience}")
+        raise SettingError("val", cfg.val, "holdout needs a hold-out: --holdout must be positive (or use --val none)")
+    if cfg.nesterov and (cfg.opt != "sgd" or cfg.momentum == 0):
+        raise SettingError("nesterov", True, f"is SGD's momentum of Nesterov: it needs --opt sgd and a --momentum "
+                                             f"above 0 (here --opt {cfg.opt}, --momentum {cfg.momentum:g})")
+    if cfg.lr_warmup_iters >= cfg.iters:
+        raise SettingError("lr_warmup_iters", cfg.lr_warmup_iters, f"must be fewer than the run's {cfg.iters:,} "
+                                                                   "iterations")
     check_name(cfg.model)
-    if sorted(cfg.milestones) != cfg.milestones or any(m <= 0 for m in cfg.milestones):
-        raise UserError(f"--milestones must be increasing positive iterations, not {cfg.milestones}")
     _check_out_outside_data(cfg)
 
 

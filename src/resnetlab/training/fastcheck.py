@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from torch import Tensor
 
+from resnetlab.data.batch import Batch
 from resnetlab.data.download import default_root
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
 from resnetlab.runtime import distributed
 from resnetlab.training.fastpath import FastPath, device_name
 from resnetlab.training.probe import PROBE_STEPS, Probe, Step, compare, perturbed
+from resnetlab.training.settings import CHANGES_STEP
 from resnetlab.training.step import TrainingStep
 
 EAGER_FP32 = FastPath(None, None, "eager fp32")
@@ -94,18 +95,14 @@ def resnetlab_version() -> str:
 
 def verdict_key(train_step: TrainingStep, path: FastPath) -> str:
     """Everything that changes the step: torch and resnetlab, the machine by what it computes (device_name
-    names the ISA), the network as built (shortcut, style, zero-init, classes), what is trained and how (frozen
-    stages, the classifier's own lr, label smoothing, momentum, weight decay: each changes the compiled graph
-    or the update), the batch, layout and path. A verdict on a from-scratch step says nothing of a frozen one."""
+    names the ISA), the classes and the runs stacked, the path, and every setting marked as changing the step
+    (settings.py: step=True: the network as built, what is trained and how, the batch transforms, the
+    averagers, the layout). A verdict on a from-scratch step says nothing of a frozen one, nor of a mixup one."""
     cfg = train_step.runs[0].cfg
-    layout = "channels_last" if cfg.channels_last != "off" else "contiguous"
     classes = len(train_step.runs[0].data.classes)
-    training = (f"freeze {cfg.freeze or 'none'} head-lr {cfg.head_lr / cfg.lr if cfg.head_lr else 1:g}x "
-                f"smoothing {cfg.label_smoothing:g} momentum {cfg.momentum:g} wd {cfg.weight_decay:g}")
-    return (f"torch {torch.__version__} | resnetlab {resnetlab_version()} | {device_name(train_step.device)} | {cfg.model} "
-            f"shortcut {cfg.shortcut or 'default'} style {cfg.style} zero-init {cfg.zero_init_residual} "
-            f"classes {classes} x{train_step.k} {layout} batch {cfg.batch_size} | {training} | {path.precision} | "
-            f"{path.mode}")
+    settings = " ".join(f"{name}={getattr(cfg, name)!r}" for name in CHANGES_STEP)
+    return (f"torch {torch.__version__} | resnetlab {resnetlab_version()} | {device_name(train_step.device)} | "
+            f"classes {classes} x{train_step.k} | {settings} | {path.precision} | {path.mode}")
 
 
 @contextlib.contextmanager
@@ -160,7 +157,7 @@ def _probe_path(probe: Probe, reference: Step, twin: Step, precision: str) -> tu
             return f"it failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300], "", 0.0
 
 
-def settle(train_step: TrainingStep, candidates: list[FastPath], batches: list[tuple[Tensor, Tensor]], lrs: list[float],
+def settle(train_step: TrainingStep, candidates: list[FastPath], batches: list[Batch], lrs: list[float],
            say: Callable[[str], None] = print) -> tuple[float, list[str]]:
     """Put `train_step` on the first of `candidates` that agrees with the eager fp32 step (cached verdicts are
     trusted); returns the seconds spent compiling and what the check found (one line per rejected path, then

@@ -55,10 +55,22 @@ def warming_up(cfg: TrainConfig, state: RunState, warmup: bool) -> bool:
     return warmup and not state.warm_done and not (cfg.milestones and state.step >= cfg.milestones[0])
 
 
+# torchvision's references' linear warm-up (LinearLR, --lr-warmup-decay 0.01): the lr starts at 1/100 of the
+# schedule's and reaches it after --lr-warmup-iters iterations.
+LINEAR_WARMUP_START = 0.01
+
+
+def linear_warmup(cfg: TrainConfig, step: int) -> float:
+    """The factor --lr-warmup-iters puts on the schedule's lr at `step` (1 after the warm-up)."""
+    if step >= cfg.lr_warmup_iters:
+        return 1.0
+    return LINEAR_WARMUP_START + (1 - LINEAR_WARMUP_START) * step / cfg.lr_warmup_iters
+
+
 def learning_rate(cfg: TrainConfig, state: RunState, warmup: bool) -> float:
     if warming_up(cfg, state, warmup):
         return cfg.warmup_lr
-    return SCHEDULES[cfg.schedule].lr(cfg, state.step, state.lr_scale)
+    return SCHEDULES[cfg.schedule].lr(cfg, state.step, state.lr_scale) * linear_warmup(cfg, state.step)
 
 
 def warmup_over(cfg: TrainConfig, train_error: float) -> bool:
@@ -120,6 +132,8 @@ def describe(cfg: TrainConfig, warmup: bool) -> str:
     drops = SCHEDULES[cfg.schedule].describe(cfg)
     warm = (f"; warm-up at lr {cfg.warmup_lr:g} until the training error is below {cfg.warmup_until_error:.0%}"
             if warmup else "")
+    if cfg.lr_warmup_iters:
+        warm += f"; linear warm-up from lr x{LINEAR_WARMUP_START:g} over the first {cfg.lr_warmup_iters:,} iterations"
     lr_scale = OPTIMIZERS[cfg.opt].lr_scale  # AdamW's lr: 1/100 of the recipe's SGD lr
     base_lr, base_batch = base_value(cfg.recipe, "lr") * lr_scale, base_value(cfg.recipe, "batch_size")
     for_opt = f" for --opt {cfg.opt}" if lr_scale != 1 else ""

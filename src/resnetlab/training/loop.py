@@ -79,7 +79,7 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     path = fastpath.choose(first, device, len(runs), recorded)
     train_step = TrainingStep(runs, path)
     say = messages.say if dist.is_main else (lambda line: None)
-    batches = [run.data.train.batch(lead.state.step) for run in runs]
+    batches = [run.data.batch(lead.state.step) for run in runs]
     seconds, found = fastcheck.settle(train_step, fastpath.fallbacks(first, path), batches, [run.lr for run in runs], say)
     for run in runs:
         run.state.compile_seconds += seconds
@@ -171,18 +171,18 @@ def loop(runs: list[Run], train_step: TrainingStep, stop_after: int | None = Non
             while step < end:
                 lrs = [run.lr for run in runs]
                 waiting = time.perf_counter()
-                batches = [run.data.train.batch(step) for run in runs]
+                batches = [run.data.batch(step) for run in runs]
                 waited = time.perf_counter() - waiting
                 half_done = True
-                losses, errors = first_or_next_step(train_step, runs, batches, lrs, progress)
+                losses, errors = first_or_next_step(train_step, runs, batches, lrs, progress, step + 1)
                 step += 1
                 for k, run in enumerate(runs):
                     run.state.step = step
-                    run.window.add(losses[k], errors[k], len(batches[k][1]), waited)
+                    run.window.add(losses[k], errors[k], len(batches[k].labels), waited)
                 progress.update()
                 stop = signals.requested is not None
                 logged = at_log_point(cfg, step, end)
-                agreed = logged and log_point(runs, train_step, lrs, len(batches[0][1]), end, stop, progress)
+                agreed = logged and log_point(runs, train_step, lrs, len(batches[0].labels), end, stop, progress)
                 if not logged and train_step.dist.enabled and step % STOP_POLL.get(train_step.device.type, 10) == 0:
                     agreed = agree_to_stop(train_step, stop)
                 half_done = False
@@ -262,14 +262,16 @@ def log_point(runs: list[Run], train_step: TrainingStep, lrs: list[float], batch
     return closed[0][1]
 
 
-def first_or_next_step(train_step: TrainingStep, runs: list[Run], batches: list, lrs: list[float], progress: "Progress"):
-    """One step of every run; the first of a compiled step compiles it, and is timed apart."""
+def first_or_next_step(train_step: TrainingStep, runs: list[Run], batches: list, lrs: list[float], progress: "Progress",
+                       step: int):
+    """One step of every run (making `step` steps done); the first of a compiled step compiles it, and is
+    timed apart."""
     if not train_step.path.compiled or train_step.compiled_once:
-        return train_step(batches, lrs)
+        return train_step(batches, lrs, step)
     progress.write("compiling the training step (torch.compile: about a minute on an idle 2-core CPU, up to 8 "
                    "on a busy one)...")
     started = time.perf_counter()
-    out = train_step(batches, lrs)
+    out = train_step(batches, lrs, step)
     train_step.compiled_once = True
     seconds = time.perf_counter() - started
     progress.write(f"compiled in {seconds:.0f} s; not counted in images/s")

@@ -11,11 +11,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from resnetlab.errors import TrainingDiverged
 from resnetlab.runtime import distributed
 from resnetlab.training.learning_rate import RunState
+
+
+# A loss this many times above its first logged value (or chance, ln(classes), if larger) is diverging:
+# SGD at a sane lr never climbs that far, while --lr 10 reaches 1e4 within a few hundred steps.
+EXPLODED = 20.0
 
 
 @dataclass
@@ -100,3 +107,17 @@ def _own_share(state: RunState, dist: distributed.DistInfo) -> tuple[float, int]
             return loss[dist.rank], errors[dist.rank]
         loss, errors = sum(loss), sum(errors)
     return (loss, errors) if dist.is_main or not dist.enabled else (0.0, 0)
+
+
+def check_divergence(state: RunState, mean_loss: float, lr: float, classes: int, last: Path) -> None:
+    """Raise TrainingDiverged when the window's mean loss is not finite or EXPLODED times its start."""
+    if not state.first_loss and math.isfinite(mean_loss):
+        state.first_loss = mean_loss
+    limit = EXPLODED * max(state.first_loss, math.log(classes))
+    if math.isfinite(mean_loss) and mean_loss <= limit:
+        return
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
+    what = (f"became {mean_loss}" if not math.isfinite(mean_loss) else
+            f"exploded to {mean_loss:.4g}, over {EXPLODED:g}x its start ({state.first_loss:.3g})")
+    raise TrainingDiverged(f"the training loss {what} by iteration {state.step} (lr {lr:g}); {kept}. "
+                           "A lower --lr, or a look at the data, may help")

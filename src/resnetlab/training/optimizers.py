@@ -25,8 +25,8 @@ class Optimizer:
 OPTIMIZERS: dict[str, Optimizer] = {
     # Sec. 3.4 / 4.2: SGD with momentum 0.9, weight decay 1e-4.
     "sgd": Optimizer(lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                                          weight_decay=cfg.weight_decay),
-                     "SGD with momentum (the paper's)"),
+                                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov),
+                     "SGD with momentum (the paper's; --nesterov: Nesterov's)"),
     # AdamW (Loshchilov & Hutter 2019) with timm's fine-tuning defaults: decoupled weight decay 0.05 and a learning
     # rate 1/100 of SGD's (0.1 -> 1e-3 from scratch; the finetune recipe's 0.01 -> 1e-4, its head 0.1 -> 1e-3),
     # betas (0.9, 0.999); --momentum is not used.

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from resnetlab.training.start import lr_factors
+from resnetlab.data.batch import Batch
+from resnetlab.training.start import lr_factors, weight_decays
 from resnetlab.training.step import TrainingStep
 
 # How far healthy steps may be from the eager fp32 steps, per precision: the loss (relative, worst step), the
@@ -73,7 +74,8 @@ class Probe:
             for i in range(PROBE_STEPS):
                 weights, momenta = [p.detach().float().clone() for p in params], [b.float().clone() for b, _ in pairs]
                 start = time.perf_counter()
-                loss, _ = train_step(self.batches, self.lrs)
+                # the averagers update as at the run's own steps (and are undone with the rest)
+                loss, _ = train_step(self.batches, self.lrs, train_step.runs[0].state.step + i + 1)
                 if train_step.device.type == "cuda":
                     torch.cuda.synchronize(train_step.device)
                 seconds = seconds or time.perf_counter() - start
@@ -110,21 +112,26 @@ class Probe:
 def sgd_rule_error(train_step: TrainingStep, lrs: list[float], weights: list[Tensor], momenta: list[Tensor],
                    grads: list[Tensor]) -> float:
     """How far the step's momentum buffers and weights are from SGD's rule applied to its own gradients
-    (buf = m * buf + g + wd * w; w -= lr * buf), relative to each one's change, with the lr the schedule gave the
+    (buf = m * buf + g + wd * w; w -= lr * buf, or lr * (g + wd * w + m * buf) with --nesterov; each
+    parameter's own wd: start.weight_decays), relative to each one's change, with the lr the schedule gave the
     step (`lrs`) and the settings' factor of each parameter: about 1e-7 for a healthy step, 1e-3 when weight decay
     is dropped, order 1 when momentum is ignored, the update not applied or the lr wrong.
     Frozen parameters (no gradient) must not move at all."""
     cfg, k = train_step.runs[0].cfg, train_step.k
     expected_lrs = scheduled_learning_rates(train_step, lrs)
+    by_name = weight_decays(train_step.net, cfg)
+    decays = {id(p): by_name[name.removeprefix("module.")] for name, p in train_step.net.named_parameters()}
     worst = 0.0
     for (buf, p), w, m, g in zip(train_step.momenta(), weights, momenta, grads):
         if not p.requires_grad:
             worst = max(worst, float(not torch.equal(p.detach().float(), w)))
             continue
-        expected = m * cfg.momentum + g + cfg.weight_decay * w
+        d = g + decays[id(p)] * w
+        expected = m * cfg.momentum + d
         worst = max(worst, _relative(buf.float(), expected, expected - m))
         lr = expected_lrs[id(p)].to(w.device)
-        moved = (w.reshape(k, -1) - lr[:, None] * buf.float().reshape(k, -1)).reshape(w.shape)
+        update = d + cfg.momentum * buf.float() if cfg.nesterov else buf.float()
+        moved = (w.reshape(k, -1) - lr[:, None] * update.reshape(k, -1)).reshape(w.shape)
         worst = max(worst, _relative(p.detach().float(), moved, moved - w) / 100)  # w's rounding: ~eps*|w|/|lr*buf|
     return worst
 
@@ -264,13 +271,13 @@ def compare(candidate: Step, reference: Step, precision: str, twin: Step | None 
     return (f"{'; '.join(wrong)} ({precision} tolerances)", measured) if wrong else (None, measured)
 
 
-def perturbed(batches: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+def perturbed(batches: list[Batch]) -> list[Batch]:
     """The batches with each input value moved by about TWIN_PERTURBATION, relative (a fixed draw)."""
     g = torch.Generator().manual_seed(0)
     out = []
-    for x, y in batches:
+    for x, y, targets in batches:
         noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype)
         layout = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
             else torch.contiguous_format
-        out.append(((x * (1 + TWIN_PERTURBATION * noise)).contiguous(memory_format=layout), y))
+        out.append(Batch((x * (1 + TWIN_PERTURBATION * noise)).contiguous(memory_format=layout), y, targets))
     return out

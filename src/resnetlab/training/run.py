@@ -12,23 +12,20 @@ from typing import Any
 import torch
 
 from resnetlab.data import Normalization
-from resnetlab.errors import TrainingDiverged, UserError
+from resnetlab.errors import UserError
 from resnetlab.inference.scoring import evaluate
 from resnetlab.models import create_model
 from resnetlab.runtime import distributed, messages
 from resnetlab.runtime.checkpoint import load_checkpoint
-from resnetlab.training import curves, expected_speed, fastpath, start
+from resnetlab.training import averagers, curves, expected_speed, fastpath, start
 from resnetlab.training import learning_rate as schedule
 from resnetlab.training.batches import Data
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.learning_rate import RunState
-from resnetlab.training.metrics import MetricWindow
+from resnetlab.training.metrics import MetricWindow, check_divergence
 from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.rundir import RunDir
 
-# A loss this many times above its first logged value (or chance, ln(classes), if larger) is diverging:
-# SGD at a sane lr never climbs that far, while --lr 10 reaches 1e4 within a few hundred steps.
-EXPLODED = 20.0
 SPLIT_NAMES = {"holdout": "hold-out", "test": "test", "val": "val"}
 
 
@@ -78,6 +75,7 @@ class Run:
         self.optimizer = OPTIMIZERS[cfg.opt].build(start.param_groups(self.model, cfg), cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)  # replaced by TrainingStep.use for fp16
         self.scaler_state: dict[str, Any] = {}  # a resumed fp16 run's loss scale
+        self.averaged: dict[str, dict] = {}  # each averager's weights (--model-ema), kept by TrainingStep.sync
         self.state = RunState()
         self.warmup = schedule.uses_warmup(cfg)
         if ckpt is not None:
@@ -116,7 +114,7 @@ class Run:
             "model_options": model_options(self.cfg, len(self.data.classes)),
             "classes": self.data.classes, "normalization": self.data.normalization.to_dict(),
             "input": self.data.input, "split": {k: v for k, v in self.data.split.items() if k != "val_indices"},
-            "started_from": self.started_from,
+            "started_from": self.started_from, **({"averaged": self.averaged} if self.averaged else {}),
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -128,6 +126,7 @@ class Run:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler_state = dict(ckpt["scaler"])
+            self.averaged = dict(ckpt.get("averaged") or {})
             # A checkpoint from before evaluations were timed: their total is unknown, not zero.
             self.state = RunState(**{"eval_seconds": None, **ckpt["state"]})
             torch.set_rng_state(ckpt["rng"]["torch"])
@@ -216,7 +215,7 @@ class Run:
         cfg, state = self.cfg, self.state
         figures = self.window.close(batch, stop)
         state.train_seconds += figures.seconds
-        self._check_divergence(figures.loss, lr)
+        check_divergence(state, figures.loss, lr, len(self.data.classes), self.run_dir / "last.pt")
         if self.warmup and not state.warm_done and schedule.warmup_over(cfg, figures.error):
             state.warm_done = True
         elif self.warmup and not state.warm_done and not schedule.warming_up(cfg, state, self.warmup):
@@ -228,20 +227,6 @@ class Run:
         record = {"iteration": state.step, "lr": lr, "train_loss": figures.loss, "train_error": figures.error,
                   "images_per_s": figures.images_per_s, "data_wait": figures.data_wait}
         return record, figures.stop
-
-    def _check_divergence(self, mean_loss: float, lr: float) -> None:
-        state = self.state
-        if not state.first_loss and math.isfinite(mean_loss):
-            state.first_loss = mean_loss
-        limit = EXPLODED * max(state.first_loss, math.log(len(self.data.classes)))
-        if math.isfinite(mean_loss) and mean_loss <= limit:
-            return
-        last = self.run_dir / "last.pt"
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written before it"
-        what = (f"became {mean_loss}" if not math.isfinite(mean_loss) else
-                f"exploded to {mean_loss:.4g}, over {EXPLODED:g}x its start ({state.first_loss:.3g})")
-        raise TrainingDiverged(f"the training loss {what} by iteration {state.step} (lr {lr:g}); {kept}. "
-                               "A lower --lr, or a look at the data, may help")
 
     def evaluate(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The validation metrics, and best.pt's record when this evaluation is the best so far."""
@@ -256,7 +241,12 @@ class Run:
         improved = schedule.after_evaluation(self.cfg, self.state, top1)
         best = ({"chosen_on": self.data.split["val"], "iteration": self.state.step, "error": top1}
                 if improved else None)
-        return {"val_loss": loss, "val_error": top1, "val_top5_error": top5}, best
+        figures = {"val_loss": loss, "val_error": top1, "val_top5_error": top5}
+        for name, state in self.averaged.items():  # the averaged weights beside the trained ones (never chosen on)
+            result = evaluate(averagers.averaged_model(self.model, state), self.data.val, self.amp_dtype)
+            own = torch.tensor([result["loss"], result["top1_error"]], dtype=torch.float64, device=self.device)
+            figures[f"{name}_val_loss"], figures[f"{name}_val_error"] = distributed.from_main(self.dist, own).tolist()
+        return figures, best
 
     def line(self, r: dict[str, Any]) -> str:
         split = SPLIT_NAMES.get(self.data.split["val"], self.data.split["val"])

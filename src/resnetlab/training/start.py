@@ -137,17 +137,33 @@ def lr_factors(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
     return factors
 
 
+def weight_decays(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
+    """Each parameter's weight decay, by name: --norm-weight-decay for normalization layers' weights and every
+    bias where it is given (torchvision's references' rule), --weight-decay for the rest. The one place of the
+    rule: the optimizer's groups, the seeds-together SGD and the self-check's probe read it."""
+    norms = {f"{module_name}.{p}".lstrip(".") for module_name, module in model.named_modules()
+             if isinstance(module, nn.modules.batchnorm._NormBase) for p, _ in module.named_parameters(recurse=False)}
+    out = {}
+    for name, _ in model.named_parameters():
+        name = name.removeprefix("module.")  # DDP's
+        special = cfg.norm_weight_decay >= 0 and (name in norms or name.endswith(".bias"))
+        out[name] = cfg.norm_weight_decay if special else cfg.weight_decay
+    return out
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """The optimizer's groups: trainable parameters by their lr factor (lr_factors), the classifier apart where
-    --head-lr is given; each group's `lr_factor` is its lr over --lr, which schedules scale alike."""
-    factors = lr_factors(model, cfg)
-    groups: dict[tuple[bool, float], list] = {}
+    """The optimizer's groups: trainable parameters by their lr factor (lr_factors) and weight decay
+    (weight_decays), the classifier apart where --head-lr is given; each group's `lr_factor` is its lr over
+    --lr, which schedules scale alike."""
+    factors, decays = lr_factors(model, cfg), weight_decays(model, cfg)
+    groups: dict[tuple[bool, float, float], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            key = (bool(cfg.head_lr) and name.startswith("fc."), factors[name])
+            key = (bool(cfg.head_lr) and name.startswith("fc."), factors[name], decays[name])
             groups.setdefault(key, []).append(param)
-    return [{"params": params, "lr_factor": factor, **({"lr": cfg.lr * factor} if factor != 1.0 else {})}
-            for (_, factor), params in groups.items()]  # linear probing: the classifier's group alone
+    return [{"params": params, "lr_factor": factor, **({"lr": cfg.lr * factor} if factor != 1.0 else {}),
+             **({"weight_decay": decay} if decay != cfg.weight_decay else {})}
+            for (_, factor, decay), params in groups.items()]  # linear probing: the classifier's group alone
 
 
 def frozen_parameters(model: nn.Module) -> dict[str, Tensor]:
@@ -162,5 +178,4 @@ def check_start_options(cfg: TrainConfig, runs: int) -> None:
     if runs > 1 and cfg.opt != "sgd":
         raise UserError(f"--opt {cfg.opt}: seeds trained together stack SGD's momenta (multiseed/); train them one "
                         "at a time (reproduce --together off) or with --opt sgd")
-    if cfg.head_lr < 0:
-        raise UserError(f"--head-lr must be positive (0: the same as --lr), not {cfg.head_lr}")
+

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnetlab.data.batch import Batch
 from resnetlab.multiseed import RunsSGD, Together
 from resnetlab.runtime.distributed import DistInfo
+from resnetlab.training import averagers
 from resnetlab.training.fastpath import FastPath
 from resnetlab.training.run import Run
 
@@ -34,6 +36,19 @@ class Trainee(Protocol):
 
     def sync(self, lrs: list[float] | None) -> None:
         """Each run's own model and optimizer brought up to date with the trained network (for its checkpoint)."""
+
+    def per_run(self, tensors: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """Tensors named as the trained network's state (an averager's) as each run's own."""
+
+    def stacked(self, states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Each run's tensors (a resumed averager's) in the trained network's layout."""
+
+
+def batch_loss(logits: Tensor, labels: Tensor, targets: Tensor | None, label_smoothing: float) -> Tensor:
+    """Each run's mean cross-entropy, (K,), from logits (B, K, classes): against the hard labels (B, K), or
+    against the soft targets (B, K, classes) a batch transform made; label smoothing applies to either."""
+    target = labels if targets is None else targets.permute(0, 2, 1)
+    return F.cross_entropy(logits.permute(0, 2, 1), target, reduction="none", label_smoothing=label_smoothing).mean(0)
 
 
 class OneRun:
@@ -69,6 +84,12 @@ class OneRun:
     def sync(self, lrs: list[float] | None) -> None:
         """The run's model is the trained one: nothing to copy."""
 
+    def per_run(self, tensors: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        return [{k: v.clone() for k, v in tensors.items()}]
+
+    def stacked(self, states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return states[0]
+
 
 class TrainingStep:
     """The step of the runs being trained (one, or K together), in the precision and mode of the fast path:
@@ -82,6 +103,9 @@ class TrainingStep:
         self.trainee: Trainee = (OneRun(lead, self.dist, self.device) if self.k == 1 else
                                  Together([r.model for r in runs], [r.optimizer for r in runs], self.device))
         self.net, self.optimizer = self.trainee.net, self.trainee.optimizer
+        # --model-ema: over the run's own model (not DDP's wrapper), or over K runs' stacked network
+        self.averagers = averagers.build(lead.model if self.k == 1 else self.net, lead.cfg)
+        self._restore_averages()
         self._lrs: list[float] | None = None
         self.self_check: list[str] = []  # what fastcheck found, for the start-up lines and bench
         self.synced = True  # the runs' models hold the stacked weights (nothing trained yet)
@@ -113,8 +137,19 @@ class TrainingStep:
         return self.trainee.momenta()
 
     def state_tensors(self) -> list[Tensor]:
-        """Every tensor a step changes in place: weights, BN statistics, momentum buffers."""
-        return [t.detach() for t in self.net.state_dict(keep_vars=True).values()] + [b for b, _ in self.momenta()]
+        """Every tensor a step changes in place: weights, BN statistics, momentum buffers, averages."""
+        return ([t.detach() for t in self.net.state_dict(keep_vars=True).values()] + [b for b, _ in self.momenta()]
+                + [t for a in self.averagers for t in a.tensors()])
+
+    def _restore_averages(self) -> None:
+        """A resumed run's averages (last.pt's `averaged`), in the trained network's layout."""
+        for averager in self.averagers:
+            states = [run.averaged.get(averager.name) for run in self.runs]
+            if all(state is not None for state in states):
+                stacked = self.trainee.stacked(states)
+                with torch.no_grad():
+                    for name, tensor in averager.average.items():
+                        tensor.copy_(stacked[name].reshape(tensor.shape))
 
     def set_learning_rates(self, lrs: list[float]) -> None:
         if lrs == self._lrs:  # they change a few times a run: no copy to the device at every step
@@ -122,22 +157,26 @@ class TrainingStep:
         self._lrs = list(lrs)
         self.trainee.set_learning_rates(lrs)
 
-    def __call__(self, batches: list[tuple[Tensor, Tensor]], lrs: list[float]) -> tuple[Tensor, Tensor]:
+    def __call__(self, batches: list[Batch], lrs: list[float], step: int | None = None) -> tuple[Tensor, Tensor]:
         """One SGD step of every run; returns each run's (loss, number of errors) as device tensors of
-        shape (K,): no host synchronization."""
-        x = batches[0][0] if self.k == 1 else torch.cat([b[0] for b in batches], dim=1)
-        y = torch.stack([b[1] for b in batches], dim=1)  # (B, K)
+        shape (K,): no host synchronization. `step`: how many steps are done after this one (the averagers
+        update at the steps they choose; None: a step outside the run's count, e.g. the bench's)."""
+        x = batches[0].images if self.k == 1 else torch.cat([b.images for b in batches], dim=1)
+        y = torch.stack([b.labels for b in batches], dim=1)  # (B, K)
+        soft = None if batches[0].targets is None else torch.stack([b.targets for b in batches], dim=1)
         self.set_learning_rates(lrs)
         self.synced = False
-        return self._step(x, y)
+        out = self._step(x, y) if soft is None else self._step(x, y, soft)
+        for averager in self.averagers if step is not None else ():
+            averager.after_step(step)
+        return out
 
-    def sgd_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def sgd_step(self, x: Tensor, y: Tensor, soft: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The step itself: forward (autocast to the path's precision), cross-entropy per run, backward, SGD.
-        x: (B, C, H, W) with the K runs' images side by side on channels; y: (B, K)."""
+        x: (B, C, H, W) with the K runs' images side by side on channels; y: (B, K); soft: (B, K, classes)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.net(x).float().view(len(y), self.k, -1)  # (B, K, classes)
-        losses = F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none",
-                                 label_smoothing=self.label_smoothing).mean(0)  # (K,)
+        losses = batch_loss(logits, y, soft, self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.sum()).backward()
         self.scaler.step(self.optimizer)
@@ -150,3 +189,6 @@ class TrainingStep:
             return
         self.synced = True
         self.trainee.sync(self._lrs)
+        for averager in self.averagers:
+            for run, state in zip(self.runs, self.trainee.per_run(averager.average)):
+                run.averaged[averager.name] = state

@@ -1,0 +1,72 @@
+"""Per-image augmentation policies, torchvision's v2 transforms by name (`--auto-augment`), and random erasing
+(`--random-erase P`), for both pipelines: the in-memory one's uint8 batches on the device (data/device_loader.py)
+and the streamed one's decoded photos (data/imagenet.py). A new policy is one POLICIES line.
+
+torchvision's policies draw from torch's global generator; each image's draws are made under that generator
+seeded by the image's own (seed, epoch, index) and restored afterwards (fork_rng), so a resumed run, any number
+of workers and any rank draw the same, and nothing else's randomness moves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+# Each builds the policy; `small`: the images are CIFAR-sized (AutoAugment has a policy searched on CIFAR-10).
+POLICIES: dict[str, Callable[[bool], Callable[[Tensor], Tensor]]] = {
+    "trivialaugmentwide": lambda small: v2.TrivialAugmentWide(),  # torchvision's V2 recipe's (Mueller & Hutter 2021)
+    "randaugment": lambda small: v2.RandAugment(),  # Cubuk et al. 2020: 2 ops of magnitude 9
+    "autoaugment": lambda small: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10 if small else v2.AutoAugmentPolicy.IMAGENET),
+}
+POLICY_STREAM, ERASE_STREAM = 0xA0A0, 0xE5E5  # apart from the crop's and flip's draws of the same image
+
+
+def image_seeds(seed: int, epoch: int, indices: Tensor, stream: int) -> list[int]:
+    """One seed per image, a function of (seed, epoch, image index, stream) alone."""
+    return [int(np.random.SeedSequence([seed, epoch, int(i), stream]).generate_state(1, np.uint64)[0] >> 1)
+            for i in indices.tolist()]
+
+
+def _seeded(fn: Callable[[Tensor], Tensor], image: Tensor, seed: int) -> Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn(image)
+
+
+class ImageAugment:
+    """The policy (on uint8 images, before normalization) and random erasing (on the normalized input: erased
+    pixels become 0, the mean, as in torchvision's references) a run's settings ask for."""
+
+    def __init__(self, policy: str = "", erase: float = 0.0, small: bool = False) -> None:
+        self.policy = POLICIES[policy](small) if policy else None
+        self.erase = v2.RandomErasing(p=erase, value=0) if erase else None
+        self.name = " + ".join(filter(None, [policy, f"random erasing p={erase:g}" if erase else ""]))
+
+    def __bool__(self) -> bool:
+        return self.policy is not None or self.erase is not None
+
+    def apply_policy(self, images: Tensor, seeds: list[int]) -> Tensor:
+        """uint8 (N, C, H, W) or (C, H, W) -> the same, each image under its own seed."""
+        if self.policy is None:
+            return images
+        if images.dim() == 3:
+            return _seeded(self.policy, images, seeds[0])
+        return torch.stack([_seeded(self.policy, image, s) for image, s in zip(images, seeds)])
+
+    def apply_erase(self, x: Tensor, seeds: list[int]) -> Tensor:
+        """Normalized float (N, C, H, W) or (C, H, W) -> the same, each image under its own seed."""
+        if self.erase is None:
+            return x
+        if x.dim() == 3:
+            return _seeded(self.erase, x, seeds[0])
+        return torch.stack([_seeded(self.erase, image, s) for image, s in zip(x, seeds)])
+
+    def one_image(self, img: Tensor, g: torch.Generator, finish: Callable[[Tensor], Tensor]) -> Tensor:
+        """A streamed photo's uint8 crop through the policy, `finish` (to float, normalized), random erasing;
+        the seeds drawn from the image's own generator `g`."""
+        policy_seed, erase_seed = (int(s) for s in torch.randint(0, 2**62, (2,), generator=g))
+        return self.apply_erase(finish(self.apply_policy(img, [policy_seed])), [erase_seed])
