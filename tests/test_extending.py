@@ -134,3 +134,41 @@ def test_a_weight_averager_is_one_class_and_one_registry_line():
         assert torch.equal(built[0].average["weight"], net.weight)
     finally:
         del averagers.AVERAGERS["last"]
+
+
+def test_a_dataset_format_is_one_reader(tiny_cifar, tmp_path):
+    """A new --data format is one function and one register_reader line (data/readers.py): here numpy .npz
+    arrays, trained on and evaluated through the API with no other change."""
+    import numpy as np
+
+    from resnetlab.data import readers
+    from resnetlab.data.arrays import ArrayDataset
+    from resnetlab.data.dataset import Dataset
+    from resnetlab.data.sources import open_dataset
+
+    cifar = open_dataset(str(tiny_cifar))
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_x=cifar.splits["train"].images, train_y=cifar.splits["train"].labels,
+             test_x=cifar.splits["test"].images, test_y=cifar.splits["test"].labels)
+
+    @readers.register_reader("npz", "a .npz of train_x/train_y (and test_x/test_y) uint8 arrays")
+    def read_npz(spec, path, options):
+        if path.suffix != ".npz" or not path.is_file():
+            return None
+        z = np.load(path)
+        splits = {s: ArrayDataset(z[f"{s}_x"], z[f"{s}_y"]) for s in ("train", "test") if f"{s}_x" in z}
+        return Dataset(spec, "npz", cifar.classes, splits)
+
+    try:
+        ds = open_dataset(str(npz))
+        assert ds.format == "npz" and ds.in_memory and len(ds.splits["test"]) == 200
+        out = tmp_path / "run"
+        resnetlab.train(model="cifar_resnet8", data=str(npz), out=str(out), iters=2, batch_size=32, quiet=True,
+                        fast="off", amp="off", eval_every=2)
+        result = resnetlab.evaluate(checkpoint=out / "last.pt", data=str(npz), split="test")
+        assert result["split"] == "test" and sum(c["count"] for c in result["per_class"]) == 200
+        with pytest.raises(resnetlab.UserError, match=r"\.npz of train_x"):
+            open_dataset(str(tmp_path / "missing.npz"))  # the error lists what the readers accept
+    finally:
+        readers.READERS[:] = [r for r in readers.READERS if r.name != "npz"]
+    assert [r.name for r in readers.READERS][-1] == "image-folder"  # the catch-all is tried last

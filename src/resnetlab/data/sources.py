@@ -1,53 +1,23 @@
-"""One entry point for every dataset a user has: `open_dataset(--data value)`.
-
-Recognized: the names cifar10/cifar100 (downloaded once), the official CIFAR tarballs or their
-extracted folders (python or binary), and class-per-folder trees with optional train/val/test splits.
-Small images (<= 64 px) are decoded into uint8 arrays once and cached; large ones stay files and are
-streamed through a DataLoader.
+"""One entry point for every dataset a user has: `open_dataset(--data value)`, read by the format's reader
+(data/readers.py's registry), and the rules of its splits: the hold-out, the split that validates and the one
+`evaluate` reads. Small images (<= 64 px) are decoded into uint8 arrays once and cached; large ones stay files
+and are streamed through a DataLoader.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from resnetlab.data import cifar, download, folders
+from resnetlab.data import download, folders, readers
 from resnetlab.data.arrays import ArrayDataset, holdout_split
+from resnetlab.data.dataset import SMALL_IMAGE, Dataset
 from resnetlab.errors import UserError
 
-SMALL_IMAGE = 64
-SPLIT_FOLDERS = ("train", "val", "test")
-
-
-@dataclass
-class Dataset:
-    source: str
-    format: str
-    classes: list[str]
-    splits: dict[str, ArrayDataset | folders.FolderIndex]
-    ignored: int = 0  # non-image files passed over
-    skipped: int = 0  # corrupt images passed over with skip_corrupt
-    notes: list[str] = field(default_factory=list)
-    flat: bool = False  # class folders directly under the root, no train/val/test: one split, "all" to evaluate
-
-    def __post_init__(self) -> None:
-        for name, split in self.splits.items():
-            if isinstance(split, ArrayDataset):
-                split.split = name
-
-    @property
-    def in_memory(self) -> bool:
-        return isinstance(self.splits["train"], ArrayDataset)
-
-    def image_size(self) -> tuple[int, int] | None:
-        train = self.splits["train"]
-        if isinstance(train, ArrayDataset):
-            return int(train.images.shape[1]), int(train.images.shape[2])
-        return None
+__all__ = ["Dataset", "SMALL_IMAGE", "open_dataset"]
 
 
 def cache_root() -> Path:
@@ -59,7 +29,7 @@ def open_dataset(spec: str | Path, *, skip_corrupt: bool = False, cache_dir: Pat
     """The dataset `spec` names. `size`: the input size its images are wanted at (data/input_size.py's rule):
     up to SMALL_IMAGE they are decoded into arrays of that size (photos resized and centre-cropped, once,
     cached), larger they stay files streamed through a DataLoader; None: as they are (small images in arrays)."""
-    ds = _open(spec, skip_corrupt, cache_dir or cache_root(), size)
+    ds = readers.read_dataset(str(spec), readers.ReadOptions(skip_corrupt, cache_dir or cache_root(), size))
     if size is not None and ds.in_memory and ds.image_size() != (size, size):
         if size > SMALL_IMAGE:
             raise UserError(f"--img-size {size}: {ds.source}'s images come as arrays ({ds.format}), which are "
@@ -79,68 +49,6 @@ def resized(split: ArrayDataset, size: int) -> ArrayDataset:
         chunk = folders.fit_to(chunk, size)
         out[start:start + len(chunk)] = chunk.permute(0, 2, 3, 1).numpy()
     return ArrayDataset(out, split.labels, split.split, split.origin, split.files)
-
-
-def _open(spec: str | Path, skip_corrupt: bool, cache_dir: Path, size: int | None) -> Dataset:
-    text = str(spec)
-    path = Path(text).expanduser()
-    if text in download.ARCHIVES and not path.exists():
-        return _from_cifar_folder(download.fetch(text), text)
-    if not path.exists():
-        raise UserError(f"--data {text}: no such file or folder (give a dataset folder, an official CIFAR "
-                        f"tarball, or one of {', '.join(download.ARCHIVES)})")
-    if path.is_file():
-        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise UserError(f"--data {path}: a file must be an official CIFAR tarball (.tar.gz)")
-        st = path.stat()
-        target = cache_dir / "extracted" / f"{path.name}-{st.st_size}-{st.st_mtime_ns}"
-        if not target.is_dir():
-            download.safe_extract(path, target, download.CIFAR_MEMBERS)
-        inner = [p for p in target.iterdir() if p.name in cifar.LAYOUTS]
-        if not inner:
-            raise UserError(f"{path} holds none of the official CIFAR folders ({', '.join(cifar.LAYOUTS)})")
-        return _from_cifar_folder(inner[0], text)
-    if cifar.detect_layout(path):
-        return _from_cifar_folder(path, text)
-    inner = [path / name for name in cifar.LAYOUTS if (path / name).is_dir()]
-    if inner:
-        return _from_cifar_folder(inner[0], text)
-    return _from_image_folders(path, text, skip_corrupt, cache_dir, size)
-
-
-def _from_cifar_folder(folder: Path, source: str) -> Dataset:
-    fmt, splits, classes = cifar.read_cifar(folder)
-    return Dataset(source, fmt, classes, dict(splits))
-
-
-def _from_image_folders(root: Path, source: str, skip_corrupt: bool, cache_dir: Path, size: int | None) -> Dataset:
-    split_dirs = {s: root / s for s in SPLIT_FOLDERS if (root / s).is_dir()}
-    if "train" not in split_dirs:
-        split_dirs = {"train": root}  # the folder itself holds the classes
-    train = folders.scan(split_dirs["train"])
-    indexes = {"train": train}
-    for split, d in split_dirs.items():
-        if split != "train":
-            indexes[split] = folders.scan(d, classes=_matching_classes(d, train.classes))
-    ignored = sum(ix.ignored for ix in indexes.values())
-    h, w = folders.first_size(train, skip_corrupt)
-    flat = set(split_dirs) == {"train"} and split_dirs["train"] == root
-    if (size or max(h, w)) > SMALL_IMAGE:
-        return Dataset(source, "image-folder", train.classes, dict(indexes), ignored, flat=flat)
-    # small images as they are (every one the size of the first), or any photos fitted to `size`
-    fit = size if size is not None and (h, w) != (size, size) else None
-    splits, skipped = {}, 0
-    for split, ix in indexes.items():
-        splits[split], n = folders.load_arrays(ix, cache_dir, skip_corrupt, fit=fit)
-        skipped += n
-    return Dataset(source, "image-folder", train.classes, splits, ignored, skipped, flat=flat)
-
-
-def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
-    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
-    if extra:
-        raise UserError(f"{folder} has class folders that train/ lacks: {', '.join(extra[:5])}")
-    return classes
 
 
 # Sec. 4.2: "a 45k/5k train/val split" of CIFAR's 50k training images chose the schedule.
