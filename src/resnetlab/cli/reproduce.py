@@ -1,5 +1,5 @@
-"""`resnetlab reproduce table1|cifar|imagenet|transfer`: the paper's Table 1; Table 6 / Fig. 6 / Fig. 7 on CIFAR-10;
-Table 2 / Table 3 / Fig. 4 on an ImageNet-style folder."""
+"""`resnetlab reproduce table1|cifar|imagenet|transfer|recipes`: the paper's Table 1; Table 6 / Fig. 6 / Fig. 7 on CIFAR-10;
+Table 2 / Table 3 / Fig. 4 on an ImageNet-style folder; cifar-modern against cifar-paper."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ from resnetlab.experiments.imagenet import Budget
 from resnetlab.experiments.reproduce import (
     PAPER_ITERS,
     Cifar,
+    Recipes,
     Transfer,
     reproduce_cifar,
     reproduce_imagenet,
+    reproduce_recipes,
     reproduce_transfer,
 )
+from resnetlab.experiments.recipes import INGREDIENTS, parse_ablations
 from resnetlab.experiments.table1 import markdown, table1
 
 
@@ -51,6 +54,7 @@ def build_parser() -> Parser:
     add_device(c)
     c.add_argument("--together", default="auto", choices=["auto", "on", "off"],
                    help="train the seeds of each network together in one process (auto: on CUDA)")
+    add_recipes_parser(sub)
     tr = sub.add_parser("transfer", help="ResNet-20 pretrained on CIFAR-10's vehicles, trained on its animals from "
                         "a few images per class: fine-tuning, linear probing, from scratch")
     tr.add_argument("--data", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as class folders (train/)")
@@ -76,6 +80,38 @@ def build_parser() -> Parser:
     i.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
     add_device(i)
     return p
+
+
+def add_recipes_parser(sub) -> None:
+    r = sub.add_parser("recipes", help="today's recipe (cifar-modern) against the paper's on CIFAR-10 ResNets, and "
+                       "what each of its ingredients buys; write report.md, figure.png, results.json",
+                       description="Trains each ResNet with cifar-paper and cifar-modern over seeds, and ResNet-20 "
+                       "with cifar-modern less one ingredient at a time (skipping finished runs, resuming "
+                       "interrupted ones; several processes split them), then reports final-iteration hold-out "
+                       "errors, mean ± std.")
+    r.add_argument("--out", required=True, help="output folder (runs/, report.md, figure.png, results.json)")
+    r.add_argument("--data", default="cifar10", help="dataset (default cifar10, downloaded once)")
+    r.add_argument("--depths", default="20,56", help="comma-separated ResNet depths 6n+2 (default 20,56)")
+    r.add_argument("--seeds", type=int, default=3, help="runs per network and recipe (seeds 0..K-1; default 3)")
+    r.add_argument("--iters", type=int, default=16000, help="iterations per run (default 16000)")
+    r.add_argument("--ablate", default="all", help=f"ingredients to take out one at a time at ResNet-20: all, none, "
+                   f"or some of {', '.join(INGREDIENTS)} (default all)")
+    r.add_argument("--paper-runs", help="a `reproduce cifar` folder at the same --iters whose runs are the paper "
+                   "recipe's (e.g. results/cifar10-16k); default: trained here")
+    r.add_argument("--report-only", action="store_true", help="train nothing: report the runs finished so far")
+    add_device(r)
+
+
+def run_recipes(args) -> int:
+    depths = _ints(args.depths, "--depths")
+    if args.seeds < 1 or args.iters < 1:
+        raise UserError("--seeds and --iters must be positive")
+    command = shlex.join(["resnetlab", "reproduce", "recipes", "--out", args.out, "--data", args.data, "--depths",
+                          args.depths, "--seeds", str(args.seeds), "--iters", str(args.iters), "--ablate", args.ablate]
+                         + (["--paper-runs", args.paper_runs] if args.paper_runs else []))
+    _say_wrote(reproduce_recipes(Recipes(args.data, args.out, depths, args.seeds, parse_ablations(args.ablate),
+                                         args.iters, args.device, args.paper_runs, args.report_only, command)))
+    return 0
 
 
 def run_imagenet(args) -> int:
@@ -129,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = table1()
         print(json.dumps(rows, indent=2) if args.json else markdown(rows))
         return 0
-    if args.experiment == "transfer":
-        return run_transfer(args)
+    if args.experiment in ("transfer", "recipes"):
+        return run_transfer(args) if args.experiment == "transfer" else run_recipes(args)
     return run_cifar(args) if args.experiment == "cifar" else run_imagenet(args)
 
 

@@ -59,9 +59,8 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
     pending: dict[tuple[str, int], list[tuple[RunSpec, TrainConfig, int]]] = {}
     for i, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.name
-        cfg = configure("cifar-paper", model=spec.model, data=data, out=str(run_dir), iters=iters, seed=spec.seed,
-                        device=device, eval_every=eval_every or max(1, iters // 20),
-                        log_every=max(1, min(100, iters // 20)), **PROTOCOLS[protocol])
+        cfg = run_config("cifar-paper", spec.model, data, run_dir, iters, spec.seed, device, eval_every,
+                         **PROTOCOLS[protocol])
         cfg, step, finished = existing_run(cfg)
         if finished:
             log(f"[{i}/{len(specs)}] {spec.name}: finished earlier, skipped")
@@ -82,22 +81,36 @@ def run_all(specs: list[RunSpec], out: Path, data: str, iters: int, device: str,
             except RunInUse as e:  # one of them trains in another process: the others go one by one
                 log(f"{names}: not together, one of them is trained by {e.holder}")
         for spec, cfg, _ in group:
-            if not (now := still_pending(spec, cfg, summaries, log)):  # the runs before it took hours
-                continue
-            cfg, step = now
-            # train() says "resuming ... at iteration N" itself once it holds the run: saying it here would
-            # announce a resume that the next line may refuse (another process holding the run)
-            log(f"{spec.name}: {iters:,} iterations")
-            try:
-                summaries[spec] = train(cfg, resume=step >= 0)
-            except RunInUse as e:
-                # Several processes (or machines sharing the folder) given the same command split the plan:
-                # each trains the runs no other one holds, and the report lists the rest as in progress.
-                log(f"{spec.name}: skipped, another process is training it ({e.holder})")
+            train_or_skip(spec, cfg, summaries, log)
     return summaries
 
 
-def still_pending(spec: RunSpec, cfg: TrainConfig, summaries: dict, log) -> tuple[TrainConfig, int] | None:
+def run_config(recipe: str, model: str, data: str, run_dir: Path, iters: int, seed: int, device: str,
+               eval_every: int | None, **settings) -> TrainConfig:
+    """A reproduction's run: the recipe at `iters`, evaluated 20 times and logged 20-100 times over the run."""
+    return configure(recipe, model=model, data=data, out=str(run_dir), iters=iters, seed=seed, device=device,
+                     eval_every=eval_every or max(1, iters // 20), log_every=max(1, min(100, iters // 20)),
+                     **settings)
+
+
+def train_or_skip(spec, cfg: TrainConfig, summaries: dict, log) -> None:
+    """Train `spec` (any run with a .name) to its end into summaries, resumed where it stopped; skipped when it
+    has finished meanwhile or another process holds it."""
+    if not (now := still_pending(spec, cfg, summaries, log)):  # the runs before it took hours
+        return
+    cfg, step = now
+    # train() says "resuming ... at iteration N" itself once it holds the run: saying it here would
+    # announce a resume that the next line may refuse (another process holding the run)
+    log(f"{spec.name}: {cfg.iters:,} iterations")
+    try:
+        summaries[spec] = train(cfg, resume=step >= 0)
+    except RunInUse as e:
+        # Several processes (or machines sharing the folder) given the same command split the plan:
+        # each trains the runs no other one holds, and the report lists the rest as in progress.
+        log(f"{spec.name}: skipped, another process is training it ({e.holder})")
+
+
+def still_pending(spec, cfg: TrainConfig, summaries: dict, log) -> tuple[TrainConfig, int] | None:
     """(config, step) to train `spec` from, read again now; None, with its summary kept, if it has finished.
     Another process given the same command may have finished the run (or moved it on) since the plan was made:
     better read it again than load, check and compile a run only to find it done."""
@@ -109,11 +122,12 @@ def still_pending(spec: RunSpec, cfg: TrainConfig, summaries: dict, log) -> tupl
     return cfg, step
 
 
-def finished_summaries(specs: list[RunSpec], out: Path) -> dict[RunSpec, dict]:
-    """The summaries of the runs of `specs` that have finished (a summary.json saying so)."""
+def finished_summaries(specs: list, out: Path, folder=None) -> dict:
+    """The summaries of the runs of `specs` that have finished (a summary.json saying so), each in out/runs/
+    <name>, or where folder(spec) says."""
     done = {}
     for spec in specs:
-        path = out / "runs" / spec.name / "summary.json"
+        path = (folder(spec) if folder else out / "runs" / spec.name) / "summary.json"
         try:
             summary = json.loads(path.read_text()) if path.is_file() else {}
         except (OSError, ValueError):

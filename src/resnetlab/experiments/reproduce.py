@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from resnetlab.errors import UserError
-from resnetlab.experiments import cifar, cifar_final, imagenet, transfer
+from resnetlab.experiments import cifar, cifar_final, imagenet, recipes, recipes_report, transfer
 from resnetlab.experiments import cifar_sentences as sentences
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, claim_folder, git_commit, runs_table
 from resnetlab.files import atomic_write
@@ -40,6 +40,22 @@ class Cifar:
     report_only: bool
     command: str  # the command line, for the report
     protocol: str = "holdout"  # cifar.PROTOCOLS: "holdout" (45k/5k) or "paper" (all 50k, no validation)
+
+
+@dataclass(frozen=True)
+class Recipes:
+    """cifar-modern against cifar-paper at `depths`, `seeds` each, and cifar-modern without each of `ablations`."""
+
+    data: str
+    out: str
+    depths: list[int]
+    seeds: int
+    ablations: list[str]  # recipes.INGREDIENTS to take out one at a time, at ResNet-20
+    iters: int
+    device: str
+    paper_runs: str | None  # a `reproduce cifar` folder of the same budget holding the paper recipe's runs
+    report_only: bool
+    command: str
 
 
 @dataclass(frozen=True)
@@ -190,6 +206,29 @@ def _differences(o: Cifar, split_name: str) -> str:
     jpeg = "; the shared data is JPEG-compressed (quality 75), which costs a few points of accuracy"
     return (f"\nWhere ours differs and why: {shorter}the paper reports test error on the original CIFAR-10 test "
             f"set, while {measured}{jpeg if 'jpeg' in o.data.lower() else ''}.\n")
+
+
+def reproduce_recipes(o: Recipes) -> list[Path]:
+    """The runs (resumed where they stopped; with report_only, none), then report.md, figure.png, results.json
+    over those finished."""
+    out = Path(o.out)
+    claim_folder(out, "recipes", o.data)
+    paper_runs = Path(o.paper_runs) if o.paper_runs else None
+    runs = recipes.plan(o.depths, o.seeds, o.ablations)
+    summaries = (recipes.finished_summaries(runs, out, paper_runs) if o.report_only else
+                 recipes.train_all(runs, out, paper_runs, o.data, o.iters, o.device))
+    done = [r for r in runs if r in summaries]
+    if not done:
+        raise UserError(f"no run of this comparison has finished in {out / 'runs'}"
+                        f"{' or ' + str(paper_runs / 'runs') if paper_runs else ''}")
+    rows = recipes.rows(done, summaries, out, paper_runs)
+    recipes_report.figure(rows, out / "figure.png")
+    text = recipes_report.report(o, rows, {r.name: recipes.run_folder(r, out, paper_runs) for r in done},
+                                 [r.name for r in runs if r not in summaries],
+                                 fastpath.device_name(resolve_device(o.device)), cifar.evaluation_split(o.data)[1])
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps({"rows": rows}, indent=2)))
+    return [out / "report.md", out / "figure.png", out / "results.json"]
 
 
 def reproduce_transfer(o: Transfer) -> list[Path]:

@@ -281,6 +281,9 @@ class Run:
             "fast_paths": self.state.fast_paths,
             "device": str(self.device), "torch": torch.__version__, "run_dir": str(self.run_dir.path),
         }
+        # each averager's error at the same last evaluation ("final_ema_val_error"): what evaluate measures
+        summary.update({f"final_{key}": value for key, value in last.items() if key.endswith("_val_error")
+                        and key not in ("val_error", "val_top5_error")})
         if self.dist.is_main:
             self.run_dir.write_json("summary.json", summary)
         self.run_dir.release()
