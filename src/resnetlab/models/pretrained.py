@@ -189,8 +189,8 @@ def resolve_name(model: str, name: str) -> str:
 def names_published_weights(given: str) -> bool:
     """Whether `--weights given` means published weights rather than a file: a word with no path or weights-file
     suffix that names some network's weights, or that is no file here."""
-    looks_like_name = "/" not in given and not given.endswith((".pt", ".pth", ".th"))
-    return looks_like_name and (is_weights_name(given) or not Path(given).is_file())
+    looks_like_name = "/" not in given and not given.endswith((".pt", ".pth", ".th", ".safetensors"))
+    return looks_like_name and (is_weights_name(given) or not Path(given).exists())
 
 
 def is_weights_name(name: str) -> bool:
