@@ -14,8 +14,8 @@ from resnetlab.runtime.checkpoint import load_checkpoint
 from tests.clitools import refused
 from tests.conftest import REPO
 
-SHIPPED_R20 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet20-resnetlab-64k.pt"
-SHIPPED_R56 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet56-resnetlab-16k.pt"
+SHIPPED_R20 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet20-resnetlab-64k.safetensors"
+SHIPPED_R56 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet56-resnetlab-16k.safetensors"
 FAST = ["--batch-size", "16", "--workers", "0", "--fast", "off", "--amp", "off", "--eval-every", "4", "--log-every", "2"]
 
 

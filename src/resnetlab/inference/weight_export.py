@@ -24,12 +24,17 @@ def model_record(loaded: LoadedModel) -> dict:
     trained = ckpt.get("trained") or {"config": ckpt.get("config"), "iteration": (ckpt.get("state") or {}).get("step"),
                                       "fast_paths": (ckpt.get("state") or {}).get("fast_paths")}
     return {"model_name": loaded.name,
-            "model_options": ckpt.get("model_options", {"num_classes": len(loaded.classes or []) or
-                                                        loaded.model.fc.out_features}),
+            "model_options": ckpt.get("model_options", built_with(loaded.model)),
             "classes": loaded.classes, "normalization": loaded.normalization.to_dict(), "input": loaded.input,
             "trained": trained, "weights": f"averaged ({loaded.averaged})" if loaded.averaged else "trained",
             **({"source_sha256": file_digest(loaded.source, "sha256")} if loaded.source and loaded.source.is_file()
                else {})}
+
+
+def built_with(model) -> dict:
+    """The create_model options of weights loaded from elsewhere (no run recorded them): what the network is."""
+    options = {"num_classes": model.fc.out_features, "shortcut": model.shortcut}
+    return {**options, "style": model.style} if getattr(model, "bottleneck", False) or model.style != "paper" else options
 
 
 def _state(loaded: LoadedModel) -> dict:
@@ -58,9 +63,9 @@ def export_folder(loaded: LoadedModel, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     record = model_record(loaded)
     write_safetensors(out / WEIGHTS_FILE, _state(loaded), record)
-    timm = timm_config(loaded.name, record["model_options"], loaded.classes or [], loaded.normalization, loaded.input)
-    config = {**(timm or {"architecture": loaded.name, "num_classes": len(loaded.classes or []),
-                          "label_names": loaded.classes}),
+    classes = loaded.classes or [str(i) for i in range(loaded.model.fc.out_features)]  # foreign weights: indices
+    timm = timm_config(loaded.name, record["model_options"], classes, loaded.normalization, loaded.input)
+    config = {**(timm or {"architecture": loaded.name, "num_classes": len(classes), "label_names": classes}),
               "library_name": "timm" if timm else "resnetlab",
               "resnetlab": {k: record[k] for k in ("model_name", "model_options", "input", "weights")}}
     atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
@@ -80,7 +85,7 @@ tags: [image-classification, resnet, resnetlab]
 ---
 # {loaded.name}
 
-{loaded.name} ({len(loaded.classes or [])} classes), exported by resnetlab; weights: {record["weights"]}.
+{loaded.name} ({loaded.model.fc.out_features} classes), exported by resnetlab; weights: {record["weights"]}.
 Trained: {how or "not recorded (weights from elsewhere)"}; iteration {(record.get("trained") or {}).get("iteration")}.
 Input: {loaded.input["size"]}x{loaded.input["size"]} RGB, the shorter side resized to {loaded.input["resize"]} and
 centre-cropped, then (x/255 - mean) / std with the normalization in config.json / the safetensors header

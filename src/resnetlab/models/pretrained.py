@@ -46,7 +46,7 @@ class Weights:
     # side), as the publisher's own transforms do it (torchvision's V2 entries resize to 232, not 256).
     input: dict = field(default_factory=lambda: {"size": 32, "resize": 32})
     # Shipped inside the package (resnetlab's own weights, src/resnetlab/weights/): never downloaded, checked
-    # by their whole sha256. They are resnetlab checkpoints without optimizer state, carrying their own
+    # by their whole sha256. They are safetensors files (no pickle is read for them) with resnetlab's record: their own
     # normalization (the paper's per-pixel mean): `normalization` is then "checkpoint".
     bundled: bool = False
     selection: str = ""  # how resnetlab chose its own weights to ship
@@ -149,11 +149,11 @@ REGISTRY: dict[tuple[str, str], Weights] = {(w.model, w.name): w for w in [
     _akamaster(110, "resnet110-1d1ed7c2.th", "1d1ed7c2", 0.0632),
     _akamaster(1202, "resnet1202-f3b1deed.th", "f3b1deed", 0.0618),
     # results/cifar10-64k and results/cifar10-16k, final iteration, by SELECTION.
-    _resnetlab("cifar_resnet20", "cifar_resnet20-resnetlab-64k.pt",
-               "6cdcb59061e474dc599810e476c0135c7b103c94f0a5538b26e8b8db9aad73f5", 0.1320,
+    _resnetlab("cifar_resnet20", "cifar_resnet20-resnetlab-64k.safetensors",
+               "e8442e04743fc4df53c90ab0b136b1ea28037879c57f7b2466b82e477bb13f76", 0.1320,
                "the paper's full CIFAR recipe: 64k iterations of batch 128, lr 0.1 ÷10 at 32k and 48k, compiled bf16"),
-    _resnetlab("cifar_resnet56", "cifar_resnet56-resnetlab-16k.pt",
-               "79da7e7747febf96dea1488e75961589fb65ab4eb4bfeb0a9b79b09bacea50e9", 0.1282,
+    _resnetlab("cifar_resnet56", "cifar_resnet56-resnetlab-16k.safetensors",
+               "8e38cb994b00e105faf74bd64bcc7f08a51b6a4d4b4b949891de56673efea7d3", 0.1282,
                "a quarter of the paper's CIFAR schedule: 16k iterations of batch 128, lr 0.1 ÷10 at 8k and 12k, "
                "compiled bf16; seed 0 of 3, whose hold-out errors are 13.14% ± 0.28%"),
     *_torchvision(),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor
 
 from resnetlab.data.normalization import MEAN
@@ -80,7 +80,23 @@ def write_safetensors(path: Path, state: dict[str, Tensor], info: dict) -> None:
                                    "std_shape": list(norm["std"].shape)}
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     header = {"format": "pt", META_KEY: json.dumps(record, default=str)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    # Serialized in memory and written by Python into atomic_write's file: save_file writes a file of its own
+    # with mode 0600, whatever the umask.
+    data = _deterministic(save(tensors, metadata=header))
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _deterministic(data: bytes) -> bytes:
+    """The same file for the same weights: safetensors writes its metadata in a hash map's order, which varies
+    from process to process (and with it the sha256 named weights are checked by); here its keys are sorted.
+    The tensors' offsets count from the end of the header, so re-padding it (to 8 bytes, as the format wants)
+    moves nothing."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + n:]
 
 
 def is_model_folder(path: Path) -> bool:
