@@ -48,9 +48,12 @@ def export(out: str | Path, *, checkpoint: str | None = None, model: str | None 
     suffix, .pt2 or .onnx); returns what was written: {"out", "format", "model", "input", "max_difference",
     "sha256" (weights format)}. The file never replaces one of its inputs, nor another file unless force."""
     out = Path(out)
+    inputs = [Path(p) for p in (checkpoint, weights) if p and not str(p).startswith("hf-hub:")]
+    if format != "folder":
+        check_output("--out", out, inputs, force)  # first: never an input, whatever the format
     fmt = _format(out, format)
     folder = out / WEIGHTS_FILE if fmt == "folder" else out  # a model folder: its weights file is the check's
-    _check_out(folder, fmt, [Path(p) for p in (checkpoint, weights) if p], force)  # before the (slow) load
+    _check_out(folder, fmt, inputs, force)  # before the (slow) load
     loaded = load_model(checkpoint, model, weights, weights_dir=weights_dir, style=style)
     _check_out(folder, fmt, [loaded.source] if loaded.source else [], force)  # named weights: their file
     result = {"out": str(out), "format": fmt, "model": loaded.name,

@@ -27,6 +27,8 @@ def model_record(loaded: LoadedModel) -> dict:
             "model_options": ckpt.get("model_options", built_with(loaded.model)),
             "classes": loaded.classes, "normalization": loaded.normalization.to_dict(), "input": loaded.input,
             "trained": trained, "weights": f"averaged ({loaded.averaged})" if loaded.averaged else "trained",
+            # which images trained it and which it was validated on: evaluate's default split reads it
+            **({"split": ckpt["split"]} if ckpt.get("split") else {}),
             **({"source_sha256": file_digest(loaded.source, "sha256")} if loaded.source and loaded.source.is_file()
                else {})}
 
