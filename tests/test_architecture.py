@@ -101,6 +101,8 @@ def test_help_answers_without_importing_torch():
 LATE_IMPORTS = {
     ("inference/export.py", "onnx"): "optional (the export extra); only ONNX exports need it",
     ("inference/export.py", "onnxruntime"): "optional, as onnx",
+    ("models/hub.py", "huggingface_hub"): "optional (the hub extra); only hf-hub: names need it",
+    ("models/hub.py", "huggingface_hub.constants"): "its cache folder, for the error, once the package imported",
     ("runtime/figures.py", "matplotlib"): "~0.4 s to import; only commands that draw need it",
     ("runtime/figures.py", "matplotlib.pyplot"): "after matplotlib.use('Agg')",
     ("training/run.py", "torch.utils.tensorboard"): "optional (the tensorboard extra) and slow to import",

@@ -131,7 +131,8 @@ def test_random_bytes_a_folder_and_a_malicious_pickle_as_checkpoint(run, tiny_ci
                   "cannot read checkpoint", capsys)
     assert "weights_only" not in err
     refused(["evaluate", "--checkpoint", str(run), "--data", str(tiny_cifar)],
-            f"is a folder, not a checkpoint file (did you mean {run / 'last.pt'}?)", capsys)
+            f"is a folder, not a checkpoint file or a model folder (config.json + model.safetensors) (did you mean "
+            f"{run / 'last.pt'}?)", capsys)
 
     class Payload:
         def __reduce__(self):

@@ -12,6 +12,7 @@ import resnetlab
 from resnetlab.cli.main import main
 from resnetlab.inference.load import load_model
 from resnetlab.models import pretrained
+from resnetlab.models.safetensors_files import FORMAT, read_safetensors
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"cifar_resnet20": ("cifar10-64k", 64000), "cifar_resnet56": ("cifar10-16k", 16000)}
@@ -24,7 +25,8 @@ def test_the_shipped_weights_are_their_runs_final_weights(model):
     w = pretrained.get_weights(model, "resnetlab")
     path = pretrained.fetch(w)  # checked by its whole sha256
     assert w.bundled and len(w.sha256) == 64
-    assert "optimizer" not in torch.load(path, weights_only=True)  # weights only, no optimizer state
+    contents = read_safetensors(path)  # safetensors: no pickle is read for named weights
+    assert contents["format"] == FORMAT and "optimizer" not in contents  # weights only, no optimizer state
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["finished"] and summary["iterations"] == iterations
     assert w.metrics["top1_error"] == pytest.approx(summary["final_val_error"], abs=5e-5)

@@ -13,6 +13,7 @@ from resnetlab.data.download import file_digest
 from resnetlab.errors import UserError
 from resnetlab.models import create_model, load_weights
 from resnetlab.models.pretrained import get_weights
+from resnetlab.models.safetensors_files import read_safetensors
 from tests.conftest import AKAMASTER, REPO
 
 AKAMASTER_R20 = AKAMASTER / "resnet20-12fca82f.th"
@@ -106,6 +107,6 @@ def test_the_selection_rule_quotes_the_seed_noise_that_was_measured():
 def test_shipped_weights_carry_the_split_they_were_validated_on():
     for model in ("cifar_resnet20", "cifar_resnet56"):
         w = get_weights(model, "resnetlab")
-        ckpt = torch.load(REPO / "src" / "resnetlab" / "weights" / w.filename, weights_only=True)
+        ckpt = read_safetensors(REPO / "src" / "resnetlab" / "weights" / w.filename)  # no pickle at all
         assert ckpt["split"]["val"] == "holdout" and ckpt["split"]["holdout"] == 5000
         assert file_digest(REPO / "src" / "resnetlab" / "weights" / w.filename, "sha256") == w.sha256

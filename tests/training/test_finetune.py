@@ -11,11 +11,12 @@ import resnetlab
 from resnetlab.cli.main import main
 from resnetlab.models.pretrained import get_weights
 from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.models.weight_files import read_checkpoint
 from tests.clitools import refused
 from tests.conftest import REPO
 
-SHIPPED_R20 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet20-resnetlab-64k.pt"
-SHIPPED_R56 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet56-resnetlab-16k.pt"
+SHIPPED_R20 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet20-resnetlab-64k.safetensors"
+SHIPPED_R56 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet56-resnetlab-16k.safetensors"
 FAST = ["--batch-size", "16", "--workers", "0", "--fast", "off", "--amp", "off", "--eval-every", "4", "--log-every", "2"]
 
 
@@ -42,7 +43,7 @@ def tuned(animals, tmp_path_factory):
 
 def test_a_new_classifier_and_the_backbone_from_the_weights(tuned, capsys):
     ckpt = load_checkpoint(tuned / "last.pt")
-    shipped = torch.load(SHIPPED_R20, weights_only=True)["model"]
+    shipped = read_checkpoint(SHIPPED_R20)["model"]
     assert ckpt["model"]["fc.weight"].shape == (3, 64) and ckpt["classes"] == ["cat", "dog", "frog"]
     cfg = json.loads((tuned / "config.json").read_text())
     assert cfg["recipe"] == "finetune" and cfg["weights"] == "resnetlab"
@@ -55,7 +56,7 @@ def test_a_new_classifier_and_the_backbone_from_the_weights(tuned, capsys):
 
 def test_the_preprocessing_follows_the_weights(tuned):
     ckpt = load_checkpoint(tuned / "last.pt")
-    shipped = torch.load(SHIPPED_R20, weights_only=True)["normalization"]
+    shipped = read_checkpoint(SHIPPED_R20)["normalization"]
     assert ckpt["normalization"]["kind"] == "pixel-mean" and torch.equal(ckpt["normalization"]["mean"], shipped["mean"])
 
 
@@ -83,7 +84,7 @@ def test_a_head_lr_of_its_own_and_linear_probing(animals, tmp_path):
                               head_lr=0.2, lr=0.01, batch_size=16, workers=0, fast="off", amp="off", quiet=True)
     assert summary["finished"]
     ckpt = load_checkpoint(tmp_path / "probe" / "last.pt")
-    shipped = torch.load(SHIPPED_R20, weights_only=True)["model"]
+    shipped = read_checkpoint(SHIPPED_R20)["model"]
     assert all(torch.equal(ckpt["model"][k], v) for k, v in shipped.items() if not k.startswith("fc."))
     groups = ckpt["optimizer"]["param_groups"]
     assert len(groups) == 1 and groups[0]["lr"] == pytest.approx(0.2 / 100)  # the head alone, after 2 drops
@@ -121,7 +122,7 @@ def test_weights_cannot_change_on_resume_and_one_class_is_refused(tuned, tmp_pat
 
 def test_create_model_gives_the_backbone_with_a_new_classifier():
     net = resnetlab.create_model("cifar_resnet20", weights="resnetlab", num_classes=5)
-    shipped = torch.load(SHIPPED_R20, weights_only=True)["model"]
+    shipped = read_checkpoint(SHIPPED_R20)["model"]
     assert net.fc.out_features == 5 and torch.equal(net.state_dict()["layer3.2.conv2.weight"], shipped["layer3.2.conv2.weight"])
 
 
@@ -143,7 +144,7 @@ def test_frozen_stages_stay_frozen_for_seeds_trained_together(animals, tmp_path)
     common = ["train", "--model", "cifar_resnet20", "--weights", "resnetlab", "--data", str(animals), "--iters", "4",
               "--freeze", "stem,layer1", *FAST]
     assert main([*common, "--seeds", "2", "--out", str(tmp_path / "together")]) == 0
-    shipped = torch.load(SHIPPED_R20, weights_only=True)["model"]
+    shipped = read_checkpoint(SHIPPED_R20)["model"]
     frozen = [k for k in shipped if k.startswith(("conv1.", "bn1.", "layer1.")) and not k.endswith("num_batches_tracked")]
     for seed in (0, 1):
         assert main([*common, "--seed", str(seed), "--out", str(tmp_path / f"alone{seed}")]) == 0

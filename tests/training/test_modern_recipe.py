@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from resnetlab.cli.main import main
 from resnetlab.models import create_model
@@ -79,6 +80,10 @@ def test_evaluate_predict_and_export_use_the_averaged_weights_and_say_so(tiny_ci
     assert main(["export", "--checkpoint", str(run / "last.pt"), "--format", "torchscript", "--out",
                  str(tmp_path / "m.pt")]) == 0
     assert "averaged (ema)" in capsys.readouterr().out
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    assert main(["predict", "--checkpoint", str(run / "last.pt"), str(tmp_path / "red.png"), "--json"]) == 0
+    said = capsys.readouterr()
+    assert "averaged weights (ema)" in said.err and json.loads(said.out)[0]["top"]
 
 
 def test_normalization_layers_and_biases_take_their_own_weight_decay_and_nesterov_its_rule():
@@ -134,3 +139,31 @@ def test_a_bad_value_in_a_config_file_or_the_api_is_named_in_its_own_terms(tiny_
 
 def _exit(code):
     raise SystemExit(code)
+
+
+def test_torchrun_with_todays_ingredients_resumes_bit_identically(tiny_cifar, tmp_path):
+    """cifar-modern under torchrun (2 ranks): mixup/cutmix drawn per (seed, step, rank), the policies per image,
+    the EMA on every rank; stopped at 4 and resumed, the weights and their average equal a straight run's."""
+    import os
+    import subprocess
+    import sys
+
+    from resnetlab.runtime.checkpoint import load_checkpoint
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+              "-m", "resnetlab", "train"]
+    run = ["--recipe", "cifar-modern", "--model", "cifar_resnet8", "--batch-size", "32", "--log-every", "2",
+           "--eval-every", "4", "--workers", "0", "--fast", "off", "--amp", "off", "--model-ema-steps", "2",
+           "--model-ema-decay", "0.5",
+           "--data", str(tiny_cifar), "--iters", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for args in ([*run, "--out", str(tmp_path / "straight")], [*run, "--out", str(tmp_path / "split"),
+                 "--stop-after", "4"], ["--resume", str(tmp_path / "split")]):
+        done = subprocess.run([*launch, *args], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    straight, split = (load_checkpoint(tmp_path / name / "last.pt") for name in ("straight", "split"))
+    assert split["state"]["step"] == 8 and set(straight["averaged"]) == {"ema"}
+    for a, b in ((straight["model"], split["model"]), (straight["averaged"]["ema"], split["averaged"]["ema"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ema = straight["averaged"]["ema"]
+    assert not all(torch.equal(straight["model"][k], ema[k]) for k in ema)  # an average, not the last weights

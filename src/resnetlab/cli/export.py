@@ -1,4 +1,5 @@
-"""`resnetlab export`: a trained model as a torch.export program (.pt2) or ONNX, with a dynamic batch size.
+"""`resnetlab export`: a trained model as a torch.export program (.pt2) or ONNX, with a dynamic batch size, or its
+weights as safetensors or a model folder.
 
 By default the program takes what an application has, RGB images as float in [0, 1] (N x 3 x size x size),
 and applies the model's own normalization inside; --no-preprocessing exports the bare network. Class names,
@@ -10,19 +11,21 @@ from __future__ import annotations
 
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_model_source
-from resnetlab.inference.export import FORMATS, export
+from resnetlab.inference.export import FORMATS, WEIGHT_FORMATS, export
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="resnetlab export", description=__doc__.strip().splitlines()[0].split(": ", 1)[1],
+    p = Parser(prog="resnetlab export", description=" ".join(__doc__.strip().split("\n\n")[0].split()).split(": ", 1)[1],
                epilog="example: resnetlab export --checkpoint runs/r20/best.pt --format pt2 --out r20.pt2")
     add_model_source(p)
     p.add_argument("--format", choices=list(FORMATS),
                    help="pt2 (torch.export, load with torch.export.load), onnx, torchscript (deprecated), or "
                         "weights (the model, its classes, input and normalization, without optimizer state: usable "
-                        "as --checkpoint, and what resnetlab ships as named weights); default: from --out's suffix "
-                        "(.pt2 or .onnx)")
-    p.add_argument("--out", required=True, help="output file (.pt2, .onnx or .pt)")
+                        "as --checkpoint), safetensors (the same in a file that cannot carry code; what resnetlab "
+                        "ships as named weights, and timm and the Hugging Face Hub read), or folder (config.json + "
+                        "model.safetensors + README.md: a model folder for the Hub, and for timm where timm has the "
+                        "network); default: from --out's suffix (.pt2, .onnx or .safetensors)")
+    p.add_argument("--out", required=True, help="output file (.pt2, .onnx, .safetensors or .pt), or folder")
     p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never the input)")
     p.add_argument("--no-preprocessing", action="store_true",
@@ -36,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                weights_dir=args.weights_dir, style=args.style, format=args.format,
                preprocessing=not args.no_preprocessing, check=not args.no_check, force=args.force)
     weights = f", {r['weights']} weights" if "weights" in r else ""
-    if r["format"] == "weights":
-        print(f"wrote {r['out']} ({FORMATS['weights']}, {r['model']}{weights}, {r['bytes'] / 1e6:.1f} MB, sha256 {r['sha256']})")
+    if r["format"] in WEIGHT_FORMATS:
+        print(f"wrote {r['out']} ({FORMATS[r['format']]}, {r['model']}{weights}, {r['bytes'] / 1e6:.1f} MB, "
+              f"sha256 {r['sha256']})")
         return 0
     print(f"wrote {r['out']} ({FORMATS[r['format']]}, {r['model']}{weights}); input: {r['input']}, N free; class names, "
           "input size and normalization are in the file")

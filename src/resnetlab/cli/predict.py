@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from resnetlab.cli.main import Parser
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--topk and --batch-size must be positive")
     paths = expand_folders([Path(p) for p in args.images])
     loaded = load_model(args.checkpoint, args.model, args.weights, weights_dir=args.weights_dir, style=args.style)
+    if loaded.averaged:  # on stderr: --json's stdout stays the list of predictions
+        print(f"weights: the run's averaged weights ({loaded.averaged}), as evaluate and export use",
+              file=sys.stderr)
     results = predict(loaded, paths, args.topk, args.batch_size)
     if args.json:
         print(json.dumps(strict_json(results), indent=2, allow_nan=False))

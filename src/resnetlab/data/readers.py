@@ -84,7 +84,8 @@ def read_image_folders(spec: str, root: Path, o: ReadOptions) -> Dataset | None:
 
 
 def _matching_classes(folder: Path, classes: list[str]) -> list[str]:
-    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
+    extra = sorted(p.name for p in folder.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
     if extra:
         raise UserError(f"{folder} has class folders that train/ lacks: {', '.join(extra[:5])}")
     return classes

@@ -121,9 +121,13 @@ def delivered_error(summary: dict) -> float:
     """The error of the weights a recipe delivers: its weight average's where it keeps one (what evaluate,
     predict and export use; fixed before any run trained, never chosen by comparing the two), else the
     trained weights'."""
-    averaged = [v for k, v in summary.items() if k.startswith("final_") and k.endswith("_val_error")
-                and k not in ("final_val_error",)]
-    return averaged[0] if averaged else summary["final_val_error"]
+    return summary[delivered_key(summary)]
+
+
+def delivered_key(summary: dict) -> str:
+    """The summary's entry for the delivered weights' error: `final_<averager>_val_error`, else final_val_error."""
+    return next((k for k in summary if k.startswith("final_") and k.endswith("_val_error")
+                 and k != "final_val_error"), "final_val_error")
 
 
 def rows(runs: list[RecipeRun], summaries: dict[RecipeRun, dict], out: Path, paper_runs: Path | None) -> list[dict]:
@@ -141,5 +145,5 @@ def rows(runs: list[RecipeRun], summaries: dict[RecipeRun, dict], out: Path, pap
                       "seeds": len(done), "errors": errors, "mean": statistics.fmean(errors),
                       "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
                       "trained_mean": statistics.fmean(trained), "train_loss": statistics.fmean(losses),
-                      "averaged": any(e != t for e, t in zip(errors, trained))})
+                      "averaged": any(delivered_key(summaries[r]) != "final_val_error" for r in done)})
     return table

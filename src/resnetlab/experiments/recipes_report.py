@@ -129,8 +129,8 @@ Where a recipe keeps an average of the weights (cifar-modern's EMA), the error i
 ## Results
 {markdown(rows)}
 Errors in % of that split; "trained weights" is the error of the weights the optimizer left, where the recipe
-delivers their average. The training loss is on each recipe's own targets (mixed and smoothed for cifar-modern): it compares runs of
-one recipe, not the recipes.
+delivers their average. The training loss is on each recipe's own targets (mixed and smoothed for
+cifar-modern): it compares runs of one recipe, not the recipes.
 
 {comparison_sentences(rows)}
 

@@ -28,12 +28,16 @@ from resnetlab.data.download import file_digest
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
 from resnetlab.inference.load import LoadedModel, load_model
-from resnetlab.runtime.checkpoint import save_checkpoint
+from resnetlab.inference.weight_export import export_weights
+from resnetlab.models.safetensors_files import WEIGHTS_FILE
 from resnetlab.runtime.messages import say
 from resnetlab.runtime.outputs import check_output
 
 FORMATS = {"pt2": "torch.export program", "onnx": "ONNX", "torchscript": "TorchScript (deprecated)",
-           "weights": "resnetlab weights (a checkpoint without optimizer state)"}
+           "weights": "resnetlab weights (a checkpoint without optimizer state)",
+           "safetensors": "safetensors weights (with resnetlab's record in the header)",
+           "folder": "a model folder (config.json + model.safetensors + README.md, the Hugging Face Hub's layout)"}
+WEIGHT_FORMATS = ("weights", "safetensors", "folder")
 TOLERANCE = 1e-4  # largest |export - PyTorch| accepted on random input
 
 
@@ -44,15 +48,19 @@ def export(out: str | Path, *, checkpoint: str | None = None, model: str | None 
     suffix, .pt2 or .onnx); returns what was written: {"out", "format", "model", "input", "max_difference",
     "sha256" (weights format)}. The file never replaces one of its inputs, nor another file unless force."""
     out = Path(out)
-    check_output("--out", out, [Path(p) for p in (checkpoint, weights) if p], force)  # before the (slow) load
+    inputs = [Path(p) for p in (checkpoint, weights) if p and not str(p).startswith("hf-hub:")]
+    if format != "folder":
+        check_output("--out", out, inputs, force)  # first: never an input, whatever the format
     fmt = _format(out, format)
+    folder = out / WEIGHTS_FILE if fmt == "folder" else out  # a model folder: its weights file is the check's
+    _check_out(folder, fmt, inputs, force)  # before the (slow) load
     loaded = load_model(checkpoint, model, weights, weights_dir=weights_dir, style=style)
-    check_output("--out", out, [loaded.source], force)  # named weights: the file they resolved to
+    _check_out(folder, fmt, [loaded.source] if loaded.source else [], force)  # named weights: their file
     result = {"out": str(out), "format": fmt, "model": loaded.name,
               **({"weights": f"averaged ({loaded.averaged})"} if loaded.averaged else {})}
-    if fmt == "weights":
-        size = export_weights(loaded, out)
-        return {**result, "bytes": size, "sha256": file_digest(out, "sha256")}
+    if fmt in WEIGHT_FORMATS:
+        size = export_weights(loaded, out, fmt)
+        return {**result, "bytes": size, "sha256": file_digest(folder, "sha256")}
     exporter = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}[fmt]
     net, meta = exported_network(loaded, preprocessing), metadata(loaded, preprocessing)
     try:
@@ -67,13 +75,27 @@ def export(out: str | Path, *, checkpoint: str | None = None, model: str | None 
     return result
 
 
+def _check_out(out: Path, fmt: str, inputs: list[Path], force: bool) -> None:
+    """check_output's rule; for a model folder, on its weights file where the folder exists, else on the folder
+    (made when the model has loaded)."""
+    if fmt == "folder" and not out.parent.exists():
+        check_output("--out", out.parent, inputs, force)
+    elif fmt == "folder" and not out.parent.is_dir():
+        raise UserError(f"--out {out.parent}: a file is there; a model folder needs a folder")
+    else:
+        check_output("--out", out, inputs, force)
+
+
+SUFFIXES = {".pt2": "pt2", ".onnx": "onnx", ".safetensors": "safetensors"}
+
+
 def _format(out: Path, fmt: str | None) -> str:
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    fmt = fmt or {".pt2": "pt2", ".onnx": "onnx"}.get(out.suffix.lower())
+    fmt = fmt or SUFFIXES.get(out.suffix.lower())
     if fmt is None:
-        raise UserError(f"--out {out}: name it .pt2 or .onnx, or give --format")
-    clash = {".onnx": "onnx", ".pt2": "pt2"}.get(out.suffix.lower())
+        raise UserError(f"--out {out}: name it .pt2, .onnx or .safetensors, or give --format")
+    clash = SUFFIXES.get(out.suffix.lower())
     if clash is not None and clash != fmt:
         raise UserError(f"--out {out} is named like a {FORMATS[clash]} file but --format {fmt} writes a "
                         f"{FORMATS[fmt]}; name it to match")
@@ -183,28 +205,6 @@ def export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, st
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(out))
     return lambda x: module(x).detach().numpy()
-
-
-def export_weights(loaded: LoadedModel, out: Path) -> int:
-    """The model alone, in resnetlab's checkpoint format (fp32, contiguous), checked by loading it back;
-    returns the file's size."""
-    state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.detach().clone()
-             for k, v in loaded.model.state_dict().items()}
-    ckpt = loaded.checkpoint or {}
-    payload = {"model": state, "model_name": loaded.name,
-               "model_options": ckpt.get("model_options", {"num_classes": len(loaded.classes or []) or
-                                                           loaded.model.fc.out_features}),
-               "classes": loaded.classes, "normalization": loaded.normalization.to_dict(), "input": loaded.input,
-               # What the weights were trained with, for the registry's metadata; no optimizer, RNG or schedule.
-               "trained": {"config": ckpt.get("config"), "iteration": (ckpt.get("state") or {}).get("step"),
-                           "fast_paths": (ckpt.get("state") or {}).get("fast_paths")}}
-    save_checkpoint(out, payload)
-    back = load_model(str(out))
-    x = torch.randn(2, 3, loaded.input["size"], loaded.input["size"], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        if not torch.equal(back.model(x), loaded.model.eval()(x)):
-            raise UserError(f"{out} does not give the model's outputs when loaded back")
-    return out.stat().st_size
 
 
 def worst_difference(net: nn.Module, examples: list[torch.Tensor], run: Callable[[torch.Tensor], np.ndarray]) -> float:

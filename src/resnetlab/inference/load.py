@@ -11,7 +11,10 @@ from torch import nn
 from resnetlab.data import Normalization
 from resnetlab.data.preprocess import Preprocess
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, pretrained
+from resnetlab.models import create_model, hub, pretrained
+from resnetlab.models.safetensors_files import FORMAT as SAFETENSORS_FORMAT
+from resnetlab.models.safetensors_files import is_model_folder, looks_like_safetensors
+from resnetlab.models.weight_files import read_checkpoint
 from resnetlab.models.weights import check_finite
 from resnetlab.models.registry import STYLE_AMBIGUOUS, model_input
 from resnetlab.runtime.checkpoint import load_checkpoint, with_averaged
@@ -36,7 +39,11 @@ class LoadedModel:
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
                num_classes: int | None = None, weights_dir: str | None = None, style: str | None = None) -> LoadedModel:
     """Either --checkpoint (a resnetlab run's last.pt/best.pt), or --model with --weights: a file, or the
-    name of published weights (`resnetlab models --weights`), which carry their class names."""
+    name of published weights (`resnetlab models --weights`), which carry their class names. A safetensors file
+    or model folder (a path, or hf-hub:ORG/NAME) that records its network is read as a checkpoint is."""
+    checkpoint, weights = hub.local(checkpoint), hub.local(weights)
+    if weights and not checkpoint and (recorded := self_described(weights)) and model in (None, recorded):
+        return load_model(str(weights), style=style)
     if checkpoint:
         if model or weights:
             raise UserError("give either --checkpoint, or --model with --weights, not both")
@@ -50,7 +57,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"], normalization, ckpt["input"], ckpt,
                            Path(checkpoint), averaged)
     if not (model and weights):
-        raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE")
+        raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE (a safetensors file or "
+                        "model folder that records its network needs no --model)")
     size = model_input(model)
     # A published name (akamaster, torchvision) means those weights even where a file or folder in the working
     # directory bears the name; such a file is loaded as ./NAME. Other words that are not files are looked up.
@@ -61,8 +69,8 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
         return LoadedModel(net.eval(), model, list(w.classes), w.input_normalization(), dict(w.input),
                            source=pretrained.local_file(w, weights_dir))
-    if not Path(weights).is_file():
-        raise UserError(f"--weights {weights}: no such file")
+    if not (Path(weights).is_file() or is_model_folder(Path(weights))):
+        raise UserError(f"--weights {weights}: no such file or model folder")
     known = pretrained.identify(weights)
     if known is not None and known.model != model:
         known = None  # another network's file (a ResNet's into the plain net of its depth): warned about below
@@ -89,6 +97,16 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
                            source=Path(weights))
     # Foreign CIFAR and ImageNet weights (akamaster's, torchvision's) expect ImageNet's mean/std.
     return LoadedModel(net.eval(), model, None, Normalization.imagenet(), size, source=Path(weights))
+
+
+def self_described(weights: str | Path) -> str | None:
+    """The network a safetensors file or model folder records (resnetlab's, or a timm folder's config.json);
+    None for anything else (those load as --model says)."""
+    path = Path(weights)
+    if not (is_model_folder(path) or (path.is_file() and looks_like_safetensors(path))):
+        return None
+    contents = read_checkpoint(path)
+    return contents.get("model_name") if contents.get("format") == SAFETENSORS_FORMAT else None
 
 
 def _load_averaged(net: nn.Module, ckpt: dict, path: str) -> str | None:

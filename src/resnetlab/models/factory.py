@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models import pretrained
+from resnetlab.models import hub, pretrained
+from resnetlab.models.safetensors_files import is_model_folder
 from resnetlab.models.registry import build, check_options, is_cifar, model_names
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.weight_files import extract_state_dict, read_checkpoint
@@ -26,6 +27,7 @@ def create_model(name: str, weights: str | Path | None = None, weights_dir: str 
     ResNet-18..152), loaded and checked by sha256, or is a weights file (a path: torchvision's, timm's,
     akamaster's, a resnetlab checkpoint). With num_classes other than the weights', the classifier is new."""
     check_options(name, options)
+    weights = hub.local(weights)  # hf-hub:ORG/NAME -> its model folder in the Hub's cache
     if isinstance(weights, Path) or (isinstance(weights, str) and not pretrained.names_published_weights(weights)):
         return from_file(name, Path(weights), options)
     if weights is not None:
@@ -48,7 +50,7 @@ def create_model(name: str, weights: str | Path | None = None, weights_dir: str 
 def from_file(name: str, path: Path, options: dict[str, Any]) -> ResNet:
     """`name` built as the weights file says where it can (its recorded options, its style from its record or
     for ResNet-18/34 its keys, its classes from its classifier), loaded strictly; options given win."""
-    if not path.is_file():
+    if not (path.is_file() or is_model_folder(path)):
         raise UserError(f"weights {path}: no such file" + ("" if path.exists() else
                         f" (named weights: `resnetlab models --weights`)"))
     obj = read_checkpoint(path)

@@ -46,7 +46,7 @@ class Weights:
     # side), as the publisher's own transforms do it (torchvision's V2 entries resize to 232, not 256).
     input: dict = field(default_factory=lambda: {"size": 32, "resize": 32})
     # Shipped inside the package (resnetlab's own weights, src/resnetlab/weights/): never downloaded, checked
-    # by their whole sha256. They are resnetlab checkpoints without optimizer state, carrying their own
+    # by their whole sha256. They are safetensors files (no pickle is read for them) with resnetlab's record: their own
     # normalization (the paper's per-pixel mean): `normalization` is then "checkpoint".
     bundled: bool = False
     selection: str = ""  # how resnetlab chose its own weights to ship
@@ -149,11 +149,11 @@ REGISTRY: dict[tuple[str, str], Weights] = {(w.model, w.name): w for w in [
     _akamaster(110, "resnet110-1d1ed7c2.th", "1d1ed7c2", 0.0632),
     _akamaster(1202, "resnet1202-f3b1deed.th", "f3b1deed", 0.0618),
     # results/cifar10-64k and results/cifar10-16k, final iteration, by SELECTION.
-    _resnetlab("cifar_resnet20", "cifar_resnet20-resnetlab-64k.pt",
-               "6cdcb59061e474dc599810e476c0135c7b103c94f0a5538b26e8b8db9aad73f5", 0.1320,
+    _resnetlab("cifar_resnet20", "cifar_resnet20-resnetlab-64k.safetensors",
+               "9d04577329bfddad9134d99c16e8c4addeca983f2ee2b6ce4a720d091e5a426b", 0.1320,
                "the paper's full CIFAR recipe: 64k iterations of batch 128, lr 0.1 ÷10 at 32k and 48k, compiled bf16"),
-    _resnetlab("cifar_resnet56", "cifar_resnet56-resnetlab-16k.pt",
-               "79da7e7747febf96dea1488e75961589fb65ab4eb4bfeb0a9b79b09bacea50e9", 0.1282,
+    _resnetlab("cifar_resnet56", "cifar_resnet56-resnetlab-16k.safetensors",
+               "e719b127cf1ce1f08d158930548ea532c73042e7482bcd50f56370d5fbf88e1f", 0.1282,
                "a quarter of the paper's CIFAR schedule: 16k iterations of batch 128, lr 0.1 ÷10 at 8k and 12k, "
                "compiled bf16; seed 0 of 3, whose hold-out errors are 13.14% ± 0.28%"),
     *_torchvision(),
@@ -189,8 +189,8 @@ def resolve_name(model: str, name: str) -> str:
 def names_published_weights(given: str) -> bool:
     """Whether `--weights given` means published weights rather than a file: a word with no path or weights-file
     suffix that names some network's weights, or that is no file here."""
-    looks_like_name = "/" not in given and not given.endswith((".pt", ".pth", ".th"))
-    return looks_like_name and (is_weights_name(given) or not Path(given).is_file())
+    looks_like_name = "/" not in given and not given.endswith((".pt", ".pth", ".th", ".safetensors"))
+    return looks_like_name and (is_weights_name(given) or not Path(given).exists())
 
 
 def is_weights_name(name: str) -> bool:

@@ -155,6 +155,7 @@ class ResNet(nn.Module):
             raise UserError("zero_init_residual needs shortcuts: on a plain net it would zero every block's "
                             "output; use it with a ResNet, or leave it off")
         self.residual, self.style, self.bottleneck = residual, style, block is Bottleneck
+        self.shortcut = shortcut  # what built it, recorded with exported weights
         self.in_planes = widths[0]
         if imagenet:
             self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from resnetlab.errors import UserError
+from resnetlab.models import safetensors_files
 
 
 def _check_declared_size(path: Path) -> None:
@@ -31,13 +32,21 @@ def _check_declared_size(path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
+    """A safetensors file or model folder (models/safetensors_files.py), else torch.load with weights_only=True:
+    tensors and plain containers only, never arbitrary objects."""
     path = Path(path)
+    if safetensors_files.is_model_folder(path):
+        return safetensors_files.read_model_folder(path)
     if path.is_dir():
-        hint = f" (did you mean {path / 'last.pt'}?)" if (path / "last.pt").is_file() else ""
-        raise UserError(f"checkpoint {path} is a folder, not a checkpoint file{hint}")
+        hint = (f" (did you mean {path / 'last.pt'}?)" if (path / "last.pt").is_file() else
+                f" (its pytorch_model.bin can be given as the weights file itself)"
+                if (path / "pytorch_model.bin").is_file() else "")
+        raise UserError(f"checkpoint {path} is a folder, not a checkpoint file or a model folder (config.json + "
+                        f"model.safetensors){hint}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if safetensors_files.looks_like_safetensors(path):
+        return safetensors_files.read_safetensors(path)
     _check_declared_size(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
+from resnetlab.models.safetensors_files import FORMAT as SAFETENSORS_FORMAT
 from resnetlab.models.weights import read_checkpoint
 
 FORMAT = "resnetlab-checkpoint-v1"
@@ -33,7 +34,10 @@ def load_checkpoint(path: str | Path, training: bool = False) -> dict[str, Any]:
     training=True also requires what resuming needs. A file lacking a key is named, never a KeyError.
     """
     ckpt = read_checkpoint(path)
-    if ckpt.get("format") != FORMAT:
+    if ckpt.get("format") == SAFETENSORS_FORMAT and training:
+        raise UserError(f"{path} holds weights alone (safetensors), not a run to resume: give it as --weights "
+                        "to start a new run from it")
+    if ckpt.get("format") not in (FORMAT, SAFETENSORS_FORMAT):
         raise UserError(f"{path} is not a resnetlab training checkpoint (use --model and --weights for "
                         "foreign weights)")
     missing = [k for k in (*MODEL_KEYS, *(TRAINING_KEYS if training else ())) if k not in ckpt]
