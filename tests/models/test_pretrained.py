@@ -37,7 +37,7 @@ def test_a_file_with_another_sha256_is_refused(offline, tmp_path):
 
 
 def test_unknown_weights_name_lists_the_known_ones():
-    with pytest.raises(UserError, match=r"no weights named 'imagenet' for cifar_resnet20 \(known: akamaster, resnetlab\)"):
+    with pytest.raises(UserError, match=r"no weights named 'imagenet' for cifar_resnet20 \(known: akamaster, resnetlab, resnetlab-modern\)"):
         create_model("cifar_resnet20", weights="imagenet")
 
 
