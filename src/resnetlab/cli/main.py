@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "predict": "classify image files with a checkpoint",
     "export": "export a checkpoint to ONNX or TorchScript",
     "reproduce": "reproduce the paper's Table 1; Table 6, Fig. 6, 7 (CIFAR); Table 2, 3, Fig. 4 (ImageNet)",
+    "slim": "replace finished runs' last.pt by their final weights (safetensors), for keeping or sharing",
     "bench": "training speed against a standard PyTorch loop, or against this machine's measured peak",
 }
 

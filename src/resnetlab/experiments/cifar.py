@@ -12,10 +12,12 @@ from resnetlab.data import ArrayDataset, DeviceLoader, open_dataset
 from resnetlab.data.sources import select_split, validation_name
 from resnetlab.errors import RunInUse
 from resnetlab.experiments.responses import response_layers, response_stds
-from resnetlab.experiments.runs import existing_run, read_metrics
+from resnetlab.experiments.runs import existing_run, read_json_object, read_metrics
 from resnetlab.inference.load import load_model
+from resnetlab.inference.run_weights import final_weights, source_digest
 from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.devices import resolve_device
+from resnetlab.runtime.checkpoint import write_json
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.training import train, train_runs
 from resnetlab.training.config import TrainConfig, configure
@@ -25,6 +27,8 @@ from resnetlab.training.config import TrainConfig, configure
 # 50k with that schedule and no validation at all (final iteration only, nothing chosen on any split), and the
 # test split, where the dataset has one, is measured once at the end.
 PROTOCOLS = {"holdout": {}, "paper": {"holdout": 0, "val": "none"}}
+
+RESPONSES_FILE = "responses.json"  # in each run folder: Fig. 7's layer response stds, keyed by the final weights
 
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (6.61±0.16)", 1202: "7.93"}
 
@@ -201,10 +205,16 @@ def figure7(specs: list[RunSpec], out: Path, data: str, device: str, path: Path)
     split, _ = evaluation_split(data)
     stds: dict[str, list[float]] = {}
     for spec in lowest_seeds(specs):
-        loaded = load_model(str(out / "runs" / spec.name / "last.pt"))
-        batches = DeviceLoader(split.images, split.labels, 500, dev, loaded.normalization, augment=False)
-        model = loaded.model.to(dev)
-        stds[f"{spec.net}-{spec.depth}"] = response_stds(model, response_layers(model), batches)
+        run = out / "runs" / spec.name
+        key = {"source_sha256": source_digest(run), "images": len(split)}
+        cached = read_json_object(run / RESPONSES_FILE)
+        if {k: cached.get(k) for k in key} != key:  # measured once per final weights: a slimmed run may keep none
+            loaded = load_model(final_weights(run))
+            batches = DeviceLoader(split.images, split.labels, 500, dev, loaded.normalization, augment=False)
+            model = loaded.model.to(dev)
+            cached = {**key, "stds": response_stds(model, response_layers(model), batches)}
+            write_json(run / RESPONSES_FILE, cached)
+        stds[f"{spec.net}-{spec.depth}"] = cached["stds"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
     for name, values in stds.items():
         style = "--" if name.startswith("plain") else "-"

@@ -6,16 +6,16 @@ error is measured too (eval mode, no augmentation, every training image), since 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from pathlib import Path
 
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.experiments.cifar import PAPER_TABLE6, RunSpec
-from resnetlab.experiments.runs import read_metrics
+from resnetlab.experiments.runs import read_json_object, read_metrics
 from resnetlab.files import atomic_write
 from resnetlab.inference.load import load_model
+from resnetlab.inference.run_weights import final_weights, source_digest
 from resnetlab.inference.scoring import evaluate
 from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.devices import resolve_device
@@ -25,16 +25,16 @@ RESULT_FILE = "final_errors.json"  # in each run folder: what the final weights 
 
 def final_errors(spec: RunSpec, out: Path, data: str, device: str, log=print) -> dict:
     """{"train_error", "train_images", "test_error" (None without a test split), "last_sha256"} of the run's final
-    weights, in fp32; measured once and kept beside last.pt (a 50k-image pass of ResNet-110 takes minutes)."""
+    weights, in fp32; measured once and kept beside them (a 50k-image pass of ResNet-110 takes minutes)."""
     run = out / "runs" / spec.name
-    digest = hashlib.sha256((run / "last.pt").read_bytes()).hexdigest()
-    cached = _read(run / RESULT_FILE)
+    digest = source_digest(run)  # the same before and after `resnetlab slim`
+    cached = read_json_object(run / RESULT_FILE)
     if cached.get("last_sha256") == digest:
         return cached
     ds = open_dataset(data)
     log(f"{spec.name}: measuring the final weights on every training image"
         f"{' and the test split' if 'test' in ds.splits else ''}...")
-    loaded, dev = load_model(str(run / "last.pt")), resolve_device(device)
+    loaded, dev = load_model(final_weights(run)), resolve_device(device)
     model = loaded.model.to(dev)
 
     def error(split) -> float:
@@ -46,14 +46,6 @@ def final_errors(spec: RunSpec, out: Path, data: str, device: str, log=print) ->
               "test_images": len(ds.splits["test"]) if "test" in ds.splits else 0, "last_sha256": digest}
     atomic_write(run / RESULT_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
-
-
-def _read(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        value = {}  # damaged: measured again
-    return value if isinstance(value, dict) else {}
 
 
 def rows(specs: list[RunSpec], out: Path, data: str, device: str) -> list[dict]:
@@ -101,4 +93,4 @@ def test_sentence(table: list[dict], data: str) -> str:
     return (f"`{data}` has no test split, so these runs have no error on unseen images to report: every image "
             "the data holds trained them (no hold-out was kept, as in the paper's final protocol). The training "
             "errors above are errors on seen images, not comparable with the paper's test error. With CIFAR-10's "
-            "test split, `resnetlab evaluate --checkpoint RUN/last.pt --data DATA --split test` measures it.")
+            "test split, `resnetlab evaluate --checkpoint RUN/last.pt (or RUN/final.safetensors) --data DATA --split test` measures it.")

@@ -14,6 +14,7 @@ from resnetlab.errors import UserError
 from resnetlab.experiments.cifar_sentences import degradation_sentence
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, read_metrics, runs_table
 from resnetlab.inference.load import load_model
+from resnetlab.inference.run_weights import final_weights
 from resnetlab.inference.scoring import evaluate
 from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.checkpoint import write_json
@@ -81,7 +82,7 @@ def ten_crop(net: Net, out: Path, data: str, device: str, workers: int) -> dict:
         result = json.loads(cached.read_text())
         if result.get("iterations") == iterations:
             return result
-    loaded = load_model(str(run_dir / "last.pt"))
+    loaded = load_model(final_weights(run_dir))
     val = open_dataset(data).splits["val"]
     measured = evaluate(loaded.model.to(resolve_device(device)), eval_loader(val, 25, workers, protocol="10-crop"))
     result = {key: measured[key] for key in ("count", "loss", "top1_error", "top5_error")} | {"iterations": iterations}

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
-from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.inference.run_weights import final_step
 from resnetlab.training import load_run_config
+from resnetlab.training.resumption import stored_config
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.learning_rate import extended
 from resnetlab.training.rundir import RUN_FILES, RunDir
@@ -22,10 +23,14 @@ from resnetlab.training.settings import SAME_RUN
 def existing_run(cfg: TrainConfig) -> tuple[TrainConfig, int, dict | None]:
     """(the config to train cfg.out with, the step its checkpoint is at or -1, its summary if it finished)."""
     run_dir = Path(cfg.out)
-    if not (run_dir / "last.pt").is_file():
+    step = final_step(run_dir)
+    if step < 0:
         return cfg, -1, None
-    step = load_checkpoint(run_dir / "last.pt", training=True)["state"]["step"]
-    cfg = reconcile(load_run_config(run_dir), cfg, step, run_dir)
+    slimmed = not (run_dir / "last.pt").is_file()
+    cfg = reconcile(stored_config(run_dir) if slimmed else load_run_config(run_dir), cfg, step, run_dir)
+    if slimmed and step < cfg.iters:
+        raise UserError(f"{run_dir} holds a run that finished at {step:,} iterations and was slimmed (its optimizer "
+                        f"state dropped), so it cannot continue to the {cfg.iters:,} asked; use another --out")
     summary_path = run_dir / "summary.json"
     try:
         earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -86,6 +91,16 @@ def claim_folder(out: Path, experiment: str, data: str) -> None:
         atomic_write(out / MARKER, lambda tmp: tmp.write_text(f"resnetlab reproduce {experiment}\n"))
     except OSError as e:
         raise UserError(f"--out {out}: cannot create or write it ({e.strerror or e})") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object a run keeps beside its weights (a measurement of them), or {} where it is missing or damaged:
+    measured again."""
+    try:
+        value = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        value = {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

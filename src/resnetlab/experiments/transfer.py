@@ -18,6 +18,7 @@ import numpy as np
 
 from resnetlab.errors import UserError
 from resnetlab.experiments.runs import existing_run
+from resnetlab.inference.run_weights import final_weights
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.training import train
 from resnetlab.training.config import TrainConfig, configure
@@ -124,7 +125,7 @@ def run_all(plan: Plan, device: str = "auto", log=print) -> dict[tuple[str, int]
     for n, folder in animals.items():
         for way, (recipe, extra) in WAYS.items():
             for seed in range(plan.seeds):
-                start = dict(weights=str(runs / "pretrain" / "last.pt")) if recipe == "finetune" else {}
+                start = dict(weights=final_weights(runs / "pretrain")) if recipe == "finetune" else {}
                 cfg = configure(recipe, model="cifar_resnet20", data=str(folder), val="test",
                                 out=str(runs / f"{way.replace(' ', '-')}-{n}-seed{seed}"), iters=plan.iters, seed=seed,
                                 device=device, eval_every=max(1, plan.iters // 5), **start, **extra)

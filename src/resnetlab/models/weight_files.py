@@ -39,6 +39,7 @@ def read_checkpoint(path: str | Path) -> dict:
         return safetensors_files.read_model_folder(path)
     if path.is_dir():
         hint = (f" (did you mean {path / 'last.pt'}?)" if (path / "last.pt").is_file() else
+                f" (did you mean {path / 'final.safetensors'}?)" if (path / "final.safetensors").is_file() else
                 f" (its pytorch_model.bin can be given as the weights file itself)"
                 if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"checkpoint {path} is a folder, not a checkpoint file or a model folder (config.json + "

@@ -13,6 +13,7 @@ from resnetlab.files import read_small_text
 from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.training.config import TrainConfig, from_dict, validate
 from resnetlab.training.learning_rate import extended
+from resnetlab.training.rundir import FINAL_RECORD
 from resnetlab.training.settings import RESUME_CHANGEABLE
 
 
@@ -26,7 +27,16 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     if run_dir.is_file():
         raise UserError(f"--resume {run_dir}: a file; give the run's folder")
     if not (run_dir / "last.pt").is_file():
+        if (run_dir / FINAL_RECORD).is_file():
+            raise UserError(f"--resume {run_dir}: the run finished and was slimmed to its final weights "
+                            f"({FINAL_RECORD}), its optimizer state dropped: nothing to resume; a new run starts from "
+                            f"them with --weights (the file {FINAL_RECORD} names)")
         raise UserError(f"--resume {run_dir}: no last.pt there, nothing to resume")
+    return stored_config(run_dir)
+
+
+def stored_config(run_dir: Path) -> TrainConfig:
+    """The run's config.json, else the copy inside its last.pt."""
     path = run_dir / "config.json"
     if path.exists() or path.is_symlink():
         try:

@@ -25,9 +25,10 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks
 
 LOCK = ".lock"
 MARKER = ".resnetlab-run"  # written first into a folder a run takes: what follows in it is resnetlab's
+FINAL_WEIGHTS, FINAL_RECORD = "final.safetensors", "final.json"  # a finished run slimmed (inference/run_weights.py)
 # What a run writes; a non-empty folder holding none of these is someone else's and is refused.
 RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", LOCK, "tensorboard",
-             MARKER, "curves.png")
+             MARKER, "curves.png", FINAL_WEIGHTS, FINAL_RECORD)
 # What a start that never reached its first checkpoint leaves: a fresh start may clear these, and nothing else.
 UNFINISHED_START = (MARKER, LOCK, "config.json", "split.json", "metrics.jsonl", "tensorboard", "curves.png")
 
@@ -76,6 +77,8 @@ class RunDir:
             return
         if (p / "last.pt").exists():
             raise UserError(f"{p} already holds a run: resume it with --resume {p}, or choose another --out")
+        if (p / FINAL_RECORD).exists():
+            raise UserError(f"{p} already holds a finished run (slimmed to its final weights): choose another --out")
         entries = sorted(e.name for e in os.scandir(p))
         if not entries:
             return
