@@ -1,9 +1,10 @@
 """Pack a class-folder image tree into one file of raw (still encoded) bytes, and unpack it elsewhere.
 
-The GPU machine takes at most 64 MiB of working tree: 50,000 CIFAR JPEGs travel as one ~46 MB file
-and are written back as files there (then decoded by resnetlab as usual).
+The GPU machine takes at most 64 MiB with the working tree (itself under 40 MB, tests/experiments/test_slim.py):
+50,000 CIFAR JPEGs are one ~46 MB file, so every 2nd image (25,000, ~23 MB) travels, written back as files there
+(then decoded by resnetlab as usual).
 
-    python benchmarks/pack_images.py pack ../shared/data/cifar10-jpeg/train benchmarks/data/cifar10-train.npz
+    python benchmarks/pack_images.py pack ../shared/data/cifar10-jpeg/train benchmarks/data/cifar10-train.npz --every 2
     python benchmarks/pack_images.py unpack benchmarks/data/cifar10-train.npz /tmp/cifar10-jpeg/train
 """
 
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 
-def pack(root: Path, out: Path) -> None:
+def pack(root: Path, out: Path, every: int = 1) -> None:
     names, blobs = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file())[::every]:
         names.append(str(path.relative_to(root)))
         blobs.append(np.frombuffer(path.read_bytes(), dtype=np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs])
@@ -43,5 +44,8 @@ if __name__ == "__main__":
     parser.add_argument("action", choices=["pack", "unpack"])
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
+    parser.add_argument("--every", type=int, default=1, help="pack every N-th file (sorted by path), N >= 1")
     a = parser.parse_args()
-    (pack if a.action == "pack" else unpack)(a.source, a.target)
+    if a.every < 1:
+        parser.error("--every must be >= 1")
+    pack(a.source, a.target, a.every) if a.action == "pack" else unpack(a.source, a.target)

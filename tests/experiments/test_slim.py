@@ -11,7 +11,7 @@ import torch
 from resnetlab.cli.main import main
 from resnetlab.errors import UserError
 from resnetlab.inference.load import load_model
-from resnetlab.inference.run_weights import final_weights, tensors_digest
+from resnetlab.training.finished import final_weights, tensors_digest
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "cifar_resnet8-seed0"

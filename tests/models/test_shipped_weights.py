@@ -12,7 +12,7 @@ import resnetlab
 from resnetlab.cli.main import main
 from resnetlab.inference.load import load_model
 from resnetlab.models import pretrained
-from resnetlab.inference.run_weights import final_record, final_weights, tensors_digest
+from resnetlab.training.finished import final_record, final_weights, tensors_digest
 from resnetlab.models.safetensors_files import FORMAT, read_safetensors
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from resnetlab.cli.main import Parser
 from resnetlab.errors import UserError
-from resnetlab.inference.run_weights import slim
+from resnetlab.training.finished import slim
 
 
 def build_parser() -> Parser:

@@ -14,7 +14,7 @@ from resnetlab.errors import RunInUse
 from resnetlab.experiments.responses import response_layers, response_stds
 from resnetlab.experiments.runs import existing_run, read_json_object, read_metrics
 from resnetlab.inference.load import load_model
-from resnetlab.inference.run_weights import final_weights, source_digest
+from resnetlab.training.finished import final_weights, source_digest
 from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.runtime.checkpoint import write_json

@@ -15,7 +15,7 @@ from resnetlab.experiments.cifar import PAPER_TABLE6, RunSpec
 from resnetlab.experiments.runs import read_json_object, read_metrics
 from resnetlab.files import atomic_write
 from resnetlab.inference.load import load_model
-from resnetlab.inference.run_weights import final_weights, source_digest
+from resnetlab.training.finished import final_weights, source_digest
 from resnetlab.inference.scoring import evaluate
 from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.devices import resolve_device

@@ -14,7 +14,7 @@ from resnetlab.errors import UserError
 from resnetlab.experiments.cifar_sentences import degradation_sentence
 from resnetlab.experiments.runs import RUNS_TABLE_NOTE, existing_run, read_metrics, runs_table
 from resnetlab.inference.load import load_model
-from resnetlab.inference.run_weights import final_weights
+from resnetlab.training.finished import final_weights
 from resnetlab.inference.scoring import evaluate
 from resnetlab.models import count_parameters, create_model
 from resnetlab.runtime.checkpoint import write_json

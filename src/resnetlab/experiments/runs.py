@@ -11,7 +11,7 @@ from pathlib import Path
 
 from resnetlab.errors import UserError
 from resnetlab.files import atomic_write
-from resnetlab.inference.run_weights import final_step
+from resnetlab.training.finished import final_step
 from resnetlab.training import load_run_config
 from resnetlab.training.resumption import stored_config
 from resnetlab.training.config import TrainConfig

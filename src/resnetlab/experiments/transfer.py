@@ -18,7 +18,7 @@ import numpy as np
 
 from resnetlab.errors import UserError
 from resnetlab.experiments.runs import existing_run
-from resnetlab.inference.run_weights import final_weights
+from resnetlab.training.finished import final_weights
 from resnetlab.runtime.figures import pyplot, save_figure
 from resnetlab.training import train
 from resnetlab.training.config import TrainConfig, configure
