@@ -104,7 +104,12 @@ def teardown(info: DistInfo, clean: bool = True) -> None:
     the group and exited while rank 0 was still saving was seen to abort in gloo's shutdown ("terminate
     called without an active exception", exit -6), failing the whole torchrun job. After an error there is
     no waiting: the other ranks may never arrive."""
+    global left_a_group
     if info.enabled and dist.is_initialized():
         if clean:
             dist.barrier()
         dist.destroy_process_group()
+        left_a_group = True
+
+
+left_a_group = False  # whether this process left a process group: cli.main.entry then ends it without finalizers
