@@ -54,8 +54,8 @@ def comparison_sentences(rows: list[dict]) -> str:
         if not (modern and paper):
             continue
         diff = modern["mean"] - paper["mean"]
-        said = (f"ResNet-{depth}: cifar-modern {modern['mean']:.2%} ({modern['seeds']} seeds) against cifar-paper "
-                f"{paper['mean']:.2%} ({paper['seeds']}), {diff * 100:+.2f} points")
+        said = (f"ResNet-{depth}: cifar-modern {modern['mean']:.2%} ({_seeds(modern['seeds'])}) against cifar-paper "
+                f"{paper['mean']:.2%} ({_seeds(paper['seeds'])}), {diff * 100:+.2f} points")
         if noise is None:
             out.append(said + "; with one seed each, no difference can be told from seed noise.")
             continue
@@ -142,3 +142,7 @@ cifar-modern): it compares runs of one recipe, not the recipes.
 {RUNS_TABLE_NOTE}
 
 {runs_table(run_dirs)}"""
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
