@@ -67,7 +67,45 @@ def test_roofline_counts_flops_measures_the_peak_and_keeps_a_table_per_cpu_class
     # FLOPs counted, not assumed: in units of one full 3x3 layer (every stage's cost the same, a stride-2 one
     # half), ResNet-14's residual path holds 11 against ResNet-8's 5, the stem and classifier a little more
     assert 2.1 < by_model["cifar_resnet14"] / by_model["cifar_resnet8"] < 2.3
+    for p in record["peaks"].values():  # the memory ceiling, measured in the same run
+        assert 0 < p["copy"] <= p["bandwidth"] and 0 < p["triad"] <= p["bandwidth"]
+    for row in record["steps"]:
+        # the whole step's bound max(FLOPs/peak, bytes/bandwidth) never exceeds the sum of each kind's own bound
+        assert 0 < row["bound_seconds"] <= row["bound_seconds_per_kind"] * (1 + 1e-9)
+        assert row["fraction_of_bound"] == pytest.approx(row["bound_seconds_per_kind"] * row["images_per_s"] / 128)
+        assert row["kinds"]["batch norm"]["bound_by"] == "memory" and row["kinds"]["convolution"]["gflop"] > 0
+    assert "MB/step" in (folder / "roofline.md").read_text()
     shares = next(r["time_shares"] for r in record["steps"] if "time_shares" in r)
     assert sum(shares.values()) == pytest.approx(1.0) and shares["convolution"] > 0
     table = (folder / "roofline.md").read_text()
     assert "## SSE4: Old Opteron" in table and f"## {cpu_isa()}:" in table and "cifar_resnet14" in table
+
+
+def test_the_bytes_of_a_step_are_counted_per_op():
+    """Each op reads its inputs and writes its outputs once; views move nothing; under CPU autocast BatchNorm and
+    ReLU run in bf16 (2 bytes an element), the convolutions' outputs too: what fusing them could save."""
+    import torch
+    from torch import nn
+
+    from resnetlab.bench.traffic import OpTraffic, count_step
+
+    x = torch.randn(1000)
+    with OpTraffic() as t:
+        y = x.relu()
+        x.view(10, 100)
+        y.add_(x)
+    assert t.ops["relu"] == [4000, 4000] and t.ops["add_.Tensor"] == [8000, 4000] and "view" not in t.ops
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    images = torch.randn(4, 3, 16, 16)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net(images).float().sum().backward()
+
+    with OpTraffic() as t:
+        step()
+    out = 4 * 8 * 16 * 16
+    assert t.ops["native_batch_norm"][1] >= 2 * out and t.ops["relu"] == [2 * out, 2 * out]
+    counted = count_step(step)
+    assert counted["kinds"]["convolution"]["flops"] > 0 and counted["kinds"]["batch norm"]["flops"] == 0
+    assert counted["bytes"] == sum(k["bytes"] for k in counted["kinds"].values())

@@ -42,22 +42,41 @@ def table(records: list[dict]) -> str:
            "Written by `resnetlab bench --what roofline --save benchmarks/results` from the newest record of each CPU "
            "class. Peak: the faster of a 2048x2048 matmul and a 64x128x28x28 3x3 convolution (channels_last) in "
            "that precision, on the step's threads. FLOPs: counted by torch's FlopCounterMode over one forward and "
-           "backward (convolutions and the classifier; BatchNorm, ReLU, loss and SGD add time, not FLOPs). "
+           "backward (convolutions and the classifier). Bandwidth: a copy and a STREAM triad of 256 MiB buffers in "
+           "that precision. Bytes: counted per ATen op over one whole step (forward, backward, SGD), each op reading "
+           "its inputs and writing its outputs once (unfused eager traffic). Bound: max(FLOPs / peak, bytes / "
+           "bandwidth) for the whole step, and the sum of that bound over the kinds of op; \"of the bound\" is the "
+           "per-kind bound over the step's measured time; memory-bound: the kinds whose bytes take longer than "
+           "their FLOPs. "
            "Bare step: a fixed batch of 128, eager, SGD; trainer step: the trainer's data pipeline and step on the "
            "fast path `train` chooses (compiled where it is), without evaluation or logging.", ""]
     for r in records:
         out += [f"## {r['isa']}: {r['device_name']}, {r['threads']} threads, torch {r['torch']} ({r['date']})", "",
-                "| precision | matmul GFLOP/s | 3x3 conv GFLOP/s |", "|---|---|---|"]
-        out += [f"| {p} | {v['matmul']:,.1f} | {v['conv']:,.1f} |" for p, v in r["peaks"].items()]
-        out += ["", "| network | step | GFLOP/step | images/s | GFLOP/s | of the peak | one process per core | "
-                "where the eager step's time goes |", "|---|---|---|---|---|---|---|---|"]
-        for s in r["steps"]:
-            per_core = s.get("per_core_images_per_s")
-            out.append(f"| {s['model']} | {s.get('kind', 'bare eager')} {s['precision']} | {s['gflop_per_step']:.1f} | "
-                       f"{s['images_per_s']:,.0f} | {s['gflops']:,.1f} | {s['fraction_of_peak']:.0%} | "
-                       f"{f'{per_core:,.0f} images/s' if per_core else '—'} | {_shares(s) or '—'} |")
-        out.append("")
+                "| precision | matmul GFLOP/s | 3x3 conv GFLOP/s | copy GB/s | triad GB/s |", "|---|---|---|---|---|"]
+        out += [f"| {p} | {v['matmul']:,.1f} | {v['conv']:,.1f} | {_number(v.get('copy'))} | {_number(v.get('triad'))} |"
+                for p, v in r["peaks"].items()]
+        out += ["", "| network | step | GFLOP/step | MB/step | images/s | GFLOP/s | of the FLOP peak | bound ms "
+                "(whole / per kind) | of the bound | memory-bound | one process per core | where the eager step's "
+                "time goes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [_step_line(s) for s in r["steps"]] + [""]
     return "\n".join(out)
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _step_line(s: dict) -> str:
+    """One step's row; records from before bytes were counted show — in those columns."""
+    per_core = s.get("per_core_images_per_s")
+    counted = "bound_seconds" in s
+    limit = f"{1e3 * s['bound_seconds']:.0f} / {1e3 * s['bound_seconds_per_kind']:.0f}" if counted else "—"
+    memory = ", ".join(k for k, v in (s.get("kinds") or {}).items() if v["bound_by"] == "memory") or "—"
+    of_bound = f"{s['fraction_of_bound']:.0%}" if counted else "—"
+    return (f"| {s['model']} | {s.get('kind', 'bare eager')} {s['precision']} | {s['gflop_per_step']:.1f} | "
+            f"{_number(s.get('mb_per_step'), 0)} | {s['images_per_s']:,.0f} | {s['gflops']:,.1f} | "
+            f"{s['fraction_of_peak']:.0%} | {limit} | {of_bound} | "
+            f"{memory} | {f'{per_core:,.0f} images/s' if per_core else '—'} | {_shares(s) or '—'} |")
 
 
 def save(record: dict, folder: Path) -> tuple[Path, Path]:

@@ -13,35 +13,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from resnetlab.bench.throughput import Options, trainer_rate
+from resnetlab.bench.timing import seconds_per_call
+from resnetlab.bench.traffic import bandwidth, bound, count_step, kind_of
 from resnetlab.models import create_model
 from resnetlab.training import fastpath
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start/stop chatter, not ours to print
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def seconds_per_call(fn: Callable[[], object], min_seconds: float = 0.5, repeats: int = 3) -> float:
-    """The best of `repeats` timings of fn, each averaged over enough calls to last min_seconds (one warm-up
-    call first: oneDNN picks and caches its kernels on the first call)."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-6)
-    calls = max(1, int(min_seconds / once))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, min_seconds: float = 0.5) -> float:
@@ -132,17 +116,6 @@ def native_precisions() -> list[str]:
     return ["bf16", "fp32"] if fastpath.cpu_has_native_bf16() else ["fp32"]
 
 
-# How profile_step names the ATen ops of forward and backward (first match wins; the rest is "other").
-OP_KINDS = [
-    ("convolution", ("conv",)),
-    ("batch norm", ("batch_norm",)),
-    ("ReLU", ("relu", "threshold", "clamp_min")),
-    ("loss and classifier", ("softmax", "nll_loss", "cross_entropy", "addmm", "mm", "avg_pool", "mean")),
-    ("adds, copies, layout", ("add", "copy", "clone", "contiguous", "pad", "cat", "slice", "reorder", "fill_",
-                              "zero_", "empty")),
-]
-
-
 def _phases(step: BareStep, steps: int) -> dict[str, float]:
     """Seconds per step in forward (with the loss), backward and the SGD update, timed apart."""
     totals = {"forward": 0.0, "backward": 0.0, "optimizer (SGD)": 0.0}
@@ -176,7 +149,7 @@ def profile_step(step: BareStep, steps: int = 3) -> dict[str, float]:
     for event in prof.key_averages():
         if event.key.startswith("aten::"):
             name = event.key[len("aten::"):]
-            kind = next((k for k, words in OP_KINDS if any(w in name for w in words)), "other")
+            kind = kind_of(name)
             kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total
     total_step = sum(phases.values())
     compute = (phases["forward"] + phases["backward"]) / total_step
@@ -195,13 +168,16 @@ def roofline(models: list[str], batch: int = 128, profile: bool = True, per_core
     log(f"measuring the peak in {', '.join(precisions)} on {threads} threads...")
     result = {"threads": threads, "peaks": peaks(precisions, min_seconds / 4), "steps": []}
     for name, p in result["peaks"].items():
-        log(f"  {name}: matmul {p['matmul']:,.1f} GFLOP/s, 3x3 convolution {p['conv']:,.1f} GFLOP/s")
+        p.update(bandwidth(PRECISIONS[name] or torch.float32, min_seconds=min_seconds / 4))
+        log(f"  {name}: matmul {p['matmul']:,.1f} GFLOP/s, 3x3 convolution {p['conv']:,.1f} GFLOP/s; memory: copy "
+            f"{p['copy']:,.1f} GB/s, triad {p['triad']:,.1f} GB/s")
     for name in models:
         flops = step_flops(name, batch)
         for precision in precisions:
             step = BareStep(name, precision, batch)
             seconds = seconds_per_call(step, min_seconds=min_seconds, repeats=2)
             row = step_row(name, precision, flops, batch / seconds, batch, result["peaks"][precision]["peak"])
+            row.update(traffic_row(step, seconds, result["peaks"][precision]))
             if per_core and threads > 1:
                 row["per_core_images_per_s"] = one_process_per_core(name, precision, threads, batch, min_seconds)
             if profile and precision == precisions[0]:
@@ -210,12 +186,26 @@ def roofline(models: list[str], batch: int = 128, profile: bool = True, per_core
             extra = (f"; {threads} one-thread processes: {row['per_core_images_per_s']:,.0f} images/s"
                      if "per_core_images_per_s" in row else "")
             log(f"  {name} {precision}: {row['images_per_s']:,.0f} images/s, {row['gflops']:,.1f} GFLOP/s = "
-                f"{row['fraction_of_peak']:.0%} of the {precision} peak{extra}")
+                f"{row['fraction_of_peak']:.0%} of the {precision} peak{extra}; {row['mb_per_step']:,.0f} MB moved "
+                f"per step, bound {1e3 * row['bound_seconds']:.0f} ms (per kind of op {1e3 * row['bound_seconds_per_kind']:.0f}"
+                f" ms), the step {1e3 * seconds:.0f} ms = {row['fraction_of_bound']:.0%} of the bound")
             if "time_shares" in row:
                 log("    its time: " + ", ".join(f"{k} {v:.0%}" for k, v in row["time_shares"].items()))
         if data is not None:
             result["steps"].append(trainer_row(name, data, flops, batch, result["peaks"], log))
     return result
+
+
+def traffic_row(step: BareStep, seconds: float, peak: dict) -> dict:
+    """The bytes the step moves and the roofline's bound with both ceilings; the step's speed as a fraction of the
+    per-kind bound (1 = as fast as the machine allows for unfused ops)."""
+    counted = count_step(step)
+    limits = bound(counted, peak["peak"], peak["bandwidth"])
+    kinds = {k: {"gflop": v["flops"] / 1e9, "mb": v["bytes"] / 1e6, "bound_by": limits["bound_by"][k]}
+             for k, v in counted["kinds"].items()}
+    return {"mb_per_step": counted["bytes"] / 1e6, "bound_seconds": limits["bound_seconds"],
+            "bound_seconds_per_kind": limits["bound_seconds_per_kind"],
+            "fraction_of_bound": limits["bound_seconds_per_kind"] / seconds, "kinds": kinds}
 
 
 def trainer_row(name: str, data: str, flops: float, batch: int, peak: dict, log) -> dict:
