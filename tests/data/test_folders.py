@@ -106,3 +106,28 @@ def test_inspect_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "missing: no such file or folder" in err and "Traceback" not in err
+
+
+def test_large_jpegs_are_decoded_no_larger_than_the_transform_needs(tmp_path):
+    """Pillow's draft decodes a JPEG at 1/2, 1/4 or 1/8 where the transform's largest use of it is that small,
+    never below it, and to nearly the pixels a full decode and resize give; other formats decode whole."""
+    import torch
+    from torchvision.transforms import v2
+
+    from resnetlab.data.folders import decode
+    from resnetlab.data.imagenet import FolderImages, eval_transform, train_transform
+
+    yy, xx = np.mgrid[0:768, 0:1024]
+    smooth = np.stack([xx / 4, yy / 3, (xx + yy) / 7], -1).clip(0, 255).astype(np.uint8)  # a photo's gradients
+    Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(smooth).save(tmp_path / "big.png")
+    full, drafted = decode(tmp_path / "big.jpg"), decode(tmp_path / "big.jpg", min_side=224)
+    assert full.shape == (3, 768, 1024) and drafted.shape == (3, 384, 512)  # 1/4 would be 192 < 224
+    assert decode(tmp_path / "big.png", min_side=224).shape == (3, 768, 1024)
+    assert decode(tmp_path / "big.jpg", min_side=500).shape == (3, 768, 1024)  # half would be below 500
+    same = [v2.functional.resize(x, [224], antialias=True).float() for x in (full, drafted)]
+    assert (same[0] - same[1]).abs().mean() < 1.5  # on the 0-255 scale
+    assert FolderImages(None, train_transform(224)).min_side == 480  # Sec. 3.4's scale jitter: up to 480
+    assert FolderImages(None, train_transform(224, crop_scale=0.08)).min_side == 915  # the smallest box's side
+    assert FolderImages(None, eval_transform(224, 256), min_side=256).min_side == 256
+    assert torch.equal(decode(tmp_path / "big.jpg", min_side=None), full)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 import zipfile
@@ -106,10 +107,13 @@ def elongated(width: int, height: int) -> str:
             + (f" ({3 * 224 * stretched / 2**30:.1f} GiB)" if stretched * 224 * 3 > 2**30 else ""))
 
 
-def decode(path: Path) -> torch.Tensor:
+def decode(path: Path, min_side: int | None = None) -> torch.Tensor:
     """One image as uint8 (3, H, W); a corrupt or truncated file raises UserError naming it.
 
     Pillow rather than torchvision.io: its decoders are as fast here and torchvision's are deprecated.
+    `min_side`: the shorter side the transform that follows needs at most; a JPEG larger than twice that is
+    decoded at 1/2, 1/4 or 1/8 of its size by Pillow's `draft` (the DCT's own downscaling: pixels the transform
+    would throw away are never computed), never below `min_side`.
     """
     try:
         with Image.open(path) as img:
@@ -120,6 +124,9 @@ def decode(path: Path) -> torch.Tensor:
                 raise UserError(f"cannot use image {path}: it is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than "
                                 f"{MAX_PIXELS / 1e6:.0f} (decoding it would take {3 * w * h / 2**30:.1f} GiB); "
                                 "downscale it first")
+            if min_side and img.format == "JPEG" and 2 * min_side <= min(w, h):
+                k = min_side / min(w, h)
+                img.draft(None, (math.ceil(w * k), math.ceil(h * k)))  # the result is at least this size
             array = rgb8(img)
     except UserError:
         raise

@@ -5,6 +5,8 @@ normalization, each image's draws seeded by (seed, epoch, index); evaluation on 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -41,6 +43,7 @@ class TrainTransform:
     def __init__(self, crop: int = 224, scale: tuple[int, int] = (256, 480), lighting_std: float = 0.1,
                  mean: Tensor | None = None, std: Tensor | None = None, augment: ImageAugment | None = None) -> None:
         self.crop, self.scale, self.lighting_std, self.augment = crop, scale, lighting_std, augment
+        self.min_side = scale[1]  # the largest shorter side the scale jitter resizes to: more is thrown away
         self.mean = torch.tensor(MEAN).view(3, 1, 1) if mean is None else mean
         self.std = torch.tensor(STD).view(3, 1, 1) if std is None else std
 
@@ -65,6 +68,9 @@ class ResizedCropTransform:
 
     def __init__(self, crop: int, min_area: float, mean: Tensor, std: Tensor, augment: ImageAugment | None = None) -> None:
         self.crop, self.min_area, self.mean, self.std, self.augment = crop, min_area, mean, std, augment
+        # The smallest box (area min_area, aspect 4/3 or 3/4) spans sqrt(0.75 min_area) of each side and must still
+        # hold `crop` pixels: the shorter side a decode needs, whatever the draw.
+        self.min_side = math.ceil(crop / math.sqrt(0.75 * min_area))
 
     def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
         h, w = img.shape[1:]
@@ -133,8 +139,9 @@ PROTOCOLS = ("center", "10-crop", "multiscale")
 class FolderImages(Dataset):
     """Evaluation images by index; training images by (epoch, index), their randomness seeded by both."""
 
-    def __init__(self, index: FolderIndex, transform, seed: int | None = None) -> None:
+    def __init__(self, index: FolderIndex, transform, seed: int | None = None, min_side: int | None = None) -> None:
         self.index, self.transform, self.seed = index, transform, seed
+        self.min_side = min_side or getattr(transform, "min_side", None)  # what decode may downscale JPEGs to
 
     def __len__(self) -> int:
         return len(self.index)
@@ -142,9 +149,9 @@ class FolderImages(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
         if isinstance(key, tuple):
             epoch, i = key
-            x = self.transform(decode(self.index.paths[i]), sample_generator(self.seed, epoch, i))
+            x = self.transform(decode(self.index.paths[i], self.min_side), sample_generator(self.seed, epoch, i))
         else:
-            i, x = key, self.transform(decode(self.index.paths[key]))
+            i, x = key, self.transform(decode(self.index.paths[key], self.min_side))
         return x, int(self.index.labels[i])
 
 
@@ -201,8 +208,10 @@ def eval_loader(index: FolderIndex, batch_size: int, workers: int, protocol: str
     "10-crop", or "multiscale" (one image per batch: its views differ in size from the next image's).
     `normalize`: the model's own normalization of uint8 images, where it is not ImageNet's mean/std."""
     if protocol == "multiscale":
-        return DataLoader(FolderImages(index, MultiScaleViews()), batch_size=1, num_workers=workers, shuffle=False)
+        return DataLoader(FolderImages(index, MultiScaleViews(), min_side=max(MULTISCALE_SIDES)), batch_size=1,
+                          num_workers=workers, shuffle=False)
     if getattr(normalize, "kind", None) == "imagenet":
         normalize = None  # ImageNet's mean/std: eval_transform's own steps
     transform = eval_transform(crop, resize, ten_crop=protocol == "10-crop", normalize=normalize)
-    return DataLoader(FolderImages(index, transform), batch_size=batch_size, num_workers=workers, shuffle=False)
+    return DataLoader(FolderImages(index, transform, min_side=resize), batch_size=batch_size, num_workers=workers,
+                      shuffle=False)
