@@ -44,6 +44,14 @@ def weight_rows() -> list[dict]:
     return out
 
 
+def _error(row: dict) -> str:
+    """Top-1 error on what the weights were measured on; weights that saw every image of their data show their
+    training error, marked (train), since there was nothing unseen to measure."""
+    if "top1_error" in row:
+        return f"{row['top1_error']:.2%}"
+    return f"{row['train_error']:.2%} (train)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.weights:
@@ -54,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'model':<17} {'weights':<15} {'params':>8} {'mult-adds':>9} {'top-1 err':>9}  {'measured on':<58} sha256")
         for r in table:
             print(f"{r['model']:<17} {r['weights']:<15} {r['params'] / 1e6:>7.2f}M {r['macs'] / 1e9:>8.2f}G "
-                  f"{r['top1_error']:>9.2%}  {r['dataset']:<58} {r['sha256'][:16]}")
+                  f"{_error(r):>9}  {r['dataset']:<58} {r['sha256'][:16]}")
         print("use: resnetlab evaluate --model MODEL --weights WEIGHTS ...; create_model(MODEL, weights=WEIGHTS)")
         return 0
     table = rows([n for n in list_models() if n not in args.skip])
