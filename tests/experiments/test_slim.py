@@ -68,6 +68,8 @@ def test_what_a_slimmed_run_cannot_do_is_one_line(reproduced, capsys):
     err = capsys.readouterr().err
     assert str(run) in err and "\n" not in err.strip()
     assert main(["slim", str(run)]) == 0 and "already slimmed" in capsys.readouterr().out
+    assert main(["slim", "--drop-weights", str(run)]) == 0 and not (run / "final.safetensors").exists()
+    assert json.loads((run / "final.json").read_text())["kept"].startswith("none")
 
 
 def test_dropped_weights_leave_the_record_and_the_report(reproduced, capsys):

@@ -102,9 +102,15 @@ def slim(run_dir: Path, keep_weights: bool = True) -> str:
     """Replace a finished run's last.pt by its final weights (final.safetensors or a shipped reference) and
     final.json; refuse an unfinished run (its last.pt is what resumes it). Returns what was kept, in words."""
     if not (run_dir / "last.pt").is_file():
-        if final_record(run_dir):
+        record = final_record(run_dir)
+        if record is None:
+            raise UserError(f"{run_dir}: no last.pt, not a resnetlab run to slim")
+        if keep_weights or not (run_dir / FINAL_WEIGHTS).is_file():
             return "already slimmed"
-        raise UserError(f"{run_dir}: no last.pt, not a resnetlab run to slim")
+        record["kept"] = "none (the sha256 of the final tensors only)"  # the record first: it stays true
+        atomic_write(run_dir / FINAL_RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+        os.unlink(run_dir / FINAL_WEIGHTS)
+        return record["kept"]
     rundir = RunDir(run_dir)
     rundir.take(resume=True, step=final_step(run_dir))  # the run's lock: never slimmed under a running trainer
     try:
