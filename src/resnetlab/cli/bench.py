@@ -9,6 +9,9 @@
 --what roofline: this CPU's peak (matmul and 3x3 convolution, in each precision it computes natively), each
                  network's step as a fraction of it (FLOPs counted), as one process per core, where its time
                  goes, and the trainer's step on its fast path. --save DIR keeps one table per CPU class.
+--what folders:  `resnetlab train` on an image folder (eager and compiled) against timm's `train.py` (--timm-train,
+                 from a checkout of timm's repository), each in its own process: the same folder, model
+                 (default resnet18), batch, precision, layout and workers, images/s after a warm-up.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from resnetlab.bench import Options, report, roofline, throughput
+from resnetlab.bench import Options, folders, report, roofline, throughput
 from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_device
 from resnetlab.errors import UserError
@@ -34,7 +37,7 @@ ROOFLINE_MODELS = "cifar_resnet20,cifar_resnet56,cifar_resnet110"
 def build_parser() -> Parser:
     p = Parser(prog="resnetlab bench", description=__doc__.strip().splitlines()[0].split(": ", 1)[1],
                epilog=__doc__.strip().split("\n", 2)[2])
-    p.add_argument("--what", choices=["train", "pipeline", "imagenet", "roofline"], default="train")
+    p.add_argument("--what", choices=["train", "pipeline", "imagenet", "roofline", "folders"], default="train")
     p.add_argument("--model", help=f"network (default cifar_resnet20; --what roofline: comma-separated, default "
                                    f"{ROOFLINE_MODELS})")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg", help="CIFAR-style dataset")
@@ -52,6 +55,10 @@ def build_parser() -> Parser:
                    help="--what roofline: seconds each step timing lasts (the peaks a quarter of it)")
     p.add_argument("--no-trainer", action="store_true",
                    help="--what roofline: leave out the trainer's step (it compiles, a minute per network)")
+    p.add_argument("--timm-train", metavar="PATH", type=Path,
+                   help="--what folders: timm's train.py (from a checkout of timm's repository; not in its wheel)")
+    p.add_argument("--batch-size", type=int, default=32, help="--what folders: the batch of both trainers")
+    p.add_argument("--img-size", type=int, default=224, help="--what folders: the training crop of both trainers")
     p.add_argument("--save", metavar="DIR", help="append the result to DIR/<device name>.jsonl "
                    "(--what roofline: DIR/roofline-<CPU class>.jsonl, and rewrite DIR/roofline.md)")
     return p
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     name = fastpath.device_name(device)
     if args.what != "roofline":
-        args.model = args.model or "cifar_resnet20"
+        args.model = args.model or ("resnet18" if args.what == "folders" else "cifar_resnet20")
     result = {"what": args.what, "model": "resnet50" if args.what == "imagenet" else args.model, "seeds": args.seeds,
               "amp": args.amp, "channels_last": args.channels_last, "fast": args.fast, "compile": args.compile,
               "steps": args.steps,
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
               "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}
     if args.what == "roofline":
         return main_roofline(args, device, result)
+    if args.what == "folders":
+        return main_folders(args, result)
     opts = Options(what=args.what, model=args.model, data=args.data, steps=args.steps, workers=args.workers,
                    amp=args.amp, channels_last=args.channels_last, fast=args.fast, compile=args.compile,
                    seeds=args.seeds)
@@ -83,12 +92,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  fast path: {result['fast_path']}; compiling took {result['compile_seconds']:.1f} s (not in images/s)\n"
               f"  resnetlab {result['eager_path']}: {result['eager_images_per_s']:,.0f} images/s, "
               f"ratio {result['eager_ratio']:.2f}x")
-    if args.save:
-        out = Path(args.save) / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}.jsonl"
+    save(args.save, result)
+    return 0
+
+
+def save(directory: str | None, result: dict) -> None:
+    """Append the result to DIR/<device name>.jsonl."""
+    if directory:
+        out = Path(directory) / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', result['device_name']).strip('_')}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"appended to {out}")
+
+
+def main_folders(args, result: dict) -> int:
+    amp = "bf16" if args.amp == "auto" and fastpath.cpu_has_native_bf16() else ("off" if args.amp == "auto" else args.amp)
+    if args.batch_size <= 0 or args.img_size <= 0:
+        raise UserError("--batch-size and --img-size must be positive")
+    bench = folders.FolderBench(data=Path(args.data), model=args.model, batch_size=args.batch_size,
+                                iters=folders.WARMUP + args.steps, workers=args.workers, amp=amp,
+                                img_size=args.img_size, timm_train=args.timm_train)
+    if bench.timm_train is None:
+        print("  timm: not measured (give --timm-train PATH: timm's train.py from a checkout of its repository)")
+    print(f"folders {args.model} on {result['device_name']}: {args.data}, batch {args.batch_size}, {args.img_size} px, "
+          f"{amp}, channels_last, {args.workers} workers, {args.steps} timed iterations after {folders.WARMUP}")
+    result.update(amp=amp, batch_size=args.batch_size, img_size=args.img_size, data=args.data, **folders.measure(bench))
+    for name, ratio in result.get("ratio_to_timm", {}).items():
+        print(f"  {name}: {ratio:.2f}x timm's train.py")
+    save(args.save, result)
     return 0
 
 
