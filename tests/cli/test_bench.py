@@ -109,3 +109,52 @@ def test_the_bytes_of_a_step_are_counted_per_op():
     counted = count_step(step)
     assert counted["kinds"]["convolution"]["flops"] > 0 and counted["kinds"]["batch norm"]["flops"] == 0
     assert counted["bytes"] == sum(k["bytes"] for k in counted["kinds"].values())
+
+
+FAKE_TIMM = '''import sys, time
+argv = sys.argv[1:]
+open(__file__[:-3] + ".argv", "w").write(" ".join(argv))
+for epoch in range(int(argv[argv.index("--epochs") + 1])):
+    for b in range(0, 12, 2):
+        time.sleep(0.05)
+        print(f"Train: {epoch} [{b:>4d}/12 ( 50%)]  Loss: 2.30 (2.30)  Time: 0.05s", flush=True)
+'''
+
+
+def test_the_folder_bench_reads_each_trainers_progress_lines():
+    from resnetlab.bench.folders import Timed, iterations_done
+
+    assert iterations_done("iter     40/60 lr 0.0025 | train loss 2.1", "resnetlab") == 40
+    assert iterations_done("Train: 2 [  10/20 ( 55%)]  Loss: 2.14 (2.19)", "timm") == 2 * 20 + 11
+    assert iterations_done("Train: 2 [  10/20 ( 55%)]", "resnetlab") is None and iterations_done("iter 5/9", "timm") is None
+    timed = Timed("timm", [], points=[(1.0, 10), (2.0, 20), (4.0, 40)])
+    assert timed.images_per_s(batch_size=8, warmup=20) == pytest.approx(20 * 8 / 2.0)
+    assert Timed("x", [], points=[(1.0, 25)]).images_per_s(8, 20) is None  # one line past the warm-up: no rate
+
+
+def test_bench_folders_times_resnetlab_train_beside_timms_train_py(tmp_path, capsys):
+    from tests.training.test_imagenet_folders import imagenet_folders
+
+    data = imagenet_folders(tmp_path / "ds", train=6, val=1)
+    timm = tmp_path / "train.py"
+    timm.write_text(FAKE_TIMM)
+    assert main(["bench", "--what", "folders", "--data", str(data), "--timm-train", str(timm), "--fast", "off",
+                 "--steps", "4", "--batch-size", "4", "--img-size", "32", "--workers", "0",
+                 "--save", str(tmp_path / "saved")]) == 0
+    out = capsys.readouterr().out
+    assert "resnetlab: " in out and "x timm's train.py" in out and "resnetlab-compiled" not in out
+    r = json.loads(next((tmp_path / "saved").glob("*.jsonl")).read_text().splitlines()[-1])
+    assert r["what"] == "folders" and set(r["folder_images_per_s"]) == {"resnetlab", "timm"}
+    assert r["ratio_to_timm"]["resnetlab"] == pytest.approx(r["folder_images_per_s"]["resnetlab"] / r["folder_images_per_s"]["timm"])
+    assert 120 < r["folder_images_per_s"]["timm"] < 165  # the fake: a line per 2 batches of 4 and 0.05 s, 160/s
+    # timm was given the same model, batch, size, workers and precision, the folder's train/ split
+    argv = (tmp_path / "train.argv").read_text().split()
+    for flag, value in [("--model", "resnet18"), ("-b", "4"), ("--img-size", "32"), ("--workers", "0"),
+                        ("--train-split", "train")]:
+        assert argv[argv.index(flag) + 1] == value
+    assert "--channels-last" in argv
+
+
+def test_bench_folders_names_a_missing_timm_script(tmp_path, capsys):
+    assert main(["bench", "--what", "folders", "--data", str(tmp_path), "--timm-train", str(tmp_path / "nope.py")]) == 2
+    assert f"--timm-train {tmp_path / 'nope.py'} is not a file" in capsys.readouterr().err

@@ -11,7 +11,8 @@
                  goes, and the trainer's step on its fast path. --save DIR keeps one table per CPU class.
 --what folders:  `resnetlab train` on an image folder (eager and compiled) against timm's `train.py` (--timm-train,
                  from a checkout of timm's repository), each in its own process: the same folder, model
-                 (default resnet18), batch, precision, layout and workers, images/s after a warm-up.
+                 (default resnet18), batch, precision, layout and workers, images/s after a warm-up;
+                 --fast off|on: resnetlab eager or compiled only (auto: both).
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def main_folders(args, result: dict) -> int:
         raise UserError("--batch-size and --img-size must be positive")
     bench = folders.FolderBench(data=Path(args.data), model=args.model, batch_size=args.batch_size,
                                 iters=folders.WARMUP + args.steps, workers=args.workers, amp=amp,
-                                img_size=args.img_size, timm_train=args.timm_train)
+                                img_size=args.img_size, timm_train=args.timm_train,
+                                trainers={"off": ("resnetlab", "timm"), "on": ("resnetlab-compiled", "timm")}.get(
+                                    args.fast, ("resnetlab", "resnetlab-compiled", "timm")))
     if bench.timm_train is None:
         print("  timm: not measured (give --timm-train PATH: timm's train.py from a checkout of its repository)")
     print(f"folders {args.model} on {result['device_name']}: {args.data}, batch {args.batch_size}, {args.img_size} px, "

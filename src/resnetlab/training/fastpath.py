@@ -17,13 +17,17 @@ from functools import lru_cache
 
 import torch
 
+from resnetlab.models.registry import is_cifar
 from resnetlab.runtime.devices import cpu_isa
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.optimizers import OPTIMIZERS
 
 # Compiling costs about a minute on a 2-core CPU; at a 1.2x speed-up it is repaid after ~2,000 steps.
 COMPILE_MIN_ITERS = 2000
-# Device types on which the compiled step measured faster than eager.
+# Device types on which the compiled step measured faster than eager, for CIFAR's networks (32 px). ImageNet's
+# networks at 224 px measured no faster compiled on the CPU (AMX Xeon, ResNet-18, batch 32, bf16: `bench --what
+# folders` 47.5 images/s compiled vs 48.2 eager; the bare step 49 vs 55): their convolutions, the same oneDNN
+# kernels either way, take most of the step, and inductor's BatchNorm kernels were slower than ATen's there.
 COMPILE_MEASURED_FASTER = ("cpu",)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
@@ -119,6 +123,8 @@ def compilation(cfg: TrainConfig, device: torch.device) -> tuple[str | None, str
         return None, f"eager ({cfg.iters:,} iterations are too few to repay compiling; it pays from {COMPILE_MIN_ITERS:,})"
     if device.type not in COMPILE_MEASURED_FASTER:
         return None, f"eager (compiling has not been measured faster on {device.type.upper()} yet)"
+    if not is_cifar(cfg.model):
+        return None, f"eager ({cfg.model} at ImageNet's sizes measured no faster compiled on the {device.type.upper()})"
     if device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         return None, "eager (torch.compile needs a C++ compiler on the CPU, and none is installed)"
     return mode, f"the whole step compiled (torch.compile mode {mode}: measured faster on this device type)"
