@@ -10,7 +10,7 @@ import torch
 
 from resnetlab.cli.main import main
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, pretrained
+from resnetlab.models import create_model, pretrained, weights_fetch
 from tests.conftest import AKAMASTER, CIFAR_JPEG
 
 R20 = AKAMASTER / "resnet20-12fca82f.th"
@@ -37,7 +37,7 @@ def test_a_file_with_another_sha256_is_refused(offline, tmp_path):
 
 
 def test_unknown_weights_name_lists_the_known_ones():
-    with pytest.raises(UserError, match=r"no weights named 'imagenet' for cifar_resnet20 \(known: akamaster, resnetlab, resnetlab-modern\)"):
+    with pytest.raises(UserError, match=r"no weights named 'imagenet' for cifar_resnet20 \(known: akamaster, resnetlab, resnetlab-45k, resnetlab-modern\)"):
         create_model("cifar_resnet20", weights="imagenet")
 
 
@@ -93,7 +93,7 @@ def test_an_entry_known_by_its_8_hex_prefix_is_pinned_by_its_whole_sha256_on_fir
     import hashlib
     import json
 
-    from resnetlab.models.pretrained import check_digest
+    from resnetlab.models.weights_fetch import check_digest
 
     real, forged = b"the publisher's weights", b"a forgery with the same prefix"
     prefix = hashlib.sha256(real).hexdigest()[:8]
@@ -127,7 +127,7 @@ def test_resnetlabs_own_weights_ship_in_the_package_with_their_normalization(tin
     assert main(["export", "--checkpoint", str(run / "last.pt"), "--format", "weights", "--out", str(out)]) == 0
     assert "sha256" in capsys.readouterr().out and out.stat().st_size < (run / "last.pt").stat().st_size
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    monkeypatch.setattr(pretrained, "BUNDLED", bundled)
+    monkeypatch.setattr(weights_fetch, "BUNDLED", bundled)
     monkeypatch.setitem(pretrained.REGISTRY, ("cifar_resnet8", "resnetlab"),
                         pretrained._resnetlab("cifar_resnet8", out.name, digest, 0.5, "4 iterations"))
     trained = resnetlab.load(run / "last.pt")

@@ -11,7 +11,7 @@ import torch
 import resnetlab
 from resnetlab.cli.main import main
 from resnetlab.inference.load import load_model
-from resnetlab.models import pretrained
+from resnetlab.models import pretrained, weights_fetch
 from resnetlab.training.finished import final_record, final_weights, tensors_digest
 from resnetlab.models.safetensors_files import FORMAT, read_safetensors
 
@@ -27,7 +27,7 @@ def test_the_shipped_weights_are_their_runs_final_weights(model, name):
     results, run_name, iterations = SHIPPED[model, name]
     run_dir = REPO / "results" / results / "runs" / run_name
     w = pretrained.get_weights(model, name)
-    path = pretrained.fetch(w)  # checked by its whole sha256
+    path = weights_fetch.fetch(w)  # checked by its whole sha256
     assert w.bundled and len(w.sha256) == 64
     contents = read_safetensors(path)  # safetensors: no pickle is read for named weights
     assert contents["format"] == FORMAT and "optimizer" not in contents  # weights only, no optimizer state

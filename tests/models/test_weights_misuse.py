@@ -79,7 +79,9 @@ def test_weights_objects_round_trip_as_torchvisions_do():
     tv_meta = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["_metrics"]
     assert get_weights("resnet50", "IMAGENET1K_V2").meta["_metrics"]["ImageNet-1K"]["acc@1"] == pytest.approx(
         tv_meta["ImageNet-1K"]["acc@1"], abs=1e-3)
-    assert w.meta["_metrics"]["CIFAR-10"]["acc@1"] == pytest.approx(100 * (1 - w.metrics["top1_error"]))
+    held_out = get_weights("cifar_resnet20", "resnetlab-45k")
+    assert held_out.meta["_metrics"]["CIFAR-10"]["acc@1"] == pytest.approx(100 * (1 - held_out.metrics["top1_error"]))
+    assert w.meta["_metrics"]["CIFAR-10"] == {}  # trained on every image: no accuracy on unseen ones to file
     with pytest.raises(UserError, match="cifar_resnet20's, not cifar_resnet56's"):
         create_model("cifar_resnet56", weights=w)
 
@@ -105,8 +107,12 @@ def test_the_selection_rule_quotes_the_seed_noise_that_was_measured():
 
 
 def test_shipped_weights_carry_the_split_they_were_validated_on():
-    for model in ("cifar_resnet20", "cifar_resnet56"):
-        w = get_weights(model, "resnetlab")
+    for model, name in (("cifar_resnet20", "resnetlab-45k"), ("cifar_resnet56", "resnetlab"),
+                        ("cifar_resnet20", "resnetlab")):
+        w = get_weights(model, name)
         ckpt = read_safetensors(REPO / "src" / "resnetlab" / "weights" / w.filename)  # no pickle at all
-        assert ckpt["split"]["val"] == "holdout" and ckpt["split"]["holdout"] == 5000
+        if "train_error" in w.metrics:  # the paper's final protocol: all 50k images trained it, none validated
+            assert ckpt["split"]["val"] == "none" and ckpt["split"]["train_images"] == 50000
+        else:
+            assert ckpt["split"]["val"] == "holdout" and ckpt["split"]["holdout"] == 5000
         assert file_digest(REPO / "src" / "resnetlab" / "weights" / w.filename, "sha256") == w.sha256

@@ -11,7 +11,7 @@ from torch import nn
 from resnetlab.data import Normalization
 from resnetlab.data.preprocess import Preprocess
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, hub, pretrained
+from resnetlab.models import create_model, hub, pretrained, weights_fetch
 from resnetlab.models.safetensors_files import FORMAT as SAFETENSORS_FORMAT
 from resnetlab.models.safetensors_files import is_model_folder, looks_like_safetensors
 from resnetlab.models.weight_files import read_checkpoint
@@ -65,10 +65,10 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     if pretrained.names_published_weights(weights):
         w = pretrained.lookup(model, weights)
         if w.bundled:  # resnetlab's own weights: a checkpoint carrying its classes, input and normalization
-            return load_model(str(pretrained.fetch(w)), style=style)
+            return load_model(str(weights_fetch.fetch(w)), style=style)
         net = create_model(model, weights=weights, weights_dir=weights_dir, **({"style": style} if style else {}))
         return LoadedModel(net.eval(), model, list(w.classes), w.input_normalization(), dict(w.input),
-                           source=pretrained.local_file(w, weights_dir))
+                           source=weights_fetch.local_file(w, weights_dir))
     if not (Path(weights).is_file() or is_model_folder(Path(weights))):
         raise UserError(f"--weights {weights}: no such file or model folder")
     known = pretrained.identify(weights)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models import hub, pretrained
+from resnetlab.models import hub, pretrained, weights_fetch
 from resnetlab.models.safetensors_files import is_model_folder
 from resnetlab.models.registry import build, check_options, is_cifar, model_names
 from resnetlab.models.resnet import ResNet
@@ -40,7 +40,7 @@ def create_model(name: str, weights: str | Path | None = None, weights_dir: str 
                             f"{key}={options[key]!r} would build another network (drop the option)")
         classes = options.pop("num_classes", len(w.classes))
         model = create_model(name, **{**w.options, "num_classes": len(w.classes), **options})
-        load_weights(model, pretrained.fetch(w, weights_dir))
+        load_weights(model, weights_fetch.fetch(w, weights_dir))
         if w.normalization == "checkpoint":
             warn_on_foreign_input(model, w)
         return _with_classes(name, model, classes, w.name)

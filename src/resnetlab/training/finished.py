@@ -21,7 +21,7 @@ from resnetlab.errors import UserError
 from resnetlab.files import atomic_write, read_small_text
 from resnetlab.inference.load import load_model
 from resnetlab.inference.weight_export import export_weights
-from resnetlab.models import pretrained
+from resnetlab.models import pretrained, weights_fetch
 from resnetlab.models.safetensors_files import read_safetensors
 from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.training.rundir import FINAL_RECORD, FINAL_WEIGHTS, RunDir
@@ -82,7 +82,7 @@ def final_weights(run_dir: Path) -> str:
         raise UserError(f"{run_dir}: no last.pt and no {FINAL_RECORD}: the run holds no weights")
     if record.get("shipped"):
         model, name = record["shipped"].split(":", 1)
-        return str(pretrained.fetch(pretrained.get_weights(model, name)))
+        return str(weights_fetch.fetch(pretrained.get_weights(model, name)))
     if (run_dir / FINAL_WEIGHTS).is_file():
         return str(run_dir / FINAL_WEIGHTS)
     raise UserError(f"{run_dir}: its final weights were not kept (slimmed with --drop-weights; {FINAL_RECORD} "
@@ -93,7 +93,7 @@ def _shipped_as(model: str, digest: str) -> str | None:
     """'model:name' of resnetlab's shipped weights holding exactly these tensors, or None."""
     for w in pretrained.REGISTRY.values():
         if w.bundled and w.model == model:
-            if tensors_digest(read_safetensors(pretrained.fetch(w))["model"]) == digest:
+            if tensors_digest(read_safetensors(weights_fetch.fetch(w))["model"]) == digest:
                 return f"{w.model}:{w.name}"
     return None
 

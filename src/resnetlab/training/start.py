@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from resnetlab.data import Normalization
 from resnetlab.data.download import file_digest
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, freezing, load_weights, pretrained, read_checkpoint
+from resnetlab.models import create_model, freezing, load_weights, pretrained, read_checkpoint, weights_fetch
 from resnetlab.models.weights import extract_state_dict, trained_as
 from resnetlab.training.config import TrainConfig
 from resnetlab.training.optimizers import layer_ids
@@ -47,7 +47,7 @@ def resolve_start(cfg: TrainConfig) -> Start:
     given = cfg.weights
     if pretrained.names_published_weights(given):
         w = pretrained.lookup(cfg.model, given)
-        file = pretrained.fetch(w)  # checks the file's sha256 against the registry's
+        file = weights_fetch.fetch(w)  # checks the file's sha256 against the registry's
         contents = read_checkpoint(file)
         # A whole published digest is the one fetch has just checked; an 8-hex prefix is not the file's digest.
         digest = w.sha256.lower() if len(w.sha256) == 64 else file_digest(file, "sha256")
