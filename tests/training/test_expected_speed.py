@@ -13,7 +13,7 @@ def test_the_table_is_resnet20s_measured_figure_and_deeper_nets_are_scaled_by_mu
     assert expected_speed.expected_images_per_s("cifar_resnet20", "AVX2", 2) == pytest.approx(249)
     r56 = expected_speed.expected_images_per_s("cifar_resnet56", "AVX-512 BF16", 2)
     assert 290 < r56 < 335  # measured 317-335 on that class: the scaling errs long
-    assert expected_speed.expected_images_per_s("cifar_resnet20", "AMX", 1) == pytest.approx(750)
+    assert expected_speed.expected_images_per_s("cifar_resnet20", "AMX", 1) == pytest.approx(650)
     assert expected_speed.expected_images_per_s("cifar_resnet20", "baseline", 2) is None
     assert expected_speed.expected_images_per_s("resnet50", "AMX", 2) is None
     assert expected_speed.expectation("cifar_resnet20", 100, 128, torch.device("meta")) is None  # not a CPU

@@ -70,9 +70,11 @@ def test_auto_compiles_long_cpu_runs_and_keeps_cuda_eager_until_measured(monkeyp
     assert not fastpath.choose(resolve("cifar-paper", {}, {"fast": "off"}), cpu).compiled
     assert not fastpath.choose(resolve("cifar-paper", {}, {"compile": "off"}), cpu).compiled
     assert fastpath.choose(long_run, cuda).amp == torch.bfloat16
-    imagenet = fastpath.choose(resolve("finetune", {}, {"model": "resnet18", "iters": 4000}), cpu)
+    imagenet = fastpath.choose(resolve("finetune", {}, {"model": "resnet18", "iters": 4000,
+                                                       "normalization": "imagenet"}), cpu)
     assert not imagenet.compiled and "measured no faster compiled" in imagenet.why  # ImageNet's sizes: eager
-    assert fastpath.choose(resolve("finetune", {}, {"model": "resnet18", "iters": 4000, "fast": "on"}), cpu).compiled
+    assert fastpath.choose(resolve("finetune", {}, {"model": "resnet18", "iters": 4000, "fast": "on",
+                                                    "normalization": "imagenet"}), cpu).compiled
     monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
     assert fastpath.choose(long_run, cpu).amp == torch.bfloat16
     monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: False)

@@ -15,7 +15,7 @@ from resnetlab.models.weight_files import read_checkpoint
 from tests.clitools import refused
 from tests.conftest import REPO
 
-SHIPPED_R20 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet20-resnetlab-64k.safetensors"
+SHIPPED_R20 = REPO / "src" / "resnetlab" / "weights" / get_weights("cifar_resnet20", "resnetlab").filename
 SHIPPED_R56 = REPO / "src" / "resnetlab" / "weights" / "cifar_resnet56-resnetlab-16k.safetensors"
 FAST = ["--batch-size", "16", "--workers", "0", "--fast", "off", "--amp", "off", "--eval-every", "4", "--log-every", "2"]
 
