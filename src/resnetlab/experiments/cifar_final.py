@@ -93,4 +93,6 @@ def test_sentence(table: list[dict], data: str) -> str:
     return (f"`{data}` has no test split, so these runs have no error on unseen images to report: every image "
             "the data holds trained them (no hold-out was kept, as in the paper's final protocol). The training "
             "errors above are errors on seen images, not comparable with the paper's test error. With CIFAR-10's "
-            "test split, `resnetlab evaluate --checkpoint RUN/last.pt (or RUN/final.safetensors) --data DATA --split test` measures it.")
+            "test split, `resnetlab evaluate --checkpoint RUN/last.pt --data DATA --split test` measures it (a "
+            "slimmed run: RUN/final.safetensors, or the shipped weights its final.json names, e.g. `--model "
+            "cifar_resnet20 --weights resnetlab`).")
