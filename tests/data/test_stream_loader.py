@@ -32,3 +32,17 @@ def test_two_ranks_share_each_global_batch(tmp_path):
         whole = single.batch(step).labels
         parts = [h.batch(step).labels for h in halves]
         assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist()) and all(len(p) == 2 for p in parts)
+
+
+def test_a_photo_is_decoded_no_larger_than_its_own_scale_draw():
+    """Sec. 3.4's scale jitter draws the shorter side first; the decode is told that side, and the draw is the one
+    the transform then makes (the generator is left as it was)."""
+    from resnetlab.data.imagenet import TrainTransform, sample_generator
+
+    t = TrainTransform()
+    for i in range(20):
+        g = sample_generator(0, 0, i)
+        before = g.get_state().clone()
+        side = t.decode_side(g)
+        assert torch.equal(g.get_state(), before) and 256 <= side <= 480
+        assert t.draw_short(g) == side
