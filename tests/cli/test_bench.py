@@ -127,9 +127,9 @@ def test_the_folder_bench_reads_each_trainers_progress_lines():
     assert iterations_done("iter     40/60 lr 0.0025 | train loss 2.1", "resnetlab") == 40
     assert iterations_done("Train: 2 [  10/20 ( 55%)]  Loss: 2.14 (2.19)", "timm") == 2 * 20 + 11
     assert iterations_done("Train: 2 [  10/20 ( 55%)]", "resnetlab") is None and iterations_done("iter 5/9", "timm") is None
-    timed = Timed("timm", [], points=[(1.0, 10), (2.0, 20), (4.0, 40)])
+    timed = Timed("timm", points=[(1.0, 10), (2.0, 20), (4.0, 40)])
     assert timed.images_per_s(batch_size=8, warmup=20) == pytest.approx(20 * 8 / 2.0)
-    assert Timed("x", [], points=[(1.0, 25)]).images_per_s(8, 20) is None  # one line past the warm-up: no rate
+    assert Timed("x", points=[(1.0, 25)]).images_per_s(8, 20) is None  # one line past the warm-up: no rate
 
 
 def test_bench_folders_times_resnetlab_train_beside_timms_train_py(tmp_path, capsys):

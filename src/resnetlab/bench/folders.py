@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resnetlab.data.folders import scan
 from resnetlab.errors import UserError
 
 # The progress lines each trainer prints: resnetlab's "iter   40/60 ...", timm's "Train: 2 [  10/20 ( 55%)] ...".
@@ -47,7 +48,6 @@ class FolderBench:
 class Timed:
     """One trainer's run: (seconds since start, iterations done) for each progress line, and its exit."""
     name: str
-    command: list[str]
     points: list[tuple[float, int]] = field(default_factory=list)
     returncode: int | None = None
     tail: str = ""
@@ -72,11 +72,6 @@ def iterations_done(line: str, trainer: str) -> int | None:
     return epoch * per_epoch + batch + 1  # timm numbers its batches from 0 within each epoch
 
 
-def count_images(root: Path) -> int:
-    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    return sum(1 for p in root.rglob("*") if p.suffix.lower() in suffixes)
-
-
 def commands(bench: FolderBench, out: Path) -> dict[str, list[str]]:
     """Each trainer's command line; the same model, batch, precision, layout and workers."""
     resnetlab = [sys.executable, "-m", "resnetlab", "train", "--model", bench.model, "--recipe", "finetune",
@@ -88,7 +83,7 @@ def commands(bench: FolderBench, out: Path) -> dict[str, list[str]]:
              "resnetlab-compiled": resnetlab + ["--fast", "on", "--out", str(out / "resnetlab-compiled")]}
     if bench.timm_train is not None:
         split = "train" if (bench.data / "train").is_dir() else ""
-        images = count_images(bench.data / split if split else bench.data)
+        images = len(scan(bench.data / split if split else bench.data))
         epochs = -(-bench.iters * bench.batch_size // max(images, 1))
         found["timm"] = [sys.executable, str(bench.timm_train), "--data-dir", str(bench.data), "--train-split", split,
                          "--val-split", "", "--model", bench.model, "-b", str(bench.batch_size),
@@ -105,7 +100,7 @@ def commands(bench: FolderBench, out: Path) -> dict[str, list[str]]:
 
 def run_timed(name: str, command: list[str], timeout: float) -> Timed:
     """Run one trainer, stamping each progress line as it arrives (\\r-separated progress bars too)."""
-    timed = Timed(name, command)
+    timed = Timed(name)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, bufsize=0)

@@ -108,7 +108,8 @@ def save(directory: str | None, result: dict) -> None:
 
 
 def main_folders(args, result: dict) -> int:
-    amp = "bf16" if args.amp == "auto" and fastpath.cpu_has_native_bf16() else ("off" if args.amp == "auto" else args.amp)
+    fastest = fastpath.native_precisions(torch.device("cpu"))[0]  # the rule `train --amp auto` follows
+    amp = args.amp if args.amp != "auto" else ("off" if fastest is None else fastpath.PRECISION_NAMES[fastest])
     if args.batch_size <= 0 or args.img_size <= 0:
         raise UserError("--batch-size and --img-size must be positive")
     bench = folders.FolderBench(data=Path(args.data), model=args.model, batch_size=args.batch_size,

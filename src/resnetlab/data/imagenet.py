@@ -83,6 +83,10 @@ class ResizedCropTransform:
         # hold `crop` pixels: the shorter side a decode needs, whatever the draw.
         self.min_side = math.ceil(crop / math.sqrt(0.75 * min_area))
 
+    def decode_side(self, g: torch.Generator) -> int:
+        """The shorter side a decode needs (whatever this image's draw): the smallest box must hold `crop`."""
+        return self.min_side
+
     def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
         h, w = img.shape[1:]
         half_w, half_h, cx, cy = crop_boxes(1, self.min_area, g)[0].tolist()
@@ -161,8 +165,7 @@ class FolderImages(Dataset):
         if isinstance(key, tuple):
             epoch, i = key
             g = sample_generator(self.seed, epoch, i)
-            side = self.transform.decode_side(g) if hasattr(self.transform, "decode_side") else self.min_side
-            x = self.transform(decode(self.index.paths[i], side), g)
+            x = self.transform(decode(self.index.paths[i], self.transform.decode_side(g)), g)
         else:
             i, x = key, self.transform(decode(self.index.paths[key], self.min_side))
         return x, int(self.index.labels[i])
