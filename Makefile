@@ -16,7 +16,7 @@ venv: .venv/.installed
 # Trains CIFAR ResNet-20 with the paper's recipe (64k iterations); ARGS="--iters 2000" shortens it.
 train: venv
 	$(PY) -m resnetlab train --model cifar_resnet20 --recipe cifar-paper --data $(DATA) --out $(OUT) $(ARGS)
-	@echo "Paper-scale CIFAR-10 results made on a CPU (README, Results): results/cifar10-16k/report.md (Table 6, Fig. 6 at 16k iterations) and results/cifar10-64k/report.md (ResNet-20, the full recipe: 13.20% hold-out error; its weights ship as --weights resnetlab)"
+	@echo "Paper-scale CIFAR-10 results made on a CPU (README, Results): results/cifar10-16k/report.md (Table 6, Fig. 6 at 16k iterations) and results/cifar10-64k/report.md (ResNet-20, the full recipe on 45k images: 13.20% hold-out error, --weights resnetlab-45k) and results/cifar10-50k/report.md (the paper's final protocol on all 50k: --weights resnetlab)"
 
 test: venv
 	$(PY) -m pytest -q $(ARGS)
