@@ -158,3 +158,20 @@ def test_bench_folders_times_resnetlab_train_beside_timms_train_py(tmp_path, cap
 def test_bench_folders_names_a_missing_timm_script(tmp_path, capsys):
     assert main(["bench", "--what", "folders", "--data", str(tmp_path), "--timm-train", str(tmp_path / "nope.py")]) == 2
     assert f"--timm-train {tmp_path / 'nope.py'} is not a file" in capsys.readouterr().err
+
+
+def test_step_variants_patch_inductor_for_their_duration_and_pass_options_on():
+    import importlib.util
+
+    import torch._inductor.config as inductor_config
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("step_variants", REPO / "benchmarks" / "step_variants.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    before = inductor_config.cpp_wrapper
+    with mod.variant(f"baseline+channels_last=off+inductor:cpp_wrapper={not before}") as changes:
+        assert changes == {"channels_last": "off"}
+        assert inductor_config.cpp_wrapper is (not before)
+    assert inductor_config.cpp_wrapper is before
