@@ -36,6 +36,19 @@ class LoadedModel:
         return Preprocess(self.input["size"], self.input["resize"], self.normalization)
 
 
+def _from_checkpoint(checkpoint: str, style: str | None) -> LoadedModel:
+    """A resnetlab checkpoint (or self-describing safetensors file or folder): network, classes, input, averages."""
+    ckpt = load_checkpoint(checkpoint)
+    net, normalization = _checked_contents(ckpt, checkpoint)
+    trained_style = ckpt["model_options"].get("style", "paper")
+    if style and style != trained_style:
+        raise UserError(f"{checkpoint} was trained as style {trained_style!r}; --style {style} would compute "
+                        "something else (drop it)")
+    averaged = _load_averaged(net, ckpt, checkpoint)
+    return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"], normalization, ckpt["input"], ckpt,
+                       Path(checkpoint), averaged)
+
+
 def load_model(checkpoint: str | None = None, model: str | None = None, weights: str | None = None,
                num_classes: int | None = None, weights_dir: str | None = None, style: str | None = None) -> LoadedModel:
     """Either --checkpoint (a resnetlab run's last.pt/best.pt), or --model with --weights: a file, or the
@@ -47,15 +60,7 @@ def load_model(checkpoint: str | None = None, model: str | None = None, weights:
     if checkpoint:
         if model or weights:
             raise UserError("give either --checkpoint, or --model with --weights, not both")
-        ckpt = load_checkpoint(checkpoint)
-        net, normalization = _checked_contents(ckpt, checkpoint)
-        trained_style = ckpt["model_options"].get("style", "paper")
-        if style and style != trained_style:
-            raise UserError(f"{checkpoint} was trained as style {trained_style!r}; --style {style} would compute "
-                            "something else (drop it)")
-        averaged = _load_averaged(net, ckpt, checkpoint)
-        return LoadedModel(net.eval(), ckpt["model_name"], ckpt["classes"], normalization, ckpt["input"], ckpt,
-                           Path(checkpoint), averaged)
+        return _from_checkpoint(checkpoint, style)
     if not (model and weights):
         raise UserError("give --checkpoint RUN/best.pt, or --model NAME with --weights FILE (a safetensors file or "
                         "model folder that records its network needs no --model)")
