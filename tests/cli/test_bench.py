@@ -5,6 +5,18 @@ import pytest
 from resnetlab.cli.main import main
 
 
+def benchmark_script(name: str):
+    """benchmarks/NAME.py imported as a module (the folder is scripts, not a package)."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.mark.parametrize("extra", [["--what", "pipeline"], ["--what", "train", "--model", "cifar_resnet8"],
                                    ["--what", "train", "--model", "cifar_resnet8", "--seeds", "2", "--fast", "off"]])
 def test_bench_prints_both_rates_and_saves_them(extra, tiny_cifar, tmp_path, capsys):
@@ -23,13 +35,7 @@ def test_bench_prints_both_rates_and_saves_them(extra, tiny_cifar, tmp_path, cap
 
 
 def test_pack_images_round_trip(tmp_path):
-    import importlib.util
-
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("pack_images", REPO / "benchmarks" / "pack_images.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("pack_images")
     src = tmp_path / "src"
     for i, name in enumerate(["a/0.jpg", "a/1.jpg", "b/0.png"]):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
@@ -161,15 +167,9 @@ def test_bench_folders_names_a_missing_timm_script(tmp_path, capsys):
 
 
 def test_step_variants_patch_inductor_for_their_duration_and_pass_options_on():
-    import importlib.util
-
     import torch._inductor.config as inductor_config
 
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("step_variants", REPO / "benchmarks" / "step_variants.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("step_variants")
     before = inductor_config.cpp_wrapper
     with mod.variant(f"baseline+channels_last=off+inductor:cpp_wrapper={not before}") as changes:
         assert changes == {"channels_last": "off"}
