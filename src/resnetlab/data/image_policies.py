@@ -4,17 +4,20 @@ and the streamed one's decoded photos (data/imagenet.py). A new policy is one PO
 
 torchvision's policies draw from torch's global generator; each image's draws are made under that generator
 seeded by the image's own (seed, epoch, index) and restored afterwards (fork_rng), so a resumed run, any number
-of workers and any rank draw the same, and nothing else's randomness moves.
+of workers and any rank draw the same, and nothing else's randomness moves. TrivialAugmentWide on a batch runs
+batched (data/batched_policy.py: the same draws and pixels, 4-5x faster).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
+
+from resnetlab.data.batched_policy import batched
 
 # Each builds the policy; `small`: the images are CIFAR-sized (AutoAugment has a policy searched on CIFAR-10).
 POLICIES: dict[str, Callable[[bool], Callable[[Tensor], Tensor]]] = {
@@ -31,13 +34,26 @@ def image_seeds(seed: int, epoch: int, indices: Tensor, stream: int) -> list[int
             for i in indices.tolist()]
 
 
-def _seeded(fn: Callable[[Tensor], Tensor], image: Tensor, seed: int) -> Tensor:
+def _each_seeded(fn: Callable[[Tensor], Any], images: Iterable[Tensor], seeds: list[int]) -> list[Any]:
+    """fn(image) for each image, torch's CPU generator seeded by that image's seed; its state restored once, after."""
+    out = []
     with torch.random.fork_rng(devices=[]):
         # The CPU generator alone, which torchvision draws its parameters from: torch.manual_seed would also seed
         # every accelerator's (unrestored by fork_rng(devices=[])) and costs 77 us against 1 here, which at two
         # draws an image was 20 ms of a ResNet-20 step's 300 (batch 128, one AMX core).
-        torch.default_generator.manual_seed(seed)
-        return fn(image)
+        for image, seed in zip(images, seeds):
+            torch.default_generator.manual_seed(seed)
+            out.append(fn(image))
+    return out
+
+
+def _box_mask(boxes: list[tuple[int, int, int, int] | None], like: Tensor) -> Tensor:
+    """(N, 1, H, W) True inside each image's box (top, left, height, width); all False where it has none."""
+    box = torch.tensor([b or (0, 0, 0, 0) for b in boxes], device=like.device).view(-1, 4, 1)
+    rows, cols = (torch.arange(n, device=like.device) for n in like.shape[-2:])
+    in_rows = (rows >= box[:, 0]) & (rows < box[:, 0] + box[:, 2])
+    in_cols = (cols >= box[:, 1]) & (cols < box[:, 1] + box[:, 3])
+    return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
 
 
 class ImageAugment:
@@ -46,6 +62,7 @@ class ImageAugment:
 
     def __init__(self, policy: str = "", erase: float = 0.0, small: bool = False) -> None:
         self.policy = POLICIES[policy](small) if policy else None
+        self.batched = batched(policy)  # the same draws and pixels, a whole batch at once (None: per image)
         self.erase = v2.RandomErasing(p=erase, value=0) if erase else None
         self.name = " + ".join(filter(None, [policy, f"random erasing p={erase:g}" if erase else ""]))
 
@@ -57,16 +74,26 @@ class ImageAugment:
         if self.policy is None:
             return images
         if images.dim() == 3:
-            return _seeded(self.policy, images, seeds[0])
-        return torch.stack([_seeded(self.policy, image, s) for image, s in zip(images, seeds)])
+            return _each_seeded(self.policy, [images], seeds[:1])[0]
+        if self.batched is not None:
+            return self.batched(images, seeds)
+        return torch.stack(_each_seeded(self.policy, images, seeds))
 
     def apply_erase(self, x: Tensor, seeds: list[int]) -> Tensor:
-        """Normalized float (N, C, H, W) or (C, H, W) -> the same, each image under its own seed."""
+        """Normalized float (N, C, H, W) or (C, H, W) -> the same, each image under its own seed: torchvision's
+        draws per image, the boxes erased in one op (per-image calls were as slow as the whole batched policy)."""
         if self.erase is None:
             return x
         if x.dim() == 3:
-            return _seeded(self.erase, x, seeds[0])
-        return torch.stack([_seeded(self.erase, image, s) for image, s in zip(x, seeds)])
+            return self.apply_erase(x.unsqueeze(0), seeds[:1])[0]
+        return x.masked_fill(_box_mask(_each_seeded(self._erase_box, x, seeds), x), self.erase.value[0])
+
+    def _erase_box(self, image: Tensor) -> tuple[int, int, int, int] | None:
+        """What v2.RandomErasing draws for one image, in its order: whether to erase, then the box."""
+        if torch.rand(1) >= self.erase.p:
+            return None
+        box = self.erase.make_params([image])
+        return None if box["v"] is None else (box["i"], box["j"], box["h"], box["w"])
 
     def one_image(self, img: Tensor, g: torch.Generator, finish: Callable[[Tensor], Tensor]) -> Tensor:
         """A streamed photo's uint8 crop through the policy, `finish` (to float, normalized), random erasing;
