@@ -45,6 +45,21 @@ def test_sentences_call_a_difference_only_beyond_twice_its_noise():
     assert "without mixup 13.50% (+1.50 beyond)" in said and "helps (mixup)" in said
 
 
+def test_fit_sentences_tell_underfitting_from_overfitting_beyond_the_noise():
+    row = dict(depth=20, without="", seeds=3, std=0.004, trained_mean=0.0, averaged=False, train_loss=0.0)
+    paper = {**row, "variant": "paper", "recipe": "cifar-paper", "mean": 0.1385, "train_error_clean": 0.066,
+             "train_error_runs": 1}
+    modern = {**row, "variant": "modern", "recipe": "cifar-modern", "seeds": 1, "mean": 0.166,
+              "train_error_clean": 0.136, "train_error_runs": 1}
+    said = recipes_report.fit_sentences([paper, modern])
+    assert "13.60%" in said and "6.60%" in said and "3.00 points for cifar-modern" in said
+    assert "it underfits, its regularization" in said
+    overfit = {**modern, "train_error_clean": 0.02}
+    assert "fits its training images as well or better and generalizes less" in recipes_report.fit_sentences(
+        [paper, overfit])
+    assert recipes_report.fit_sentences([paper, {**modern, "train_error_clean": None}]) == ""
+
+
 def test_reproduce_recipes_end_to_end(tiny_cifar, tmp_path, capsys):
     data = str(tiny_cifar)
     paper = tmp_path / "table6"
@@ -64,6 +79,10 @@ def test_reproduce_recipes_end_to_end(tiny_cifar, tmp_path, capsys):
     config = json.loads((out / "runs" / "cifar_resnet8-modern-no-ema-seed0" / "config.json").read_text())
     assert config["model_ema"] is False and config["mixup_alpha"] == 0.2 and config["recipe"] == "cifar-modern"
     assert rows["paper"]["seeds"] == 1 and not rows["paper"]["averaged"]
+    fit = json.loads((out / "runs" / "cifar_resnet8-modern-seed0" / "final_errors.json").read_text())
+    split = json.loads((out / "runs" / "cifar_resnet8-modern-seed0" / "split.json").read_text())
+    assert fit["train_images"] == split["train_images"] < split["train_images"] + split["val_images"]
+    assert rows["modern"]["train_error_clean"] == fit["train_error"] and rows["modern"]["train_error_runs"] == 1
     report = (out / "report.md").read_text()
     assert "cifar-modern without ema" in report and "test split" in report and (out / "figure.png").stat().st_size
     assert "no difference can be told from seed noise" in report  # one seed each: nothing is claimed

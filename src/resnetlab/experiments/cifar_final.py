@@ -10,6 +10,8 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.experiments.cifar import PAPER_TABLE6, RunSpec
 from resnetlab.experiments.runs import read_json_object, read_metrics
@@ -23,16 +25,17 @@ from resnetlab.runtime.devices import resolve_device
 RESULT_FILE = "final_errors.json"  # in each run folder: what the final weights err on, keyed by those weights
 
 
-def final_errors(spec: RunSpec, out: Path, data: str, device: str, log=print) -> dict:
+def final_errors(run: Path, data: str, device: str, log=print) -> dict:
     """{"train_error", "train_images", "test_error" (None without a test split), "last_sha256"} of the run's final
-    weights, in fp32; measured once and kept beside them (a 50k-image pass of ResNet-110 takes minutes)."""
-    run = out / "runs" / spec.name
+    weights, in fp32, on the images it trained on (split.json: all of train, or train less its hold-out) and on
+    the test split; measured once and kept beside them (a 50k-image pass of ResNet-110 takes minutes)."""
     digest = source_digest(run)  # the same before and after `resnetlab slim`
     cached = read_json_object(run / RESULT_FILE)
     if cached.get("last_sha256") == digest:
         return cached
     ds = open_dataset(data)
-    log(f"{spec.name}: measuring the final weights on every training image"
+    trained_on = _trained_images(ds, read_json_object(run / "split.json"))
+    log(f"{run.name}: measuring the final weights on the {len(trained_on):,} images it trained on"
         f"{' and the test split' if 'test' in ds.splits else ''}...")
     loaded, dev = load_model(final_weights(run)), resolve_device(device)
     model = loaded.model.to(dev)
@@ -41,11 +44,22 @@ def final_errors(spec: RunSpec, out: Path, data: str, device: str, log=print) ->
         batches = DeviceLoader(split.images, split.labels, 500, dev, loaded.normalization, augment=False)
         return evaluate(model, batches)["top1_error"]
 
-    result = {"train_error": error(ds.splits["train"]), "train_images": len(ds.splits["train"]),
+    result = {"train_error": error(trained_on), "train_images": len(trained_on),
               "test_error": error(ds.splits["test"]) if "test" in ds.splits else None,
               "test_images": len(ds.splits["test"]) if "test" in ds.splits else 0, "last_sha256": digest}
     atomic_write(run / RESULT_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
+
+
+def _trained_images(ds, split: dict):
+    """The training split, less the hold-out the run's split.json names."""
+    train = ds.splits["train"]
+    held_out = split.get("val_indices") if split.get("val") == "holdout" else None
+    if not held_out:
+        return train
+    keep = np.ones(len(train), dtype=bool)
+    keep[np.asarray(held_out, dtype=np.int64)] = False
+    return train.subset(np.flatnonzero(keep))
 
 
 def rows(specs: list[RunSpec], out: Path, data: str, device: str) -> list[dict]:
@@ -57,7 +71,7 @@ def rows(specs: list[RunSpec], out: Path, data: str, device: str) -> list[dict]:
     for net in dict.fromkeys(s.net for s in specs):
         for depth in dict.fromkeys(s.depth for s in specs if s.net == net):
             runs = [s for s in specs if s.net == net and s.depth == depth]
-            measured = [final_errors(s, out, data, device) for s in runs]
+            measured = [final_errors(out / "runs" / s.name, data, device) for s in runs]
             tests = [m["test_error"] for m in measured if m["test_error"] is not None]
             table.append({
                 "net": net, "depth": depth, "params": count_parameters(create_model(runs[0].model)),

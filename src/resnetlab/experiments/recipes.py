@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnetlab.errors import UserError
-from resnetlab.experiments import cifar
+from resnetlab.experiments import cifar, cifar_final
 from resnetlab.experiments.runs import existing_run, read_metrics
 from resnetlab.training.config import TrainConfig, configure
+from resnetlab.training.finished import weights_dropped
 
 # An ingredient of cifar-modern: the settings that make it, given the paper recipe's values in its ablation.
 # Every setting cifar-modern changes from the paper's at depths below 110 belongs to one (a test holds this);
@@ -130,9 +131,12 @@ def delivered_key(summary: dict) -> str:
                  and k != "final_val_error"), "final_val_error")
 
 
-def rows(runs: list[RecipeRun], summaries: dict[RecipeRun, dict], out: Path, paper_runs: Path | None) -> list[dict]:
+def rows(runs: list[RecipeRun], summaries: dict[RecipeRun, dict], out: Path, paper_runs: Path | None,
+         data: str, device: str) -> list[dict]:
     """One row per (depth, variant) with a finished run: hold-out errors (delivered weights, and the trained
-    weights' where they differ), mean ± std over seeds; the final training loss beside them."""
+    weights' where they differ), mean ± std over seeds; the final training loss, and the delivered weights'
+    error on their own training images (clean: no augmentation; runs whose weights were kept), which tells a
+    recipe that fits less from one that generalizes less."""
     table = []
     for depth, variant in dict.fromkeys((r.depth, r.variant) for r in runs):
         done = [r for r in runs if (r.depth, r.variant) == (depth, variant) and r in summaries]
@@ -141,9 +145,18 @@ def rows(runs: list[RecipeRun], summaries: dict[RecipeRun, dict], out: Path, pap
         errors = [delivered_error(summaries[r]) for r in done]
         trained = [summaries[r]["final_val_error"] for r in done]
         losses = [read_metrics(run_folder(r, out, paper_runs))[-1]["train_loss"] for r in done]
+        fits = [e for r in done if (e := training_images_error(run_folder(r, out, paper_runs), data, device))
+                is not None]
         table.append({"depth": depth, "variant": variant.name, "recipe": variant.recipe, "without": variant.without,
                       "seeds": len(done), "errors": errors, "mean": statistics.fmean(errors),
                       "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
                       "trained_mean": statistics.fmean(trained), "train_loss": statistics.fmean(losses),
+                      "train_error_clean": statistics.fmean(fits) if fits else None, "train_error_runs": len(fits),
                       "averaged": any(delivered_key(summaries[r]) != "final_val_error" for r in done)})
     return table
+
+
+def training_images_error(folder: Path, data: str, device: str) -> float | None:
+    """The run's final (delivered) weights on the images it trained on, unaugmented; None where the run kept
+    no weights (slimmed with --drop-weights)."""
+    return None if weights_dropped(folder) else cifar_final.final_errors(folder, data, device)["train_error"]

@@ -221,7 +221,7 @@ def reproduce_recipes(o: Recipes) -> list[Path]:
     if not done:
         raise UserError(f"no run of this comparison has finished in {out / 'runs'}"
                         f"{' or ' + str(paper_runs / 'runs') if paper_runs else ''}")
-    rows = recipes.rows(done, summaries, out, paper_runs)
+    rows = recipes.rows(done, summaries, out, paper_runs, o.data, o.device)
     recipes_report.figure(rows, out / "figure.png")
     text = recipes_report.report(o, rows, {r.name: recipes.run_folder(r, out, paper_runs) for r in done},
                                  [r.name for r in runs if r not in summaries],

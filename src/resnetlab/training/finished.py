@@ -73,6 +73,12 @@ def source_digest(run_dir: Path) -> str:
     return record["source_sha256"]
 
 
+def weights_dropped(run_dir: Path) -> bool:
+    """Whether the run was slimmed with --drop-weights: its final.json records their digest, nothing holds them."""
+    record = None if (run_dir / "last.pt").is_file() else final_record(run_dir)
+    return record is not None and not record.get("shipped") and not (run_dir / FINAL_WEIGHTS).is_file()
+
+
 def final_weights(run_dir: Path) -> str:
     """The file to load the run's final weights from (load_model reads each the same way)."""
     if (run_dir / "last.pt").is_file():
