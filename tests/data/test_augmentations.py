@@ -57,15 +57,17 @@ def test_off_leaves_the_batch_as_it_is():
     assert not BatchTransforms(cfg, 10) and BatchTransforms(cfg, 10)(batch, 3) is batch
 
 
-def test_image_policies_draw_per_image_from_its_own_seed_and_leave_the_global_generator_alone():
+@pytest.mark.parametrize("policy", ["trivialaugmentwide", "randaugment"])  # batched, and one image at a time
+def test_image_policies_draw_per_image_from_its_own_seed_and_leave_the_global_generator_alone(policy):
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    augment = ImageAugment("trivialaugmentwide", 0.5, small=True)
+    augment = ImageAugment(policy, 0.5, small=True)
     state = torch.get_rng_state()
     seeds = list(range(100, 116))
     a = augment.apply_policy(images, seeds)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, augment.apply_policy(images, seeds)) and a.dtype == torch.uint8
     assert not torch.equal(a, augment.apply_policy(images, [s + 1 for s in seeds]))
+    assert torch.equal(a[3], augment.apply_policy(images[3], seeds[3:4]))  # one image alone: the same draws
     erased = augment.apply_erase(torch.ones(16, 3, 32, 32), seeds)
     assert 0 < int((erased == 0).flatten(1).any(1).sum()) < 16  # p = 0.5: some images erased, not all
     with pytest.raises(KeyError):
