@@ -48,13 +48,13 @@ def test_sentences_call_a_difference_only_beyond_twice_its_noise():
 def test_fit_sentences_tell_underfitting_from_overfitting_beyond_the_noise():
     row = dict(depth=20, without="", seeds=3, std=0.004, trained_mean=0.0, averaged=False, train_loss=0.0)
     paper = {**row, "variant": "paper", "recipe": "cifar-paper", "mean": 0.1385, "train_error_clean": 0.066,
-             "train_error_runs": 1}
+             "train_error_runs": 1, "fit_gap": 0.072}
     modern = {**row, "variant": "modern", "recipe": "cifar-modern", "seeds": 1, "mean": 0.166,
-              "train_error_clean": 0.136, "train_error_runs": 1}
+              "train_error_clean": 0.136, "train_error_runs": 1, "fit_gap": 0.030}
     said = recipes_report.fit_sentences([paper, modern])
-    assert "13.60%" in said and "6.60%" in said and "3.00 points for cifar-modern" in said
+    assert "13.60%" in said and "6.60%" in said and "3.00 points for cifar-modern, 7.20 for" in said
     assert "it underfits, its regularization" in said
-    overfit = {**modern, "train_error_clean": 0.02}
+    overfit = {**modern, "train_error_clean": 0.02, "fit_gap": 0.146}
     assert "fits its training images as well or better and generalizes less" in recipes_report.fit_sentences(
         [paper, overfit])
     assert recipes_report.fit_sentences([paper, {**modern, "train_error_clean": None}]) == ""
@@ -83,6 +83,7 @@ def test_reproduce_recipes_end_to_end(tiny_cifar, tmp_path, capsys):
     split = json.loads((out / "runs" / "cifar_resnet8-modern-seed0" / "split.json").read_text())
     assert fit["train_images"] == split["train_images"] < split["train_images"] + split["val_images"]
     assert rows["modern"]["train_error_clean"] == fit["train_error"] and rows["modern"]["train_error_runs"] == 1
+    assert rows["modern"]["fit_gap"] == pytest.approx(rows["modern"]["mean"] - fit["train_error"])
     report = (out / "report.md").read_text()
     assert "cifar-modern without ema" in report and "test split" in report and (out / "figure.png").stat().st_size
     assert "no difference can be told from seed noise" in report  # one seed each: nothing is claimed

@@ -145,13 +145,16 @@ def rows(runs: list[RecipeRun], summaries: dict[RecipeRun, dict], out: Path, pap
         errors = [delivered_error(summaries[r]) for r in done]
         trained = [summaries[r]["final_val_error"] for r in done]
         losses = [read_metrics(run_folder(r, out, paper_runs))[-1]["train_loss"] for r in done]
-        fits = [e for r in done if (e := training_images_error(run_folder(r, out, paper_runs), data, device))
-                is not None]
+        measured = {r: training_images_error(run_folder(r, out, paper_runs), data, device) for r in done}
+        fits = {r: e for r, e in measured.items() if e is not None}
         table.append({"depth": depth, "variant": variant.name, "recipe": variant.recipe, "without": variant.without,
                       "seeds": len(done), "errors": errors, "mean": statistics.fmean(errors),
                       "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
                       "trained_mean": statistics.fmean(trained), "train_loss": statistics.fmean(losses),
-                      "train_error_clean": statistics.fmean(fits) if fits else None, "train_error_runs": len(fits),
+                      "train_error_clean": statistics.fmean(fits.values()) if fits else None,
+                      "train_error_runs": len(fits),  # the gap: hold-out less training error, of the same runs
+                      "fit_gap": statistics.fmean(delivered_error(summaries[r]) - e for r, e in fits.items())
+                      if fits else None,
                       "averaged": any(delivered_key(summaries[r]) != "final_val_error" for r in done)})
     return table
 

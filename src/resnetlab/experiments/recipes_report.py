@@ -81,8 +81,8 @@ def fit_sentences(rows: list[dict]) -> str:
         m, p = _fit(modern), _fit(paper)
         said = (f"Why, at ResNet-{depth}: on the images they trained on (eval mode, unaugmented) cifar-modern's "
                 f"weights err on {m['train']:.2%} ({_seeds(m['n'])}), the paper recipe's on {p['train']:.2%} "
-                f"({_seeds(p['n'])}); hold-out minus training error: {m['gap'] * 100:.2f} points for cifar-modern, "
-                f"{p['gap'] * 100:.2f} for the paper's")
+                f"({_seeds(p['n'])}); hold-out minus training error, of the same runs: {m['gap'] * 100:.2f} points "
+                f"for cifar-modern, {p['gap'] * 100:.2f} for the paper's")
         if noise is None:
             out.append(said + "; no seed noise measured yet to tell a difference by.")
             continue
@@ -94,14 +94,13 @@ def fit_sentences(rows: list[dict]) -> str:
                    "cifar-modern fits its training images less and does not generalize more: it underfits"
                    if fits_less else "cifar-modern fits its training images as well or better and generalizes "
                    "less" if m["gap"] - p["gap"] > t else "neither fit nor generalization differs beyond the noise")
-        out.append(f"{said}. So {reading} (a difference counts beyond {t:.2%}, twice its noise with the hold-out "
-                   f"error's seed noise s = {noise:.2%} as the yardstick).")
+        out.append(f"{said}. So {reading}. (A difference counts beyond {t:.2%}, twice its noise with the hold-out "
+                   f"error's seed noise s = {noise:.2%} as the yardstick.)")
     return " ".join(out)
 
 
 def _fit(row: dict) -> dict:
-    return {"train": row["train_error_clean"], "n": row["train_error_runs"],
-            "gap": row["mean"] - row["train_error_clean"]}
+    return {"train": row["train_error_clean"], "n": row["train_error_runs"], "gap": row["fit_gap"]}
 
 
 def ablation_sentences(rows: list[dict], depth: int) -> str:
