@@ -11,7 +11,7 @@ import torch
 from resnetlab.cli.main import main
 from resnetlab.errors import UserError
 from resnetlab.inference.load import load_model
-from resnetlab.training.finished import final_weights, tensors_digest
+from resnetlab.training.finished import final_weights, tensors_digest, weights_dropped
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "cifar_resnet8-seed0"
@@ -76,7 +76,9 @@ def test_dropped_weights_leave_the_record_and_the_report(reproduced, capsys):
     out, argv = reproduced
     run = out / "runs" / RUN
     digest = tensors_digest(load_model(str(run / "last.pt")).model.state_dict())
-    assert main(["slim", "--drop-weights", str(run)]) == 0
+    assert not weights_dropped(run)  # last.pt
+    assert main(["slim", str(run)]) == 0 and not weights_dropped(run)  # final.safetensors
+    assert main(["slim", "--drop-weights", str(run)]) == 0 and weights_dropped(run)
     assert not (run / "final.safetensors").exists() and json.loads((run / "final.json").read_text())["tensors_sha256"] == digest
     with pytest.raises(UserError, match="were not kept"):
         final_weights(run)
