@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 import torch
 
 from resnetlab.data.batched_policy import BatchedTrivialAugmentWide, PIXEL_OPS
@@ -31,6 +32,18 @@ def test_every_op_gives_torchvisions_pixels_under_each_images_seed():
         diff = (ours[i].int() - theirs[i].int()).abs()
         assert int(diff.max()) <= (1 if name in BLENDS else 0), (name, magnitude)
     assert float((ours != theirs).float().mean()) < 1e-3
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 24, 40)])
+def test_one_channel_and_oblong_images_channels_last_too(shape):
+    images = torch.randint(0, 256, (300, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    policy, seeds = BatchedTrivialAugmentWide(), list(range(1000, 1300))
+    ours = policy(images.contiguous(memory_format=torch.channels_last), seeds)
+    theirs = torch.stack(_each_seeded(policy.policy, images, seeds))
+    drawn = [policy.draw(s, *shape[1:]) for s in seeds]
+    assert {name for name, _ in drawn} == set(policy.space)
+    for i, (name, _) in enumerate(drawn):
+        assert int((ours[i].int() - theirs[i].int()).abs().max()) <= (1 if name in BLENDS else 0), name
 
 
 def test_it_is_what_image_augment_runs_on_batches_and_only_for_trivialaugment():

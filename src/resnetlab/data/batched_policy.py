@@ -45,6 +45,8 @@ def _brightness(images: Tensor, m: Tensor) -> Tensor:
 
 
 def _colour(images: Tensor, m: Tensor) -> Tensor:
+    if images.shape[-3] == 1:
+        return images  # torchvision leaves a one-channel image as it is (as PIL does)
     return _blend(images, _grey_floor(images), 1.0 + m)
 
 
