@@ -2,13 +2,15 @@
 # Does one process per core pay for a whole run on a small CPU? One `train` with 2 threads against torchrun's
 # 2 one-thread processes (gloo all-reduce, half the batch each), eager bf16 where native (--fast off: no compile
 # time), evaluation and checkpoints out of the timed seconds (summary.json's train_seconds). Nothing else may run.
-# Usage: bash benchmarks/processes_per_core.sh DATA [OUT]   (about 4 minutes on 2 cores)
+# Usage: bash benchmarks/processes_per_core.sh DATA [OUT]   (about 4 minutes on 2 AVX-512 cores, ~20 on AVX2;
+#        SPECS="cifar_resnet20 250" for one network and iteration count)
 set -euo pipefail
 DATA="${1:?usage: bash benchmarks/processes_per_core.sh DATA [OUT]}"
 OUT="${2:-$(mktemp -d)}"; mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 lscpu | grep -E "Model name" || true
-for spec in "cifar_resnet20 500" "cifar_resnet56 200"; do
+IFS=';' read -ra SPEC_LIST <<< "${SPECS:-cifar_resnet20 500;cifar_resnet56 200}"
+for spec in "${SPEC_LIST[@]}"; do
   set -- $spec
   common=(--model "$1" --data "$DATA" --iters "$2" --fast off --eval-every 100000 --log-every 100)
   rm -rf "$OUT/one-$1" "$OUT/two-$1"
