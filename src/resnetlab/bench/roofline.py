@@ -180,8 +180,8 @@ def roofline(models: list[str], batch: int = 128, profile: bool = True, per_core
     result = {"threads": threads, "peaks": peaks(precisions, min_seconds / 4), "steps": []}
     for name, p in result["peaks"].items():
         p.update(bandwidth(PRECISIONS[name] or torch.float32, min_seconds=min_seconds / 4))
-        log(f"  {name}: matmul {p['matmul']:,.1f} GFLOP/s, 3x3 convolution {p['conv']:,.1f} GFLOP/s (the best of {len(CONV_SHAPES)} shapes); memory: copy "
-            f"{p['copy']:,.1f} GB/s, triad {p['triad']:,.1f} GB/s")
+        log(f"  {name}: matmul {p['matmul']:,.1f} GFLOP/s, 3x3 convolution {p['conv']:,.1f} GFLOP/s (the best of "
+            f"{len(CONV_SHAPES)} shapes); memory: copy {p['copy']:,.1f} GB/s, triad {p['triad']:,.1f} GB/s")
     for name in models:
         flops = step_flops(name, batch)
         for precision in precisions:
