@@ -80,13 +80,13 @@ def fit_sentences(rows: list[dict]) -> str:
             continue
         m, p = _fit(modern), _fit(paper)
         said = (f"Why, at ResNet-{depth}: on the images they trained on (eval mode, unaugmented) cifar-modern's "
-                f"weights err on {m['train']:.2%} ({_seeds(m['n'])}), the paper recipe's on {p['train']:.2%} "
-                f"({_seeds(p['n'])}); hold-out minus training error, of the same runs: {m['gap'] * 100:.2f} points "
+                f"weights err on {m['train']:.2%} ({_seeds(m['seeds'])}), the paper recipe's on {p['train']:.2%} "
+                f"({_seeds(p['seeds'])}); hold-out minus training error, of the same runs: {m['gap'] * 100:.2f} points "
                 f"for cifar-modern, {p['gap'] * 100:.2f} for the paper's")
         if noise is None:
             out.append(said + "; no seed noise measured yet to tell a difference by.")
             continue
-        t = 2 * noise * math.sqrt(1 / m["n"] + 1 / p["n"])
+        t = threshold(noise, m, p)
         fits_less, generalizes_more = m["train"] - p["train"] > t, p["gap"] - m["gap"] > t
         reading = ("cifar-modern fits its training images less and generalizes more: at this budget it underfits, "
                    "its regularization costing more fit than it buys in generalization (a lighter recipe or a "
@@ -100,7 +100,8 @@ def fit_sentences(rows: list[dict]) -> str:
 
 
 def _fit(row: dict) -> dict:
-    return {"train": row["train_error_clean"], "n": row["train_error_runs"], "gap": row["fit_gap"]}
+    """The row's fit: its training error, the runs it was measured on (as `seeds`, for threshold) and its gap."""
+    return {"train": row["train_error_clean"], "seeds": row["train_error_runs"], "gap": row["fit_gap"]}
 
 
 def ablation_sentences(rows: list[dict], depth: int) -> str:
