@@ -1,9 +1,14 @@
 import numpy as np
+import pytest
 import torch
 
 from resnetlab.data import DeviceLoader, Normalization
+from resnetlab.data.arrays import ArrayDataset
+from resnetlab.data.dataset import Dataset
 from resnetlab.data.device_loader import crop_flip
 from resnetlab.data.imagenet import eval_transform, train_transform
+from resnetlab.data.sources import recorded_training_split, split_for_training
+from resnetlab.errors import UserError
 
 
 def _data(n=256, seed=0):
@@ -102,3 +107,15 @@ def test_imagenet_augmentation_is_a_function_of_seed_epoch_and_index():
     assert all(not torch.equal(a, o) for o in others)
     shorts = {int(torch.randint(256, 481, (1,), generator=sample_generator(0, 0, i))) for i in range(200)}
     assert min(shorts) < 280 and max(shorts) > 455  # the whole [256, 480] range is drawn
+
+
+def test_the_images_a_run_trained_on_come_back_from_its_split_record():
+    images, labels = _data(60)
+    ds = Dataset("mem", "cifar", [str(c) for c in range(10)], {"train": ArrayDataset(images, labels)})
+    train, validation, info = split_for_training(ds, "holdout", 10)
+    again = recorded_training_split(ds, info)
+    assert len(again) == 50 and np.array_equal(again.images, train.images)
+    assert not set(again.index) & set(validation.index)
+    assert len(recorded_training_split(ds, {"val": "none", "train_images": 60})) == 60
+    with pytest.raises(UserError, match="trained on 40 images"):
+        recorded_training_split(ds, {**info, "train_images": 40})

@@ -126,6 +126,21 @@ def split_for_training(ds: Dataset, val: str, holdout: int) -> tuple[ArrayDatase
     return train, validation, info
 
 
+def recorded_training_split(ds: Dataset, recorded: dict) -> ArrayDataset | folders.FolderIndex:
+    """The images a run trained on, from what its split.json records (split_for_training's `info`): the training
+    split less the hold-out it names; refused where the count differs from the one recorded (other data)."""
+    train = ds.splits["train"]
+    held_out = recorded.get("val_indices") if recorded.get("val") == "holdout" else None
+    if held_out:
+        keep = np.ones(len(train), dtype=bool)
+        keep[np.asarray(held_out, dtype=np.int64)] = False
+        train = train.subset(np.flatnonzero(keep))
+    if recorded.get("train_images") not in (None, len(train)):
+        raise UserError(f"{ds.source}: the run trained on {recorded['train_images']:,} images, this data gives "
+                        f"{len(train):,}: not the data the run trained on")
+    return train
+
+
 def content_digest(split: ArrayDataset | folders.FolderIndex) -> str:
     """What a resumed run checks it reads the images it trained on: the pixels and labels of in-memory data
     (sha1 of 150 MB: 0.3 s), or each file's path under the root and size for a folder (reading ImageNet's

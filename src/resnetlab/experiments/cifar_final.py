@@ -10,9 +10,9 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
 
 from resnetlab.data import DeviceLoader, open_dataset
+from resnetlab.data.sources import recorded_training_split
 from resnetlab.experiments.cifar import PAPER_TABLE6, RunSpec
 from resnetlab.experiments.runs import read_json_object, read_metrics
 from resnetlab.files import atomic_write
@@ -34,7 +34,7 @@ def final_errors(run: Path, data: str, device: str, log=print) -> dict:
     if cached.get("last_sha256") == digest:
         return cached
     ds = open_dataset(data)
-    trained_on = _trained_images(ds, read_json_object(run / "split.json"))
+    trained_on = recorded_training_split(ds, read_json_object(run / "split.json"))
     log(f"{run.name}: measuring the final weights on the {len(trained_on):,} images it trained on"
         f"{' and the test split' if 'test' in ds.splits else ''}...")
     loaded, dev = load_model(final_weights(run)), resolve_device(device)
@@ -49,17 +49,6 @@ def final_errors(run: Path, data: str, device: str, log=print) -> dict:
               "test_images": len(ds.splits["test"]) if "test" in ds.splits else 0, "last_sha256": digest}
     atomic_write(run / RESULT_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
-
-
-def _trained_images(ds, split: dict):
-    """The training split, less the hold-out the run's split.json names."""
-    train = ds.splits["train"]
-    held_out = split.get("val_indices") if split.get("val") == "holdout" else None
-    if not held_out:
-        return train
-    keep = np.ones(len(train), dtype=bool)
-    keep[np.asarray(held_out, dtype=np.int64)] = False
-    return train.subset(np.flatnonzero(keep))
 
 
 def rows(specs: list[RunSpec], out: Path, data: str, device: str) -> list[dict]:

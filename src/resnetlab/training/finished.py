@@ -73,26 +73,35 @@ def source_digest(run_dir: Path) -> str:
     return record["source_sha256"]
 
 
-def weights_dropped(run_dir: Path) -> bool:
-    """Whether the run was slimmed with --drop-weights: its final.json records their digest, nothing holds them."""
-    record = None if (run_dir / "last.pt").is_file() else final_record(run_dir)
-    return record is not None and not record.get("shipped") and not (run_dir / FINAL_WEIGHTS).is_file()
-
-
-def final_weights(run_dir: Path) -> str:
-    """The file to load the run's final weights from (load_model reads each the same way)."""
+def _kept(run_dir: Path) -> tuple[str, dict | None]:
+    """Where the run's final weights are, the one place that decides it: "last.pt" (unfinished or not slimmed),
+    "shipped" (final.json names resnetlab's shipped weights), FINAL_WEIGHTS, or "dropped" (slimmed with
+    --drop-weights: final.json records their digest, nothing holds them); with final.json's record."""
     if (run_dir / "last.pt").is_file():
-        return str(run_dir / "last.pt")
+        return "last.pt", None
     record = final_record(run_dir)
     if record is None:
         raise UserError(f"{run_dir}: no last.pt and no {FINAL_RECORD}: the run holds no weights")
     if record.get("shipped"):
+        return "shipped", record
+    return (FINAL_WEIGHTS if (run_dir / FINAL_WEIGHTS).is_file() else "dropped"), record
+
+
+def weights_dropped(run_dir: Path) -> bool:
+    """Whether the run was slimmed with --drop-weights (False for a folder holding no run at all)."""
+    return (run_dir / FINAL_RECORD).is_file() and _kept(run_dir)[0] == "dropped"
+
+
+def final_weights(run_dir: Path) -> str:
+    """The file to load the run's final weights from (load_model reads each the same way)."""
+    where, record = _kept(run_dir)
+    if where == "shipped":
         model, name = record["shipped"].split(":", 1)
         return str(weights_fetch.fetch(pretrained.get_weights(model, name)))
-    if (run_dir / FINAL_WEIGHTS).is_file():
-        return str(run_dir / FINAL_WEIGHTS)
-    raise UserError(f"{run_dir}: its final weights were not kept (slimmed with --drop-weights; {FINAL_RECORD} "
-                    f"records their sha256 {record['tensors_sha256'][:16]}...); train the run again to get them")
+    if where == "dropped":
+        raise UserError(f"{run_dir}: its final weights were not kept (slimmed with --drop-weights; {FINAL_RECORD} "
+                        f"records their sha256 {record['tensors_sha256'][:16]}...); train the run again to get them")
+    return str(run_dir / where)
 
 
 def _shipped_as(model: str, digest: str) -> str | None:
