@@ -57,7 +57,7 @@ def test_off_leaves_the_batch_as_it_is():
     assert not BatchTransforms(cfg, 10) and BatchTransforms(cfg, 10)(batch, 3) is batch
 
 
-@pytest.mark.parametrize("policy", ["trivialaugmentwide", "randaugment"])  # batched, and one image at a time
+@pytest.mark.parametrize("policy", ["trivialaugmentwide", "randaugment", "autoaugment"])  # a batch, and one image
 def test_image_policies_draw_per_image_from_its_own_seed_and_leave_the_global_generator_alone(policy):
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     augment = ImageAugment(policy, 0.5, small=True)

@@ -1,12 +1,14 @@
-"""TrivialAugmentWide (torchvision's v2 policy, the `cifar-modern` recipe's) on a whole uint8 batch at once.
+"""torchvision's v2 policies (TrivialAugmentWide, the `cifar-modern` recipe's; RandAugment; AutoAugment) on a
+whole uint8 batch at once.
 
 Written here, not taken from torchvision, because it is measurably faster: torchvision runs a policy one image at
 a time (a transform call, its pytree handling and a generator swap per image: 19 ms of a ResNet-20 step's
 ~200-250 on one AMX core); here each image's draws are still its own, but the images that drew one op go through
 it together (tests/data/test_batched_policy.py prints both times; on the AVX2-only EPYC the cifar-modern run's
 data wait fell from 12% to 5%). What each op does stays torchvision's:
-- the op and magnitude are drawn exactly as `v2.TrivialAugmentWide` draws them, from the image's own seed, over
-  torchvision's own table of ops and magnitudes (`_AUGMENTATION_SPACE`);
+- the ops and magnitudes are drawn exactly as the policy's forward draws them (one function each, `DRAWS`), from
+  the image's own seed, over torchvision's own table of ops and magnitudes (`_AUGMENTATION_SPACE`), and applied
+  in its order: a policy of two ops runs two rounds;
 - shears, translations and rotations (nearest neighbour) move pixels without changing them, so torchvision's own
   function is run once per (op, magnitude, size) on an image of pixel numbers, and its output, a map of where each
   pixel comes from, is cached and applied to every image that drew it: the same pixels as torchvision's;
@@ -83,56 +85,103 @@ PIXEL_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "Brightness": _brightness, "Color": _colour, "Contrast": _contrast, "Sharpness": _sharpness,
     "Posterize": _posterize, "Solarize": _solarize,
     "AutoContrast": lambda x, m: F.autocontrast(x), "Equalize": lambda x, m: F.equalize(x),
+    "Invert": lambda x, m: F.invert(x),
 }
 GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 
 
-class BatchedTrivialAugmentWide:
-    """`v2.TrivialAugmentWide()` with its defaults (31 bins, nearest, fill 0), one draw per image from its seed."""
+Table = dict[str, tuple[list[float] | None, bool]]  # op -> (its magnitudes as Python floats, or None; signed)
 
-    def __init__(self) -> None:
-        self.policy = v2.TrivialAugmentWide()
-        self.space = self.policy._AUGMENTATION_SPACE
+
+def _signed(magnitude: float, signed: bool, g: torch.Generator) -> float:
+    return -magnitude if signed and torch.rand((), generator=g) <= 0.5 else magnitude
+
+
+def _trivial_draws(policy: v2.TrivialAugmentWide, table: Table, g: torch.Generator) -> list[tuple[str, float]]:
+    """One op, one of its magnitudes (v2.TrivialAugmentWide.forward's draws, in its order)."""
+    name = list(table)[int(torch.randint(len(table), (), generator=g))]
+    magnitudes, signed = table[name]
+    if magnitudes is None:
+        return [(name, 0.0)]
+    return [(name, _signed(magnitudes[int(torch.randint(len(magnitudes), (), generator=g))], signed, g))]
+
+
+def _rand_draws(policy: v2.RandAugment, table: Table, g: torch.Generator) -> list[tuple[str, float]]:
+    """num_ops ops, each at the policy's one magnitude (v2.RandAugment.forward's draws)."""
+    ops = []
+    for _ in range(policy.num_ops):
+        name = list(table)[int(torch.randint(len(table), (), generator=g))]
+        magnitudes, signed = table[name]
+        ops.append((name, 0.0 if magnitudes is None else _signed(magnitudes[policy.magnitude], signed, g)))
+    return ops
+
+
+def _auto_draws(policy: v2.AutoAugment, table: Table, g: torch.Generator) -> list[tuple[str, float]]:
+    """One sub-policy, each of its two ops taken with its probability (v2.AutoAugment.forward's draws)."""
+    ops = []
+    for name, probability, index in policy._policies[int(torch.randint(len(policy._policies), (), generator=g))]:
+        if not torch.rand((), generator=g) <= probability:
+            continue
+        magnitudes, signed = table[name]
+        ops.append((name, 0.0 if magnitudes is None else _signed(magnitudes[index], signed, g)))
+    return ops
+
+
+# policy class -> (its draws, its magnitude bins): the policies whose forward these draws repeat.
+DRAWS = {
+    v2.TrivialAugmentWide: (_trivial_draws, lambda p: p.num_magnitude_bins),
+    v2.RandAugment: (_rand_draws, lambda p: p.num_magnitude_bins),
+    v2.AutoAugment: (_auto_draws, lambda p: 10),  # AutoAugment's forward fixes 10 bins
+}
+
+
+class BatchedPolicy:
+    """One of torchvision's v2 policies (`DRAWS`; nearest interpolation, fill 0), on a batch: each image's ops
+    drawn from its seed as the policy draws them, then applied in rounds (an image's first op, its second...),
+    the images that drew one op in a round going through it together."""
+
+    def __init__(self, policy: v2.TrivialAugmentWide | v2.RandAugment | v2.AutoAugment) -> None:
+        if type(policy) not in DRAWS:
+            raise NotImplementedError(f"no batched form of {type(policy).__name__}")
+        self.policy, (self._draws, self._bins) = policy, DRAWS[type(policy)]
+        self.space = policy._AUGMENTATION_SPACE
         unknown = set(self.space) - set(PIXEL_OPS) - set(GEOMETRIC_OPS)
-        if unknown:
-            raise NotImplementedError(f"torchvision's TrivialAugmentWide has ops not batched here: {sorted(unknown)}")
-        self.tables: dict[tuple[int, int], list[tuple[str, list[float] | None, bool]]] = {}
+        nearest = str(getattr(policy.interpolation, "value", policy.interpolation)) == "nearest"  # enum or str
+        if unknown or not nearest or any(v not in (None, 0) for v in policy._fill.values()):
+            raise NotImplementedError(f"{type(policy).__name__}: ops not batched here ({sorted(unknown)}), "
+                                      "or not the nearest interpolation and fill 0 that _move assumes")
+        self.tables: dict[tuple[int, int], Table] = {}
         self.maps: dict[tuple[str, float, int, int], Tensor] = {}
         self.generator = torch.Generator()
 
-    def draw(self, seed: int, height: int, width: int) -> tuple[str, float]:
-        """The op and magnitude `v2.TrivialAugmentWide` draws under torch.manual_seed(seed), in its order."""
-        g = self.generator.manual_seed(seed)
-        name, magnitudes, signed = self._table(height, width)[int(torch.randint(len(self.space), (), generator=g))]
-        if magnitudes is None:
-            return name, 0.0
-        magnitude = magnitudes[int(torch.randint(len(magnitudes), (), generator=g))]
-        if signed and torch.rand((), generator=g) <= 0.5:
-            magnitude *= -1
-        return name, magnitude
+    def draw(self, seed: int, height: int, width: int) -> list[tuple[str, float]]:
+        """The ops and magnitudes the policy draws under torch.manual_seed(seed), in the order it applies them."""
+        return self._draws(self.policy, self._table(height, width), self.generator.manual_seed(seed))
 
     def __call__(self, images: Tensor, seeds: list[int]) -> Tensor:
         """uint8 (N, C, H, W) -> the same, image i under seeds[i]."""
         height, width = images.shape[-2:]
         draws = [self.draw(s, height, width) for s in seeds]
         out = images.clone()
-        for name in dict.fromkeys(n for n, _ in draws):  # disjoint rows: any order gives the same batch
-            rows = torch.tensor([i for i, (n, _) in enumerate(draws) if n == name], device=images.device)
-            magnitudes = [m for n, m in draws if n == name]
-            if name in GEOMETRIC_OPS:
-                out[rows] = self._move(images[rows], name, magnitudes)
-            else:
-                m = torch.tensor(magnitudes, dtype=torch.float64, device=images.device)
-                out[rows] = PIXEL_OPS[name](images[rows], m)
+        for step in range(max(map(len, draws), default=0)):
+            ops = [d[step] if step < len(d) else None for d in draws]
+            for name in dict.fromkeys(op[0] for op in ops if op):  # disjoint rows: an op reads none another wrote
+                rows = torch.tensor([i for i, op in enumerate(ops) if op and op[0] == name], device=images.device)
+                magnitudes = [op[1] for op in ops if op and op[0] == name]
+                if name in GEOMETRIC_OPS:
+                    out[rows] = self._move(out[rows], name, magnitudes)
+                else:
+                    m = torch.tensor(magnitudes, dtype=torch.float64, device=images.device)
+                    out[rows] = PIXEL_OPS[name](out[rows], m)
         return out
 
-    def _table(self, height: int, width: int) -> list[tuple[str, list[float] | None, bool]]:
+    def _table(self, height: int, width: int) -> Table:
         """torchvision's ops in its order, each with its magnitudes as Python floats (as its draw converts them)."""
         if (height, width) not in self.tables:
-            bins = self.policy.num_magnitude_bins
-            self.tables[height, width] = [
-                (name, None if (values := fn(bins, height, width)) is None else [float(v) for v in values], signed)
-                for name, (fn, signed) in self.space.items()]
+            bins = self._bins(self.policy)
+            self.tables[height, width] = {
+                name: (None if (values := fn(bins, height, width)) is None else [float(v) for v in values], signed)
+                for name, (fn, signed) in self.space.items()}
         return self.tables[height, width]
 
     def _move(self, images: Tensor, name: str, magnitudes: list[float]) -> Tensor:
@@ -156,11 +205,9 @@ class BatchedTrivialAugmentWide:
         return self.maps[key]
 
 
-def batched(name: str) -> BatchedTrivialAugmentWide | None:
-    """The batched form of policy `name` where one exists and torchvision's op table is one it knows."""
-    if name != "trivialaugmentwide":
-        return None
+def batched(policy: object) -> BatchedPolicy | None:
+    """The batched form of a built policy where one exists and torchvision's op table is one it knows."""
     try:
-        return BatchedTrivialAugmentWide()
+        return BatchedPolicy(policy)
     except (NotImplementedError, AttributeError):
         return None

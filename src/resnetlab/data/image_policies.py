@@ -4,8 +4,8 @@ and the streamed one's decoded photos (data/imagenet.py). A new policy is one PO
 
 torchvision's policies draw from torch's global generator; each image's draws are made under that generator
 seeded by the image's own (seed, epoch, index) and restored afterwards (fork_rng), so a resumed run, any number
-of workers and any rank draw the same, and nothing else's randomness moves. TrivialAugmentWide on a batch runs
-batched (data/batched_policy.py: the same draws and pixels, 4-5x faster).
+of workers and any rank draw the same, and nothing else's randomness moves. The three policies run
+batched on a batch (data/batched_policy.py: the same draws and pixels, 2-5x faster).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ImageAugment:
 
     def __init__(self, policy: str = "", erase: float = 0.0, small: bool = False) -> None:
         self.policy = POLICIES[policy](small) if policy else None
-        self.batched = batched(policy)  # the same draws and pixels, a whole batch at once (None: per image)
+        self.batched = batched(self.policy)  # the same draws and pixels, a whole batch at once (None: per image)
         self.erase = v2.RandomErasing(p=erase, value=0) if erase else None
         self.name = " + ".join(filter(None, [policy, f"random erasing p={erase:g}" if erase else ""]))
 
