@@ -175,3 +175,15 @@ def test_step_variants_patch_inductor_for_their_duration_and_pass_options_on():
         assert changes == {"channels_last": "off"}
         assert inductor_config.cpp_wrapper is (not before)
     assert inductor_config.cpp_wrapper is before
+
+
+def test_conv_backward_alternatives_compute_onednns_weight_gradient():
+    import torch
+
+    mod = benchmark_script("conv_backward")
+    g = torch.Generator().manual_seed(0)
+    x, go = (torch.randn(4, 8, 6, 6, generator=g).to(memory_format=torch.channels_last) for _ in range(2))
+    w = torch.randn(8, 8, 3, 3, generator=g)
+    reference = mod.backward(go, x, w, [False, True, False])[1]
+    for way in (mod.weight_grad_unfold, mod.weight_grad_patches):
+        assert torch.allclose(way(go.contiguous(), x.contiguous(), w), reference, atol=1e-4)
