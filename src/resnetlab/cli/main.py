@@ -14,13 +14,13 @@ from resnetlab.errors import RunInterrupted, TrainingDiverged, UserError
 SUBCOMMANDS = {
     "models": "list every network with its parameters and multiply-adds",
     "data": "inspect a dataset (`resnetlab data inspect PATH`)",
-    "train": "train a network with one of the paper's recipes",
-    "evaluate": "top-1/top-5 error of a checkpoint on a dataset split",
-    "predict": "classify image files with a checkpoint",
-    "export": "export a checkpoint to ONNX or TorchScript",
-    "reproduce": "reproduce the paper's Table 1; Table 6, Fig. 6, 7 (CIFAR); Table 2, 3, Fig. 4 (ImageNet)",
+    "train": "train or fine-tune a network with the paper's recipes or today's (cifar-modern, imagenet-modern)",
+    "evaluate": "top-1/top-5 error of a checkpoint or named weights on a dataset split",
+    "predict": "classify image files with a checkpoint or named weights",
+    "export": "a checkpoint as torch.export (.pt2), ONNX, safetensors or a model folder for timm and the Hub",
+    "reproduce": "the paper's Table 1, Table 6 + Fig. 6, 7 (CIFAR), Tables 2, 3 + Fig. 4 (ImageNet); recipes; transfer",
     "slim": "replace finished runs' last.pt by their final weights (safetensors), for keeping or sharing",
-    "bench": "training speed against a standard PyTorch loop, or against this machine's measured peak",
+    "bench": "training speed against a standard PyTorch loop or timm's train.py, and against this machine's roofline",
 }
 
 
