@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import resnetlab
+from resnetlab.errors import UserError
 from tests.conftest import AKAMASTER, REPO
 
 
@@ -78,7 +79,11 @@ def test_the_api_refuses_bad_arguments_with_python_exceptions(tiny_cifar, tmp_pa
     for n in (-3, 0):
         with pytest.raises(ValueError, match="num_classes"):
             resnetlab.create_model("resnet18", num_classes=n)
-    with pytest.raises(TypeError, match="weights='torchvision'"):
-        resnetlab.create_model("resnet18", pretrained=True)
+    with pytest.raises(TypeError, match="pretrained must be True or False"):
+        resnetlab.create_model("resnet18", pretrained="yes")
+    with pytest.raises(TypeError, match="give one of the two"):
+        resnetlab.create_model("cifar_resnet20", pretrained=True, weights="resnetlab")
+    with pytest.raises(UserError, match="cifar_plain20 has no default published weights"):
+        resnetlab.create_model("cifar_plain20", pretrained=True)
     with pytest.raises(TypeError, match="unknown option 'depth'"):
         resnetlab.create_model("resnet18", depth=3)

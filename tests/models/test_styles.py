@@ -77,6 +77,10 @@ def test_default_and_torchvision_enum_names_are_aliases():
     if (AKAMASTER / "resnet20-12fca82f.th").is_file():
         net = create_model("cifar_resnet20", weights="DEFAULT", weights_dir=str(AKAMASTER))
         assert net.fc.out_features == 10
+        # timm's spelling: pretrained=True is DEFAULT; num_classes=K keeps the backbone, a new classifier
+        timm_like = create_model("cifar_resnet20", pretrained=True, num_classes=5, weights_dir=str(AKAMASTER))
+        assert timm_like.fc.out_features == 5
+        assert torch.equal(timm_like.conv1.weight, net.conv1.weight)
 
 
 def test_named_weights_carry_the_preprocessing_their_error_was_measured_with(tv50, monkeypatch):

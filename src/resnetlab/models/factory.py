@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models import hub, pretrained, weights_fetch
+from resnetlab.models import hub, weights_fetch
+from resnetlab.models import pretrained as published  # not `pretrained`: create_model's flag of that name
 from resnetlab.models.safetensors_files import is_model_folder
 from resnetlab.models.registry import build, check_options, is_cifar, model_names
 from resnetlab.models.resnet import ResNet
@@ -21,17 +22,28 @@ from resnetlab.models.weights import load_weights, style_of
 
 
 def create_model(name: str, weights: str | Path | None = None, weights_dir: str | None = None,
-                 **options: Any) -> ResNet:
+                 pretrained: bool = False, **options: Any) -> ResNet:
     """Build a network by name; options: num_classes, shortcut, style, zero_init_residual. `weights` names
     published weights (models/pretrained.py: "akamaster" for the CIFAR ResNets, "torchvision" for
     ResNet-18..152), loaded and checked by sha256, or is a weights file (a path: torchvision's, timm's,
-    akamaster's, a resnetlab checkpoint). With num_classes other than the weights', the classifier is new."""
+    akamaster's, a resnetlab checkpoint). `pretrained=True` is weights="DEFAULT" (the network's best published
+    weights), as timm's create_model takes it. With num_classes other than the weights', the classifier is new."""
     check_options(name, options)
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"create_model: pretrained must be True or False, not {pretrained!r}")
+    if pretrained:
+        if weights not in (None, "DEFAULT"):
+            raise TypeError(f"create_model: pretrained=True loads the default weights; weights={weights!r} names "
+                            "others: give one of the two")
+        if (name, published.resolve_name(name, "DEFAULT")) not in published.REGISTRY:
+            raise UserError(f"{name} has no default published weights for pretrained=True to load; `resnetlab "
+                            "models --weights` lists the networks that have")
+        weights = "DEFAULT"
     weights = hub.local(weights)  # hf-hub:ORG/NAME -> its model folder in the Hub's cache
-    if isinstance(weights, Path) or (isinstance(weights, str) and not pretrained.names_published_weights(weights)):
+    if isinstance(weights, Path) or (isinstance(weights, str) and not published.names_published_weights(weights)):
         return from_file(name, Path(weights), options)
     if weights is not None:
-        w = pretrained.lookup(name, weights)
+        w = published.lookup(name, weights)
         weights = w.name
         contradicting = sorted(k for k, v in options.items() if k in w.options and w.options[k] != v)
         if contradicting:
@@ -85,7 +97,7 @@ def list_models(pattern: str = "*", weights: bool = False) -> list[str]:
     """The registered names matching the shell-style `pattern` (as torchvision's and timm's list_models):
     the ImageNet nets, then the CIFAR nets of the paper; weights=True keeps those with named weights."""
     names = model_names(pattern)
-    return [n for n in names if any(model == n for model, _ in pretrained.REGISTRY)] if weights else names
+    return [n for n in names if any(model == n for model, _ in published.REGISTRY)] if weights else names
 
 
 def warn_on_foreign_input(model: nn.Module, w) -> None:

@@ -188,9 +188,6 @@ def check_options(name: Any, options: dict[str, Any]) -> None:
     if not isinstance(name, str):
         raise TypeError(f"create_model: the network name must be a string such as 'resnet18' or 'cifar_resnet20', "
                         f"not {name!r}")
-    if "pretrained" in options:
-        raise TypeError("create_model: resnetlab names its weights instead of pretrained=True: weights='torchvision' "
-                        "(ResNet-18..152) or weights='akamaster' (CIFAR ResNets); `resnetlab models --weights` lists them")
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise TypeError(f"create_model: unknown option {unknown[0]!r} (known: {', '.join(MODEL_OPTIONS)})")
