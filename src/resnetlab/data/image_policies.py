@@ -18,6 +18,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from resnetlab.data.batched_policy import batched
+from resnetlab.data.seed_sequences import seeds_u64
 
 # Each builds the policy; `small`: the images are CIFAR-sized (AutoAugment has a policy searched on CIFAR-10).
 POLICIES: dict[str, Callable[[bool], Callable[[Tensor], Tensor]]] = {
@@ -29,9 +30,9 @@ POLICY_STREAM, ERASE_STREAM = 0xA0A0, 0xE5E5  # apart from the crop's and flip's
 
 
 def image_seeds(seed: int, epoch: int, indices: Tensor, stream: int) -> list[int]:
-    """One seed per image, a function of (seed, epoch, image index, stream) alone."""
-    return [int(np.random.SeedSequence([seed, epoch, int(i), stream]).generate_state(1, np.uint64)[0] >> 1)
-            for i in indices.tolist()]
+    """One seed per image, a function of (seed, epoch, image index, stream) alone: numpy's
+    SeedSequence([seed, epoch, index, stream]).generate_state(1, np.uint64)[0] >> 1, for the batch at once."""
+    return (seeds_u64([seed, epoch], indices.cpu().numpy(), [stream]) >> np.uint64(1)).tolist()
 
 
 def _each_seeded(fn: Callable[[Tensor], Any], images: Iterable[Tensor], seeds: list[int]) -> list[Any]:
