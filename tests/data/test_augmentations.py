@@ -3,7 +3,6 @@ generator of (seed, step, rank) alone."""
 
 import types
 
-import numpy as np
 import pytest
 import torch
 

@@ -79,7 +79,7 @@ def export_folder(loaded: LoadedModel, out: Path) -> int:
 def model_card(loaded: LoadedModel, record: dict, timm: bool) -> str:
     config = (record.get("trained") or {}).get("config") or {}
     how = ", ".join(f"{k} {config[k]}" for k in ("recipe", "iters", "batch_size", "lr", "data", "seed") if k in config)
-    use = (f'timm.create_model("hf-hub:ORG/NAME", pretrained=True)  # or resnetlab.load("hf-hub:ORG/NAME")' if timm
+    use = ('timm.create_model("hf-hub:ORG/NAME", pretrained=True)  # or resnetlab.load("hf-hub:ORG/NAME")' if timm
            else 'resnetlab.load("hf-hub:ORG/NAME")  # or resnetlab.load("path/to/this/folder")')
     return f"""---
 library_name: {"timm" if timm else "resnetlab"}

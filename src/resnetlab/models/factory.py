@@ -64,7 +64,7 @@ def from_file(name: str, path: Path, options: dict[str, Any]) -> ResNet:
     for ResNet-18/34 its keys, its classes from its classifier), loaded strictly; options given win."""
     if not (path.is_file() or is_model_folder(path)):
         raise UserError(f"weights {path}: no such file" + ("" if path.exists() else
-                        f" (named weights: `resnetlab models --weights`)"))
+                        " (named weights: `resnetlab models --weights`)"))
     obj = read_checkpoint(path)
     recorded = obj.get("model_options") if isinstance(obj.get("model_options"), dict) else {}
     built = {k: v for k, v in recorded.items() if k in ("shortcut", "style", "zero_init_residual")}

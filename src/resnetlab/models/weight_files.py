@@ -40,7 +40,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if path.is_dir():
         hint = (f" (did you mean {path / 'last.pt'}?)" if (path / "last.pt").is_file() else
                 f" (did you mean {path / 'final.safetensors'}?)" if (path / "final.safetensors").is_file() else
-                f" (its pytorch_model.bin can be given as the weights file itself)"
+                " (its pytorch_model.bin can be given as the weights file itself)"
                 if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"checkpoint {path} is a folder, not a checkpoint file or a model folder (config.json + "
                         f"model.safetensors){hint}")
