@@ -7,7 +7,7 @@ import torch
 
 from torchvision.transforms import v2
 
-from resnetlab.data.batched_policy import BatchedPolicy, GEOMETRIC_OPS, PIXEL_OPS
+from resnetlab.data.batched_policy import BatchedPolicy, GEOMETRIC_OPS, PIXEL_OPS, batched
 from resnetlab.data.image_policies import ImageAugment, _each_seeded, image_seeds
 
 BLENDS = ("Color", "Contrast", "Sharpness")  # torchvision's fused multiply-add, emulated: within one level
@@ -77,6 +77,9 @@ def test_a_policy_it_cannot_repeat_runs_per_image():
         BatchedPolicy(v2.RandAugment(interpolation=v2.InterpolationMode.BILINEAR))  # pixels not moved, blended
     with pytest.raises(NotImplementedError):
         BatchedPolicy(v2.AugMix())
+    changed = v2.AutoAugment()  # a torchvision whose sub-policies name an op its table lacks: found at once
+    changed._policies = [(("Mosaic", 0.5, None), ("Mosaic", 0.5, None))]
+    assert batched(changed) is None
 
 
 @pytest.mark.parametrize("name", ["trivialaugmentwide", "randaugment", "autoaugment"])

@@ -153,6 +153,8 @@ class BatchedPolicy:
         self.tables: dict[tuple[int, int], Table] = {}
         self.maps: dict[tuple[str, float, int, int], Tensor] = {}
         self.generator = torch.Generator()
+        for seed in range(8):  # a torchvision whose policy keeps its draws elsewhere fails here, not mid-run
+            self.draw(seed, 32, 32)
 
     def draw(self, seed: int, height: int, width: int) -> list[tuple[str, float]]:
         """The ops and magnitudes the policy draws under torch.manual_seed(seed), in the order it applies them."""
@@ -209,5 +211,5 @@ def batched(policy: object) -> BatchedPolicy | None:
     """The batched form of a built policy where one exists and torchvision's op table is one it knows."""
     try:
         return BatchedPolicy(policy)
-    except (NotImplementedError, AttributeError):
+    except (NotImplementedError, AttributeError, KeyError, IndexError, TypeError):
         return None
