@@ -65,6 +65,9 @@ class ImageAugment:
         self.policy = POLICIES[policy](small) if policy else None
         self.batched = batched(self.policy)  # the same draws and pixels, a whole batch at once (None: per image)
         self.erase = v2.RandomErasing(p=erase, value=0) if erase else None
+        # torchvision compares its float32 draw with p in float32; both exact in a Python float, the comparison is
+        # the same, and reading the draw as a number costs 7 us against 25 for a tensor comparison, per image
+        self.erase_p32 = float(np.float32(erase))
         self.name = " + ".join(filter(None, [policy, f"random erasing p={erase:g}" if erase else ""]))
 
     def __bool__(self) -> bool:
@@ -91,7 +94,7 @@ class ImageAugment:
 
     def _erase_box(self, image: Tensor) -> tuple[int, int, int, int] | None:
         """What v2.RandomErasing draws for one image, in its order: whether to erase, then the box."""
-        if torch.rand(1) >= self.erase.p:
+        if torch.rand(1).item() >= self.erase_p32:
             return None
         box = self.erase.make_params([image])
         return None if box["v"] is None else (box["i"], box["j"], box["h"], box["w"])
