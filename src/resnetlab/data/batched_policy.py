@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
@@ -93,8 +94,14 @@ GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 Table = dict[str, tuple[list[float] | None, bool]]  # op -> (its magnitudes as Python floats, or None; signed)
 
 
+def _at_most(p: float, g: torch.Generator) -> bool:
+    """torchvision's `torch.rand(()) <= p`, which compares in float32: a float32 draw and p rounded to float32
+    compare the same as Python floats, read as a number in a third of the time of a tensor comparison."""
+    return torch.rand((), generator=g).item() <= float(np.float32(p))
+
+
 def _signed(magnitude: float, signed: bool, g: torch.Generator) -> float:
-    return -magnitude if signed and torch.rand((), generator=g) <= 0.5 else magnitude
+    return -magnitude if signed and _at_most(0.5, g) else magnitude
 
 
 def _trivial_draws(policy: v2.TrivialAugmentWide, table: Table, g: torch.Generator) -> list[tuple[str, float]]:
@@ -120,7 +127,7 @@ def _auto_draws(policy: v2.AutoAugment, table: Table, g: torch.Generator) -> lis
     """One sub-policy, each of its two ops taken with its probability (v2.AutoAugment.forward's draws)."""
     ops = []
     for name, probability, index in policy._policies[int(torch.randint(len(policy._policies), (), generator=g))]:
-        if not torch.rand((), generator=g) <= probability:
+        if not _at_most(probability, g):
             continue
         magnitudes, signed = table[name]
         ops.append((name, 0.0 if magnitudes is None else _signed(magnitudes[index], signed, g)))
