@@ -82,6 +82,10 @@ def test_reproduce_cifar_end_to_end_and_rerun_skips(tiny_cifar, tmp_path, capsys
     assert main(argv) == 0
     assert calls == [("cifar_resnet14", True)]
     assert capsys.readouterr().out.count("finished earlier, skipped") == 3
+    assert "No warm-up for plain nets" not in (out / "report.md").read_text()
+    # plain-110 planned (not started): the report says why it takes no warm-up
+    assert main([*argv[:5], "8,14,110", *argv[6:], "--report-only"]) == 0
+    assert "No warm-up for plain nets of depth >= 110" in (out / "report.md").read_text()
 
 
 def test_report_sentences_follow_the_numbers():

@@ -19,6 +19,7 @@ from resnetlab.runtime import distributed
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.training import fastpath
 from resnetlab.training.config import TrainConfig
+from resnetlab.training.learning_rate import PLAIN_NO_WARMUP, WARMUP_DEPTH
 
 # The paper's CIFAR schedule (64k iterations) is the default of TrainConfig.iters: one place for it.
 PAPER_ITERS = TrainConfig().iters
@@ -140,12 +141,14 @@ def cifar_report(o: Cifar, out: Path, specs: list, pending: list, summaries: dic
     _, split_name = cifar.evaluation_split(o.data)
     if o.protocol == "paper" and split_name != "test split":  # what the hold-out protocol validated on trained these
         split_name = split_name.replace("validation hold-out", "hold-out") + " (these runs trained on it too)"
-    text = _cifar_text(o, out, specs, rows, table, split_name, summaries, start, stds)
+    deep_plain = any(s.net == "plain" and s.depth >= WARMUP_DEPTH for s in specs + pending)  # finished or not
+    text = _cifar_text(o, out, specs, rows, table, split_name, summaries, start, stds,
+                       f"\n- {PLAIN_NO_WARMUP}" if deep_plain else "")
     return text + sentences.pending_sentence(pending, out) + "\n" + _differences(o, split_name), rows, stds
 
 
 def _cifar_text(o: Cifar, out: Path, specs: list, rows: list, table: str, split_name: str, summaries: dict,
-                start: float, stds: dict) -> str:
+                start: float, stds: dict, warmup_note: str) -> str:
     wall = sum(s.get("train_seconds", 0) for s in summaries.values())
     device = next(iter(summaries.values()))["device"]
     device_name = fastpath.device_name(resolve_device(o.device))
@@ -174,7 +177,7 @@ def _cifar_text(o: Cifar, out: Path, specs: list, rows: list, table: str, split_
 - training time {wall / 3600:.2f} h over {len(specs)} runs (report written {time.strftime('%Y-%m-%d %H:%M')}, {sentences.elapsed_since(start)} this invocation)
 - data `{o.data}`; recipe `cifar-paper` (batch 128, SGD momentum 0.9,
   weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of the run, 4-pixel pad + random crop + flip,
-  per-pixel mean subtraction; lr 0.01 warm-up for ResNets of depth >= 110)
+  per-pixel mean subtraction; lr 0.01 warm-up for ResNets of depth >= {WARMUP_DEPTH}){warmup_note}
 
 ## How each run trained
 {RUNS_TABLE_NOTE}

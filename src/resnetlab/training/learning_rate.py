@@ -13,11 +13,13 @@ from resnetlab.training.optimizers import OPTIMIZERS
 from resnetlab.training.schedules import SCHEDULES
 
 # Sec. 4.2: ResNet-110 starts at lr 0.01 "until the training error is below 80%", then goes back to 0.1; the
-# paper gives it to the ResNets alone. Plain-110 does not take it: it trains at neither lr at first (measured
-# on the 45k CIFAR-10 JPEG images: 89.6% training error, loss 2.305 after 500 iterations at 0.1; 89.5%, 2.29
-# after 3,230 at 0.01; chance is 90%, 2.303), so the 80% bar is never met and the warm-up would replace the
-# schedule's whole lr-0.1 phase with 0.01 (results/cifar10-16k/plain110-warmup/).
+# paper gives it to the ResNets alone. Plain-110 does not take it, for the reason PLAIN_NO_WARMUP gives (the
+# measurements: results/cifar10-16k/plain110-warmup/).
 WARMUP_DEPTH = 110
+PLAIN_NO_WARMUP = ("No warm-up for plain nets of depth >= 110: the paper gives it to ResNet-110, and plain-110 trains at "
+                   "neither lr at first (measured on the 45k CIFAR-10 JPEG images: 89.6% training error, loss 2.305 "
+                   "after 500 iterations at lr 0.1; 89.5%, 2.29 after 3,230 at 0.01; chance is 90%, 2.303), so the "
+                   "warm-up's 80% bar would never be met and lr 0.01 would replace the schedule's whole lr-0.1 phase.")
 
 
 @dataclass
