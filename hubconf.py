@@ -4,7 +4,8 @@
     torch.hub.load("path/to/resnetlab", "resnet50", source="local", style="torchvision", weights="torchvision")
 
 Each takes create_model's options (num_classes, shortcut, style, zero_init_residual) and `weights`, the
-name of published weights (`resnetlab models --weights`), checked by sha256.
+name of published weights (`resnetlab models --weights`), checked by sha256; `pretrained=True` is
+weights="DEFAULT", as timm and older torchvision spell it.
 """
 
 import sys as _sys
@@ -19,8 +20,8 @@ dependencies = ["torch", "torchvision"]
 
 
 def _entry(name: str):
-    def entry(weights: str | None = None, **options):
-        return _create_model(name, weights=weights, **options)
+    def entry(weights: str | None = None, pretrained: bool = False, **options):
+        return _create_model(name, weights=weights, pretrained=pretrained, **options)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = f"{name} of 'Deep Residual Learning for Image Recognition'; weights= names published weights."

@@ -49,6 +49,8 @@ def test_every_network_is_a_torch_hub_entry_point_with_named_weights(tmp_path, m
     resnetlab.load_weights(reference, r20)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(net.eval()(x), reference.eval()(x))
+    default = torch.hub.load(str(REPO), "cifar_resnet20", source="local", trust_repo=True, pretrained=True)
+    torch.testing.assert_close(default.eval()(x), reference.eval()(x))  # DEFAULT: akamaster's for the CIFAR nets
 
 
 def test_the_api_refuses_bad_arguments_with_python_exceptions(tiny_cifar, tmp_path):
