@@ -1,4 +1,4 @@
-"""The three extensions README's "Extending resnetlab" shows, each done in the files it names (issue 30)."""
+"""The extensions README's "Extending resnetlab" shows, each done in the files it names (issues 30, 42)."""
 
 import math
 
@@ -110,6 +110,20 @@ def test_a_batch_transform_is_one_function_and_one_registry_line():
         assert torch.equal(BatchTransforms(cfg, 10)(batch, 0).images, -2 * torch.ones(4, 3, 2, 2))
     finally:
         del BATCH_TRANSFORMS["invert_strength"]
+
+
+def test_an_augmentation_policy_is_one_line(monkeypatch):
+    """A policy batched_policy cannot repeat runs per image, each image under its own seed."""
+    from torchvision.transforms import v2
+
+    from resnetlab.data import image_policies
+
+    monkeypatch.setitem(image_policies.POLICIES, "augmix", lambda small: v2.AugMix())
+    augment = image_policies.ImageAugment("augmix", small=True)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = augment.apply_policy(images, list(range(6)))
+    assert augment.batched is None and out.shape == images.shape and not torch.equal(out, images)
+    assert torch.equal(out[2], augment.apply_policy(images[2], [2]))  # the image's own draws, alone or in a batch
 
 
 def test_a_weight_averager_is_one_class_and_one_registry_line():
