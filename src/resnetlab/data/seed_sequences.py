@@ -11,8 +11,6 @@ tests/data/test_seed_sequences.py holds it to numpy's own for many inputs).
 
 from __future__ import annotations
 
-from itertools import cycle
-
 import numpy as np
 
 POOL_SIZE = 4  # SeedSequence's default pool_size
@@ -33,14 +31,15 @@ def _words(n: int) -> list[int]:
 
 
 class _Hash:
-    """SeedSequence's `hashmix` with its running constant, which never depends on the data."""
+    """SeedSequence's `hashmix` with its running constant, which never depends on the data; `generate_state`
+    hashes the pool's words out the same way with its own pair of constants (INIT_B, MULT_B)."""
 
-    def __init__(self) -> None:
-        self.const = INIT_A
+    def __init__(self, init: int = INIT_A, mult: int = MULT_A) -> None:
+        self.const, self.mult = init, mult
 
     def __call__(self, value: np.ndarray) -> np.ndarray:
         value = value ^ np.uint32(self.const)
-        self.const = (self.const * MULT_A) & MASK32
+        self.const = (self.const * self.mult) & MASK32
         value = value * np.uint32(self.const)  # uint32 arrays wrap, as the C code's uint32_t does
         return value ^ (value >> XSHIFT)
 
@@ -69,10 +68,6 @@ def seeds_u64(before: list[int], varying: np.ndarray, after: list[int]) -> np.nd
     for src in range(POOL_SIZE, len(entropy)):
         for dst in range(POOL_SIZE):
             pool[dst] = _mix(pool[dst], hashmix(entropy[src]))
-    const, state = INIT_B, []
-    for word, _ in zip(cycle(pool), range(2)):  # two uint32 words make one uint64, little end first
-        value = word ^ np.uint32(const)
-        const = (const * MULT_B) & MASK32
-        value = value * np.uint32(const)
-        state.append((value ^ (value >> XSHIFT)).astype(np.uint64))
-    return state[0] | (state[1] << np.uint64(32))
+    out = _Hash(INIT_B, MULT_B)
+    low, high = (out(word).astype(np.uint64) for word in pool[:2])  # one uint64 is two words, little end first
+    return low | (high << np.uint64(32))
