@@ -94,32 +94,42 @@ GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 Table = dict[str, tuple[list[float] | None, bool]]  # op -> (its magnitudes as Python floats, or None; signed)
 
 
+def as_compared(p: float) -> float:
+    """p as torchvision's `torch.rand(...) <= p` (or `>= p`) sees it: the comparison runs in the draw's float32. A
+    float32 draw read as a Python float compares with this exactly as the tensors do, in a third of the time."""
+    return float(np.float32(p))
+
+
 def _at_most(p: float, g: torch.Generator) -> bool:
-    """torchvision's `torch.rand(()) <= p`, which compares in float32: a float32 draw and p rounded to float32
-    compare the same as Python floats, read as a number in a third of the time of a tensor comparison."""
-    return torch.rand((), generator=g).item() <= float(np.float32(p))
+    return torch.rand((), generator=g).item() <= as_compared(p)
 
 
-def _signed(magnitude: float, signed: bool, g: torch.Generator) -> float:
-    return -magnitude if signed and _at_most(0.5, g) else magnitude
+def _op(table: Table, g: torch.Generator) -> tuple[str, list[float] | None, bool]:
+    """One op, drawn as torchvision's `_get_random_item` draws it: its name, magnitudes (or None) and sign flag."""
+    name = list(table)[int(torch.randint(len(table), (), generator=g))]
+    return name, *table[name]
+
+
+def _magnitude(magnitudes: list[float] | None, signed: bool, index: int | None, g: torch.Generator) -> float:
+    """The op's magnitude at `index`, negated on a draw where the op is signed; 0.0 for an op without any."""
+    if magnitudes is None:
+        return 0.0
+    return -magnitudes[index] if signed and _at_most(0.5, g) else magnitudes[index]
 
 
 def _trivial_draws(policy: v2.TrivialAugmentWide, table: Table, g: torch.Generator) -> list[tuple[str, float]]:
     """One op, one of its magnitudes (v2.TrivialAugmentWide.forward's draws, in its order)."""
-    name = list(table)[int(torch.randint(len(table), (), generator=g))]
-    magnitudes, signed = table[name]
-    if magnitudes is None:
-        return [(name, 0.0)]
-    return [(name, _signed(magnitudes[int(torch.randint(len(magnitudes), (), generator=g))], signed, g))]
+    name, magnitudes, signed = _op(table, g)
+    index = None if magnitudes is None else int(torch.randint(len(magnitudes), (), generator=g))
+    return [(name, _magnitude(magnitudes, signed, index, g))]
 
 
 def _rand_draws(policy: v2.RandAugment, table: Table, g: torch.Generator) -> list[tuple[str, float]]:
     """num_ops ops, each at the policy's one magnitude (v2.RandAugment.forward's draws)."""
     ops = []
     for _ in range(policy.num_ops):
-        name = list(table)[int(torch.randint(len(table), (), generator=g))]
-        magnitudes, signed = table[name]
-        ops.append((name, 0.0 if magnitudes is None else _signed(magnitudes[policy.magnitude], signed, g)))
+        name, magnitudes, signed = _op(table, g)
+        ops.append((name, _magnitude(magnitudes, signed, policy.magnitude, g)))
     return ops
 
 
@@ -127,10 +137,8 @@ def _auto_draws(policy: v2.AutoAugment, table: Table, g: torch.Generator) -> lis
     """One sub-policy, each of its two ops taken with its probability (v2.AutoAugment.forward's draws)."""
     ops = []
     for name, probability, index in policy._policies[int(torch.randint(len(policy._policies), (), generator=g))]:
-        if not _at_most(probability, g):
-            continue
-        magnitudes, signed = table[name]
-        ops.append((name, 0.0 if magnitudes is None else _signed(magnitudes[index], signed, g)))
+        if _at_most(probability, g):
+            ops.append((name, _magnitude(*table[name], index, g)))
     return ops
 
 
