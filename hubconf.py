@@ -20,8 +20,8 @@ dependencies = ["torch", "torchvision"]
 
 
 def _entry(name: str):
-    def entry(weights: str | None = None, pretrained: bool = False, **options):
-        return _create_model(name, weights=weights, pretrained=pretrained, **options)
+    def entry(weights: str | None = None, **options):
+        return _create_model(name, weights=weights, **options)  # options include pretrained=True
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = f"{name} of 'Deep Residual Learning for Image Recognition'; weights= names published weights."

@@ -10,7 +10,6 @@ import json
 import statistics
 from pathlib import Path
 
-
 from resnetlab.data import DeviceLoader, open_dataset
 from resnetlab.data.sources import recorded_training_split
 from resnetlab.experiments.cifar import PAPER_TABLE6, RunSpec
