@@ -22,6 +22,7 @@ from resnetlab.bench.throughput import Options, trainer_rate
 from resnetlab.bench.timing import seconds_per_call
 from resnetlab.bench.traffic import bandwidth, bound, count_step, kind_of
 from resnetlab.models import create_model
+from resnetlab.runtime import memory
 from resnetlab.training import fastpath
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start/stop chatter, not ours to print
@@ -100,6 +101,7 @@ class BareStep:
 
 def _one_core_worker(model_name: str, precision: str, batch: int, min_seconds: float, barrier, results) -> None:
     torch.set_num_threads(1)
+    memory.keep_freed_memory()  # a spawned process starts with glibc's defaults: the same allocator as its parent
     step = BareStep(model_name, precision, batch)
     step()
     barrier.wait()  # every process times the same seconds, so they contend as torchrun's would
@@ -176,6 +178,8 @@ def roofline(models: list[str], batch: int = 128, profile: bool = True, per_core
     the fraction of that precision's peak), the same step as one process per core, and where the step's time
     goes in the fastest precision."""
     precisions, threads = native_precisions(), torch.get_num_threads()
+    # Every step below, bare or the trainer's, with the allocator the trainer sets: no page faults in any of them.
+    log(f"freed memory: {memory.keep_freed_memory()} in this process")
     log(f"measuring the peak in {', '.join(precisions)} on {threads} threads...")
     result = {"threads": threads, "peaks": peaks(precisions, min_seconds / 4), "steps": []}
     for name, p in result["peaks"].items():

