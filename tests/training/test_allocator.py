@@ -57,9 +57,12 @@ def test_the_users_choice_wins_and_a_bad_setting_is_refused_by_name(monkeypatch)
         memory.keep_freed_memory()
 
 
-def test_training_on_the_cpu_asks_for_it(tiny_cifar, tmp_path, monkeypatch):
+def test_training_and_evaluating_on_the_cpu_ask_for_it(tiny_cifar, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or "kept")
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append("asked") or "kept")
     assert main(["train", "--model", "cifar_resnet8", "--batch-size", "32", "--workers", "0", "--iters", "2",
                  "--data", str(tiny_cifar), "--out", str(tmp_path / "run"), "--fast", "off"]) == 0
-    assert calls == [1]
+    assert calls == ["asked"]
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(tiny_cifar),
+                 "--split", "test"]) == 0
+    assert calls == ["asked"] * 2
