@@ -3,7 +3,7 @@ on the fast path `train` chooses, compile time apart: `bench --what train`'s mea
 alternated A B A B ... in one process, so that drift of the machine hits every variant alike.
 
 Usage: python benchmarks/step_variants.py [--model cifar_resnet20] [--rounds 3] [--steps 40] VARIANT...
-A variant is `baseline`, `channels_last=off`, or `inductor:<config key>=<python value>` (e.g.
+A variant is `baseline`, `channels_last=off`, `fast=off` (the eager step), or `inductor:<config key>=<python value>` (e.g.
 `inductor:cpp.simdlen=256`), several joined with `+`. Nothing else may run on the machine while it times.
 """
 
@@ -52,8 +52,9 @@ def main() -> None:
         for spec in args.variants:
             torch._dynamo.reset()  # each variant compiles its own step
             with variant(spec) as changes:
+                fast = changes.pop("fast", args.fast)
                 opts = Options(model=args.model, data=args.data, steps=args.steps, **changes)
-                out = trainer_rate(opts, torch.device("cpu"), args.fast)
+                out = trainer_rate(opts, torch.device("cpu"), fast)
             rates[spec].append(out["images_per_s"])
             print(f"round {r + 1} {spec}: {out['images_per_s']:,.0f} images/s ({out['mode']} {out['precision']}, "
                   f"compiled in {out['compile_seconds']:.0f} s)", flush=True)

@@ -1,12 +1,14 @@
-"""The trainer keeps freed memory in the process on the CPU (runtime/memory.py): the step's activations come back
-without page faults, and the user's own allocator settings win."""
+"""train, evaluate and predict keep freed memory in the process on the CPU (runtime/memory.py): the step's
+activations come back without page faults, and the user's own allocator settings win."""
 
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from resnetlab.cli.main import main
 from resnetlab.errors import UserError
@@ -57,7 +59,7 @@ def test_the_users_choice_wins_and_a_bad_setting_is_refused_by_name(monkeypatch)
         memory.keep_freed_memory()
 
 
-def test_training_and_evaluating_on_the_cpu_ask_for_it(tiny_cifar, tmp_path, monkeypatch):
+def test_training_evaluating_and_predicting_on_the_cpu_ask_for_it(tiny_cifar, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append("asked") or "kept")
     assert main(["train", "--model", "cifar_resnet8", "--batch-size", "32", "--workers", "0", "--iters", "2",
@@ -66,3 +68,6 @@ def test_training_and_evaluating_on_the_cpu_ask_for_it(tiny_cifar, tmp_path, mon
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(tiny_cifar),
                  "--split", "test"]) == 0
     assert calls == ["asked"] * 2
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    assert main(["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(tmp_path / "a.png")]) == 0
+    assert calls == ["asked"] * 3

@@ -10,6 +10,7 @@ from resnetlab.cli.main import Parser
 from resnetlab.cli.options import add_model_source, strict_json
 from resnetlab.errors import UserError
 from resnetlab.inference import expand_folders, load_model, predict
+from resnetlab.runtime import memory
 
 
 def build_parser() -> Parser:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.averaged:  # on stderr: --json's stdout stays the list of predictions
         print(f"weights: the run's averaged weights ({loaded.averaged}), as evaluate and export use",
               file=sys.stderr)
+    memory.keep_freed_memory()  # predict runs on the CPU: no page faults for each batch's activations
     results = predict(loaded, paths, args.topk, args.batch_size)
     if args.json:
         print(json.dumps(strict_json(results), indent=2, allow_nan=False))

@@ -4,10 +4,11 @@ A training step allocates and frees the same activations every iteration. glibc'
 the system when they are freed (anything above its mmap threshold, and the heap's free top above its trim
 threshold), so the next step takes them back one page fault at a time, each page zeroed by the kernel: ResNet-20
 at batch 128 faulted ~4,700 pages a step, ResNet-18 at 224 px ~125,000. Keeping freed memory in the process
-removes that work: measured on the 2-core AVX2-only EPYC (benchmarks/allocator.sh, alternated processes),
-ResNet-20's trainer step 1.067x, ResNet-18's bare step at 224 px 1.04-1.05x; `evaluate` of ResNet-20 on 50,000
-images 1.07x, where inference (no activations kept for a backward) had spent a sixth of its CPU time in page
-faults (ResNet-50 at 224 px: 1.16 s of system time against 7.5 s of compute a batch). This is a pair of glibc
+removes that work: measured with benchmarks/allocator.sh (alternated processes), ResNet-20's trainer step 1.067x
+on the 2-core AVX2-only EPYC and 1.155x on the AVX-512 BF16 one; ResNet-18's bare step at 224 px 1.04-1.05x
+(AVX2); `evaluate` of ResNet-20 on 50,000 images 1.07x (AVX2), where inference (no activations kept for a
+backward) had spent a sixth of its CPU time in page faults; `predict` of ResNet-18 on 640 256-px JPEGs 1.5x
+(AVX-512 BF16: system time 12-13 s -> 1 s, 5.1 million page faults -> 0.3 million). This is a pair of glibc
 `mallopt` calls rather than jemalloc or tcmalloc, which would have to be preloaded before Python starts; it is
 what glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ tunables do, set from inside the process.
 
