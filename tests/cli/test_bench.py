@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from resnetlab.cli.main import main
@@ -187,3 +188,21 @@ def test_conv_backward_alternatives_compute_onednns_weight_gradient():
     reference = mod.backward(go, x, w, [False, True, False])[1]
     for way in (mod.weight_grad_unfold, mod.weight_grad_patches):
         assert torch.allclose(way(go.contiguous(), x.contiguous(), w), reference, atol=1e-4)
+
+
+def test_make_folder_writes_class_folders_of_jpegs_at_the_size_asked(tmp_path):
+    from PIL import Image
+
+    mod = benchmark_script("make_folder")
+    src = tmp_path / "src"
+    for c in ("cat", "dog"):
+        (src / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(src / c / f"{i}.png")
+    assert mod.parse_size("2000x1500") == (2000, 1500) and mod.parse_size("256") == (256, 256)
+    assert mod.make(src, tmp_path / "out", (96, 64), per_class=2) == 4
+    made = sorted((tmp_path / "out").rglob("*.jpg"))
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in made] == ["cat/0.jpg", "cat/1.jpg", "dog/0.jpg", "dog/1.jpg"]
+    with Image.open(made[0]) as img:
+        assert img.format == "JPEG" and img.size == (96, 64)
+        assert len(np.unique(np.asarray(img.convert("L")))) > 5  # the grain: not one flat colour
