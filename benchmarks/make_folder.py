@@ -27,7 +27,8 @@ def make(source: Path, out: Path, size: tuple[int, int], per_class: int, quality
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         (out / class_dir.name).mkdir(parents=True, exist_ok=True)
         for path in sorted(class_dir.iterdir())[:per_class]:
-            big = np.asarray(Image.open(path).convert("RGB").resize(size, Image.BICUBIC), dtype=np.int16)
+            with Image.open(path) as small:
+                big = np.asarray(small.convert("RGB").resize(size, Image.BICUBIC), dtype=np.int16)
             grain = rng.integers(-12, 13, size=big.shape, dtype=np.int16)
             pixels = np.clip(big + grain, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(out / class_dir.name / f"{path.stem}.jpg", quality=quality)

@@ -3,8 +3,9 @@ on the fast path `train` chooses, compile time apart: `bench --what train`'s mea
 alternated A B A B ... in one process, so that drift of the machine hits every variant alike.
 
 Usage: python benchmarks/step_variants.py [--model cifar_resnet20] [--rounds 3] [--steps 40] VARIANT...
-A variant is `baseline`, `channels_last=off`, `fast=off` (the eager step), or `inductor:<config key>=<python value>` (e.g.
-`inductor:cpp.simdlen=256`), several joined with `+`. Nothing else may run on the machine while it times.
+A variant is `baseline`, `channels_last=off`, `fast=off` (the eager step), or `inductor:<config key>=<python
+value>` (e.g. `inductor:cpp.simdlen=256`), several joined with `+`. Nothing else may run on the machine while it
+times.
 """
 
 from __future__ import annotations
