@@ -116,6 +116,19 @@ def test_report_sentences_follow_the_numbers():
     assert "not smaller" in sentences.response_sentence({"plain-20": [1.0], "resnet-20": [1.5]})
 
 
+def test_plain110_is_held_to_the_papers_60_percent():
+    def row(train, val):
+        return {"net": "plain", "depth": 110, "final_train_error": train, "mean": val}
+
+    assert "above the 60% the paper's Fig. 6 shows for it, as in the paper" in sentences.deepest_plain_sentence(
+        [row(0.899, 0.90)])
+    assert "unlike the paper" in sentences.deepest_plain_sentence([row(0.30, 0.35)])
+    assert "on both sides" in sentences.deepest_plain_sentence([row(0.55, 0.65)])
+    # the final protocol has no validation error: training error alone is judged
+    assert "ends with 70.00% training error: above" in sentences.deepest_plain_sentence([row(0.70, None)])
+    assert sentences.deepest_plain_sentence([{**row(0.1, 0.1), "depth": 56}]) == ""
+
+
 def test_noise_sentence_says_which_depth_differences_exceed_the_seed_noise():
     def row(depth, mean, std=0.0, seeds=1):
         return {"net": "resnet", "depth": depth, "mean": mean, "std": std, "seeds": seeds}

@@ -175,6 +175,26 @@ def degradation_sentence(rows: list[dict]) -> str:
     return " ".join(sentences) or "Only one depth per network was run, so the degradation problem cannot be judged."
 
 
+# Fig. 6 (left), the paper's one figure for its deepest plain net: plain-110's error stays above 60% throughout.
+PAPER_PLAIN110_ABOVE = 0.60
+
+
+def deepest_plain_sentence(rows: list[dict]) -> str:
+    """Plain-110 against the paper's bar: above 60% error in every error the run has (training, and the
+    reported split's where there is one), or not."""
+    r = next((r for r in rows if r["net"] == "plain" and r["depth"] == 110), None)
+    if r is None or r["final_train_error"] is None:
+        return ""
+    errors = [r["final_train_error"]] + ([r["mean"]] if r["mean"] is not None else [])
+    what = f"{r['final_train_error']:.2%} training" + (
+        f", {r['mean']:.2%} {r.get('reported', 'validation')} error" if r["mean"] is not None else " error")
+    if min(errors) > PAPER_PLAIN110_ABOVE:
+        return f"Plain-110 ends with {what}: above the 60% the paper's Fig. 6 shows for it, as in the paper."
+    if max(errors) <= PAPER_PLAIN110_ABOVE:
+        return f"Plain-110 ends with {what}: below the 60% the paper's Fig. 6 shows for it, unlike the paper."
+    return f"Plain-110 ends with {what}: on both sides of the 60% the paper's Fig. 6 shows for it."
+
+
 def response_sentence(stds: dict[str, list[float]]) -> str:
     """Fig. 7 in words: are ResNet responses smaller than plain ones of the same depth?"""
     mean = {k: sum(v) / len(v) for k, v in stds.items()}

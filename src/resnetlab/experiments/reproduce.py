@@ -196,7 +196,8 @@ Measured on the {split_name}. {sentences.response_sentence(stds)}
 ![Figure 7](figure7.png)
 
 ## Compared with the paper
-{sentences.depth_curve_sentence(rows)} {sentences.degradation_sentence(rows)} {sentences.noise_sentence(rows)}
+{sentences.depth_curve_sentence(rows)} {sentences.degradation_sentence(rows)} {sentences.deepest_plain_sentence(rows)}
+{sentences.noise_sentence(rows)}
 """
 
 
