@@ -126,26 +126,29 @@ def pending_sentence(pending: list[RunSpec], out: Path) -> str:
             "--report-only) trains those that no other process is training.")
 
 
+def errors_phrase(r: dict) -> str:
+    """A row's final errors in words: "9.59% training, 16.44% validation error", or "9.59% training error" where
+    the run has no held-out split (the final protocol)."""
+    held_out = f", {r['mean']:.2%} {r.get('reported', 'validation')} error" if r["mean"] is not None else ""
+    return f"{r['final_train_error']:.2%} training" + (held_out or " error")
+
+
 def degradation_sentence(rows: list[dict]) -> str:
     """Plain words on whether the deeper plain net trains worse, and whether residual nets fix it."""
-    def pct(r: dict) -> str:
-        held_out = f", {r['mean']:.2%} {r.get('reported', 'validation')} error" if r["mean"] is not None else ""
-        return f"{r['final_train_error']:.2%} training" + (held_out or " error")
-
     plain, res = by_depth(rows, "plain"), by_depth(rows, "resnet")
     sentences = []
     if len(plain) >= 2:
         a, b = plain[0], plain[-1]
         shows = b["final_train_error"] > a["final_train_error"]
         sentences.append(f"The degradation problem {'shows' if shows else 'does not show'}: plain-{b['depth']} ends "
-                         f"with {pct(b)}, plain-{a['depth']} with {pct(a)}.")
+                         f"with {errors_phrase(b)}, plain-{a['depth']} with {errors_phrase(a)}.")
     if len(res) >= 2:
         a, b = res[0], res[-1]
         # The paper's deeper ResNet is better in both training and test error (Fig. 6, Table 6): judge each.
         trains = b["final_train_error"] < a["final_train_error"]
         # None: the final protocol without a test split, where training error is all there is to judge
         generalizes = None if None in (a["mean"], b["mean"]) else b["mean"] < a["mean"]
-        both = f"ResNet-{b['depth']} {pct(b)}, ResNet-{a['depth']} {pct(a)}"
+        both = f"ResNet-{b['depth']} {errors_phrase(b)}, ResNet-{a['depth']} {errors_phrase(a)}"
         threshold = noise_threshold(rows, a, b)
         tied = generalizes is not None and threshold is not None and abs(b["mean"] - a["mean"]) <= threshold
         if tied:  # said before any "better": a difference within the noise is no ranking
@@ -162,8 +165,8 @@ def degradation_sentence(rows: list[dict]) -> str:
             sentences.append(f"The deeper ResNet is better in {better} error, as in the paper, but not in {worse} "
                              f"error: {both}.")
         else:
-            sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({pct(b)}) has not overtaken "
-                             f"ResNet-{a['depth']} ({pct(a)}) within this budget.")
+            sentences.append(f"Unlike the paper's full runs, ResNet-{b['depth']} ({errors_phrase(b)}) has not "
+                             f"overtaken ResNet-{a['depth']} ({errors_phrase(a)}) within this budget.")
     plain_at = {r["depth"]: r for r in plain}
     for r in res:
         p = plain_at.get(r["depth"])
@@ -185,14 +188,12 @@ def deepest_plain_sentence(rows: list[dict]) -> str:
     r = next((r for r in rows if r["net"] == "plain" and r["depth"] == 110), None)
     if r is None or r["final_train_error"] is None:
         return ""
-    errors = [r["final_train_error"]] + ([r["mean"]] if r["mean"] is not None else [])
-    what = f"{r['final_train_error']:.2%} training" + (
-        f", {r['mean']:.2%} {r.get('reported', 'validation')} error" if r["mean"] is not None else " error")
-    if min(errors) > PAPER_PLAIN110_ABOVE:
-        return f"Plain-110 ends with {what}: above the 60% the paper's Fig. 6 shows for it, as in the paper."
-    if max(errors) <= PAPER_PLAIN110_ABOVE:
-        return f"Plain-110 ends with {what}: below the 60% the paper's Fig. 6 shows for it, unlike the paper."
-    return f"Plain-110 ends with {what}: on both sides of the 60% the paper's Fig. 6 shows for it."
+    errors = [e for e in (r["final_train_error"], r["mean"]) if e is not None]
+    side, verdict = (("above", ", as in the paper") if min(errors) > PAPER_PLAIN110_ABOVE else
+                     ("below", ", unlike the paper") if max(errors) <= PAPER_PLAIN110_ABOVE else
+                     ("on both sides of", ""))
+    return (f"Plain-110 ends with {errors_phrase(r)}: {side} the {PAPER_PLAIN110_ABOVE:.0%} the paper's Fig. 6 shows "
+            f"for it{verdict}.")
 
 
 def response_sentence(stds: dict[str, list[float]]) -> str:
